@@ -1,0 +1,3 @@
+from messenger.cli.main import app
+
+app(prog_name="messenger")

@@ -1,0 +1,54 @@
+"""The errors the domain and services raise; the API maps each to one HTTP status."""
+
+from __future__ import annotations
+
+
+class MessengerError(Exception):
+    """Base of every error a client may see."""
+
+    code: str = "error"
+
+    def __init__(self, message: str, *, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class InvalidInput(MessengerError):
+    code = "invalid_input"
+
+
+class NotFound(MessengerError):
+    code = "not_found"
+
+
+class Conflict(MessengerError):
+    code = "conflict"
+
+
+class Unauthenticated(MessengerError):
+    code = "unauthenticated"
+
+
+class Forbidden(MessengerError):
+    code = "forbidden"
+
+
+class RateLimited(MessengerError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, details={"retry_after": retry_after})
+        self.retry_after = retry_after
+
+
+class ShardUnavailable(MessengerError):
+    """A shard (or the role of it a request needs) cannot be reached in time."""
+
+    code = "shard_unavailable"
+
+    def __init__(self, shard: str, role: str = "primary", reason: str = "") -> None:
+        message = f"{shard} {role} is unavailable" + (f": {reason}" if reason else "")
+        super().__init__(message, details={"shard": shard, "role": role})
+        self.shard = shard
+        self.role = role
