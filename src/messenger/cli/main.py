@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from messenger.cli import cluster, migrate
+from messenger.cli import cluster, migrate, relay
 
 app = typer.Typer(
     name="messenger",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 cluster.register(app)
 migrate.register(app)
+relay.register(app)
 
 
 if __name__ == "__main__":
