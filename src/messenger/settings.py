@@ -10,11 +10,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from messenger.cluster.pgbouncer import DEFAULT_POOL_SIZE
 from messenger.cluster.topology import Topology, load_topology
 
 ENV_PREFIX = "MESSENGER_"
-PGBOUNCER_POOL_SIZE = 20
-"""PgBouncer's default_pool_size: server connections per database (shard_i_rw / shard_i_ro)."""
 
 
 def available_cpus() -> int:
@@ -84,8 +83,10 @@ class Settings:
         topology = load_topology(topology_path)
         n_workers = workers or int(_env("WORKERS", "0")) or available_cpus()
         # Every worker has its own pool per shard and role; together they should not queue
-        # beyond PgBouncer's server pool, so each gets an equal slice of it (at least 2).
-        pool_max = int(_env("POOL_MAX_SIZE", "0")) or max(2, PGBOUNCER_POOL_SIZE // n_workers)
+        # beyond PgBouncer's server pool (default_pool_size per database, see
+        # cluster/pgbouncer.py), so each gets an equal slice of it, at least 2.
+        bouncer_pool = int(_env("PGBOUNCER_POOL_SIZE", str(DEFAULT_POOL_SIZE)))
+        pool_max = int(_env("POOL_MAX_SIZE", "0")) or max(2, bouncer_pool // n_workers)
         secret = _env("CURSOR_SECRET", "")
         return cls(
             topology=topology,

@@ -49,7 +49,10 @@ def build_openapi() -> dict[str, Any]:
         "description": "Token returned by a write; optional, read-your-writes holds without it",
         "schema": {"type": "string"},
     }
-    write_body = lambda s: {"required": True, "content": _json(s)}
+
+    def write_body(struct: type) -> dict[str, Any]:
+        return {"required": True, "content": _json(struct)}
+
     user_ok = {"description": "The user", "content": _json(UserOut)}
     item = {
         "get": {
@@ -103,7 +106,10 @@ def build_openapi() -> dict[str, Any]:
             },
         },
     }
-    plain = lambda d: {"get": {"summary": d, "responses": {"200": {"description": "OK"}}}}
+
+    def plain(summary: str) -> dict[str, Any]:
+        return {"get": {"summary": summary, "responses": {"200": {"description": "OK"}}}}
+
     return {
         "openapi": "3.1.0",
         "info": {"title": "Messenger API", "version": "1"},

@@ -103,6 +103,7 @@ class ShardRouter:
         self._monitors: list[asyncio.Task[None]] = []
         self._set_timeout = f"SET LOCAL statement_timeout = {int(settings.statement_timeout_ms)}; "
         self._wrapped: dict[tuple[str, str], str] = {}
+        self._abandoned: set[asyncio.Future[list[Rows]]] = set()
 
     # -- placement -----------------------------------------------------------------------
 
@@ -241,17 +242,17 @@ class ShardRouter:
             self._metrics.query_errors.labels(name, role, "circuit_open").inc()
             raise ShardUnavailable(name, role, "circuit open after recent failures")
         started = time.perf_counter()
+        # The deadline is enforced outside the query's task: cancelling a psycopg query makes
+        # it send a cancel request and wait up to 10 s for the server to confirm, which a dead
+        # server never does. So on timeout the task is left to clean up (its connection is
+        # then discarded) and the caller gets its answer now.
+        work = asyncio.ensure_future(self._run(shard, role, sql, params))
         try:
-            async with asyncio.timeout(self._timeouts[role]):
-                async with self._pools.get(shard, role).connection() as conn:
-                    cur = conn.cursor()
-                    await cur.execute(sql, params)
-                    sets: list[Rows] = []
-                    while True:
-                        if cur.description is not None:
-                            sets.append(await cur.fetchall())
-                        if not cur.nextset():
-                            break
+            done, _ = await asyncio.wait((work,), timeout=self._timeouts[role])
+            if not done:
+                self._abandon(work)
+                raise TimeoutError
+            sets = work.result()
         except _FAILURES as exc:
             breaker.record_failure()
             kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
@@ -260,11 +261,38 @@ class ShardRouter:
         except BaseException:
             # Not the server's fault (a bug, a constraint, a cancelled request): the server
             # answered or may have, so the breaker only must not stay half-open forever.
+            self._abandon(work)
             breaker.record_success()
             raise
         breaker.record_success()
         self._metrics.query_seconds.labels(name, role).observe(time.perf_counter() - started)
         return sets
+
+    async def _run(self, shard: int, role: Role, sql: str, params: Params) -> list[Rows]:
+        async with self._pools.get(shard, role).connection() as conn:
+            cur = conn.cursor()
+            await cur.execute(sql, params)
+            sets: list[Rows] = []
+            while True:
+                if cur.description is not None:
+                    sets.append(await cur.fetchall())
+                if not cur.nextset():
+                    return sets
+
+    def _abandon(self, work: asyncio.Future[list[Rows]]) -> None:
+        """Cancel a call nobody waits for any more, keeping it referenced until it is done."""
+        if work.done():
+            if not work.cancelled():
+                work.exception()  # retrieved: no "exception never retrieved" noise
+            return
+        work.cancel()
+        self._abandoned.add(work)
+        work.add_done_callback(self._forget)
+
+    def _forget(self, work: asyncio.Future[list[Rows]]) -> None:
+        self._abandoned.discard(work)
+        if not work.cancelled():
+            work.exception()
 
     # -- health ---------------------------------------------------------------------------
 
