@@ -12,10 +12,12 @@ import typer
 
 from messenger.cli.console import console, fail
 from messenger.cluster.topology import TOPOLOGY_ENV, TopologyError, load_topology
-from messenger.metrics import MULTIPROC_ENV
 from messenger.settings import ENV_PREFIX, available_cpus
 
 APP_FACTORY = "messenger.api.app:create_app_from_env"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Must be set before prometheus_client is first imported (it picks its value store then), so
+this module does not import messenger.metrics, and the workers import it after the fork."""
 
 
 def resolve_workers(workers: str) -> int:

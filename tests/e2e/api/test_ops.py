@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import httpx
 import pytest
 
+from messenger.api.app import create_app
 from messenger.cluster.topology import Topology
+from messenger.settings import Settings
+from messenger.storage.schema import SchemaDrift
 from tests.e2e.api.conftest import USERS_URL
+from tests.support.scratch import scratch_topology
 
 
 async def test_health_is_ok(api: httpx.AsyncClient) -> None:
@@ -70,3 +77,11 @@ async def test_openapi_describes_every_users_operation(api: httpx.AsyncClient) -
 async def test_docs_page_loads_the_openapi_document(api: httpx.AsyncClient) -> None:
     response = await api.get("/docs")
     assert response.status_code == 200 and "/openapi.json" in response.text
+
+
+async def test_app_refuses_to_start_on_schema_drift(cluster: Any, settings: Settings) -> None:
+    with scratch_topology(cluster.topology) as empty:
+        app = create_app(replace(settings, topology=empty))
+        with pytest.raises(SchemaDrift, match="messenger migrate up"):
+            async with app.router.lifespan_context(app):
+                pass
