@@ -1,0 +1,89 @@
+"""`messenger serve`: the API on granian, one worker process per available core (prefork)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from messenger.cli.console import console, fail
+from messenger.cluster.topology import TOPOLOGY_ENV, TopologyError, load_topology
+from messenger.settings import ENV_PREFIX, available_cpus
+
+APP_FACTORY = "messenger.api.app:create_app_from_env"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Must be set before prometheus_client is first imported (it picks its value store then), so
+this module does not import messenger.metrics, and the workers import it after the fork."""
+
+
+def resolve_workers(workers: str) -> int:
+    """'auto' → the CPUs this process may use (affinity and cgroup quota aware), else a number."""
+    if workers == "auto":
+        return available_cpus()
+    try:
+        count = int(workers)
+    except ValueError:
+        raise typer.BadParameter("--workers must be 'auto' or a positive integer") from None
+    if count < 1:
+        raise typer.BadParameter("--workers must be 'auto' or a positive integer")
+    return count
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    workers: Annotated[
+        str, typer.Option(help="Worker processes: 'auto' (one per available core) or a number.")
+    ] = "auto",
+    topology: Annotated[
+        str | None,
+        typer.Option("--topology", envvar=TOPOLOGY_ENV, help="Topology file (default var/cluster/topology.toml)."),
+    ] = None,
+) -> None:
+    """Serve the HTTP API over the shards of the topology file."""
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    from messenger.storage.migrator import check_drift
+
+    try:
+        topo = load_topology(topology)
+    except TopologyError as exc:
+        fail(str(exc))
+    report = check_drift(topo)
+    if not report.ok:
+        fail(f"refusing to serve: {report.message}")
+    count = resolve_workers(workers)
+    assert topo.path is not None
+    # Workers are separate processes that build their own settings: hand them what we resolved.
+    os.environ[TOPOLOGY_ENV] = str(topo.path.resolve())
+    os.environ[ENV_PREFIX + "WORKERS"] = str(count)
+    metrics_dir = tempfile.mkdtemp(prefix="messenger-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    console.print(
+        f"serving on http://{host}:{port} with {count} worker(s) over {len(topo.shards)} shards "
+        f"(schema {report.head})"
+    )
+    try:
+        Granian(
+            APP_FACTORY,
+            address=host,
+            port=port,
+            interface=Interfaces.ASGI,
+            workers=count,
+            loop=Loops.uvloop,
+            factory=True,
+            backlog=2048,
+            log_access=False,
+            respawn_failed_workers=True,
+        ).serve()
+    finally:
+        shutil.rmtree(Path(metrics_dir), ignore_errors=True)

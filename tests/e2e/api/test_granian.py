@@ -1,0 +1,125 @@
+"""The real thing: `serve` with granian and two worker processes on a free port."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from messenger.cluster.topology import dump_topology
+from tests.e2e.api.conftest import USERS_URL, lagging_replicas, wait_for
+from tests.support.ports import free_port
+from tests.support.scratch import scratch_topology
+
+# `serve` as the lead's CLI will mount it: a typer group with the command registered on it.
+LAUNCHER = """
+import typer
+from messenger.cli.serve import register
+app = typer.Typer()
+@app.callback()
+def main() -> None: pass
+register(app)
+app()
+"""
+
+
+@pytest.fixture(scope="module")
+def server(cluster: Any) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[3] / "src"))
+    process = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, "serve", "--port", str(port), "--workers", "2",
+         "--topology", str(cluster.topology_path)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            output = process.stdout.read().decode() if process.stdout else ""
+            raise AssertionError(f"server exited with {process.returncode}:\n{output}")
+        try:
+            return httpx.get(f"{base}/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(ready, 60, "granian to serve /ready")
+        yield base, process.pid
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(p) for p in (task / "children").read_text().split()]
+    return children
+
+
+def fresh_client(base: str) -> httpx.Client:
+    """No keep-alive: every request opens a connection, so the kernel spreads them over the
+    workers, as it does for many independent clients."""
+    return httpx.Client(base_url=base, limits=httpx.Limits(max_keepalive_connections=0), timeout=5)
+
+
+def test_serve_runs_two_worker_processes(server: tuple[str, int]) -> None:
+    _, pid = server
+    children = [Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" ") for c in _children(pid)]
+    assert len(children) == 2
+
+
+def test_curl_style_client_reads_its_writes_across_workers_with_lagging_replicas(
+    server: tuple[str, int], cluster: Any
+) -> None:
+    with lagging_replicas(cluster.topology), fresh_client(server[0]) as client:
+        for i in range(10):
+            created = client.post(USERS_URL + "/", json={"first_name": f"G{i}", "last_name": "Ranian"})
+            assert created.status_code == 201, created.text
+            url = created.headers["location"]
+            assert client.get(url).json() == created.json()
+            replaced = client.put(url, json={"first_name": "Put", "last_name": str(i)})
+            assert client.get(url).json() == replaced.json()
+            assert client.delete(url).status_code == 204
+            assert client.get(url).status_code == 404
+
+
+def test_metrics_add_up_the_requests_of_every_worker(server: tuple[str, int]) -> None:
+    with fresh_client(server[0]) as client:
+        before = _count_404(client.get("/metrics").text)
+        for _ in range(20):
+            assert client.get("/granian-test/nothing").status_code == 404
+        after = _count_404(client.get("/metrics").text)
+    assert after - before == 20
+
+
+def _count_404(text: str) -> float:
+    match = re.search(r'http_requests_total\{method="GET",route="unmatched",status="404"\} ([\d.e+]+)', text)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_serve_refuses_to_start_when_shards_are_behind_head(cluster: Any, tmp_path: Path) -> None:
+    with scratch_topology(cluster.topology) as empty:  # same servers, databases with no schema
+        path = tmp_path / "topology.toml"
+        dump_topology(empty, path)
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[3] / "src"))
+        result = subprocess.run(
+            [sys.executable, "-c", LAUNCHER, "serve", "--port", str(free_port()),
+             "--topology", str(path)],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )
+    assert result.returncode == 1
+    assert "refusing to serve" in result.stderr and "messenger migrate up" in result.stderr

@@ -1,0 +1,140 @@
+"""The shard router against real servers: tokens, replica lag, breakers, recovery."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from messenger.domain.errors import ShardUnavailable
+from messenger.domain.ids import new_id
+from messenger.metrics import Metrics
+from messenger.settings import Settings
+from messenger.storage.breaker import CircuitBreaker
+from messenger.storage.freshness import FreshnessMarkers
+from messenger.storage.pools import PoolSizing, ShardPools
+from messenger.storage.router import ShardRouter
+from messenger.storage.users import INSERT_USER, SELECT_USER
+from tests.e2e.api.conftest import lagging_replicas, wait_for_async
+
+
+@pytest.fixture
+async def router(cluster: Any) -> AsyncIterator[ShardRouter]:
+    settings = Settings.from_env(cluster.topology_path, workers=1)
+    pools = ShardPools(settings.topology.shards, PoolSizing(1, 4, 1.0), app_name="router-test")
+    await pools.open()
+    freshness = FreshnessMarkers(
+        settings.topology.redis_url, ttl_ms=5000, timeout_s=0.25,
+        breaker=CircuitBreaker("redis", failure_threshold=1),
+    )
+    router = ShardRouter(settings.topology, pools, freshness, settings, Metrics())
+    try:
+        yield router
+    finally:
+        await router.stop_monitor()
+        await freshness.close()
+        await pools.close()
+
+
+async def insert(router: ShardRouter, *, key: bool = True) -> tuple[uuid.UUID, int, str | None]:
+    user_id = new_id()
+    shard = router.shard_for(str(user_id))
+    written = await router.write(
+        shard, INSERT_USER, (user_id, "R", "W"), key=str(user_id) if key else None
+    )
+    return user_id, shard, written.token
+
+
+async def test_write_returns_a_token_naming_epoch_shard_and_position(router: ShardRouter) -> None:
+    _, shard, token = await insert(router)
+    assert token is not None
+    epoch, token_shard, lsn = token.split(".")
+    assert (int(epoch), int(token_shard)) == (router.topology.epoch, shard) and int(lsn, 16) > 0
+
+
+async def test_token_makes_a_lagging_replica_fall_back_to_the_primary(
+    router: ShardRouter, cluster: Any
+) -> None:
+    with lagging_replicas(cluster.topology):
+        user_id, shard, token = await insert(router, key=False)
+        # No marker and no token: the replica answers, and it has not seen the row yet.
+        assert await router.read(shard, SELECT_USER, (user_id,)) == []
+        rows = await router.read(shard, SELECT_USER, (user_id,), token=token)
+        assert rows and rows[0][0] == user_id
+
+
+async def test_marker_makes_a_lagging_replica_fall_back_to_the_primary(
+    router: ShardRouter, cluster: Any
+) -> None:
+    with lagging_replicas(cluster.topology):
+        user_id, shard, _ = await insert(router)
+        rows = await router.read(shard, SELECT_USER, (user_id,), key=str(user_id))
+        assert rows and rows[0][0] == user_id
+
+
+async def test_monitor_measures_replica_lag(router: ShardRouter, cluster: Any) -> None:
+    shard = router.shard_indexes[0]
+    await router.check_shard(shard)
+    with lagging_replicas(cluster.topology, "2s"):
+        for _ in range(3):
+            await insert(router)
+
+        async def lagging() -> bool:
+            await router.write(
+                shard, INSERT_USER, (_id_on(router, shard), "Lag", "Probe"), key=None
+            )
+            state = await router.check_shard(shard)
+            return state.lag_seconds is not None and state.lag_seconds > 0.5
+
+        await wait_for_async(lagging, 10, "lag to show")
+        assert router.state(shard).lag_bytes
+    await wait_for_async(
+        lambda: _lag_below(router, shard, 0.5), 15, "lag to disappear after the delay is reset"
+    )
+
+
+async def _lag_below(router: ShardRouter, shard: int, bound: float) -> bool:
+    state = await router.check_shard(shard)
+    return state.lag_seconds is not None and state.lag_seconds < bound
+
+
+def _id_on(router: ShardRouter, shard: int) -> uuid.UUID:
+    while True:
+        candidate = new_id()
+        if router.shard_for(str(candidate)) == shard:
+            return candidate
+
+
+async def test_dead_primary_fails_fast_once_its_breaker_is_open_and_recovers(
+    router: ShardRouter, cluster: Any
+) -> None:
+    shard = router.shard_indexes[-1]
+    cluster.stop_server(shard, "primary")
+    try:
+        started = time.monotonic()
+        with pytest.raises(ShardUnavailable) as first:
+            await router.write(shard, INSERT_USER, (_id_on(router, shard), "a", "b"), key=None)
+        assert time.monotonic() - started < 2.0
+        assert first.value.shard == router.shard_name(shard) and first.value.role == "primary"
+        with pytest.raises(ShardUnavailable):
+            await router.write(shard, INSERT_USER, (_id_on(router, shard), "a", "b"), key=None)
+        # Now open: the next call does not wait for a timeout.
+        started = time.monotonic()
+        with pytest.raises(ShardUnavailable):
+            await router.write(shard, INSERT_USER, (_id_on(router, shard), "a", "b"), key=None)
+        assert time.monotonic() - started < 0.1
+    finally:
+        cluster.start_server(shard, "primary")
+
+    async def writes_again() -> bool:
+        await router.check_shard(shard)  # what the monitor does a few times a second
+        try:
+            await router.write(shard, INSERT_USER, (_id_on(router, shard), "a", "b"), key=None)
+        except ShardUnavailable:
+            return False
+        return True
+
+    await wait_for_async(writes_again, 20, "the primary to take writes again")

@@ -1,0 +1,115 @@
+"""UserService rules with a fake repository (no servers)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from messenger.domain.errors import InvalidInput, NotFound
+from messenger.domain.users import User
+from messenger.services.users import MAX_PAGE_SIZE, UserService
+from messenger.storage.cursor import CursorCodec
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FakeUsers:
+    def __init__(self) -> None:
+        self.rows: dict[uuid.UUID, User] = {}
+        self.pages: list[tuple[Any, ...]] = []
+
+    async def add(self, user_id: uuid.UUID, first: str, last: str) -> tuple[User, str]:
+        self.rows[user_id] = User(user_id, first, last, NOW, NOW)
+        return self.rows[user_id], "1.0.1"
+
+    async def get(self, user_id: uuid.UUID, *, token: str | None = None) -> User | None:
+        return self.rows.get(user_id)
+
+    async def patch(self, user_id: uuid.UUID, first: str | None, last: str | None) -> tuple[User | None, str | None]:
+        old = self.rows.get(user_id)
+        if old is None:
+            return None, None
+        self.rows[user_id] = User(user_id, first or old.first_name, last or old.last_name, NOW, NOW)
+        return self.rows[user_id], "1.0.2"
+
+    async def remove(self, user_id: uuid.UUID) -> tuple[bool, str | None]:
+        return self.rows.pop(user_id, None) is not None, None
+
+    async def page(self, after: uuid.UUID | None, limit: int, order: str) -> list[User]:
+        self.pages.append((after, limit, order))
+        ids = sorted(self.rows, reverse=order == "desc")
+        if after is not None:
+            ids = [i for i in ids if (i > after if order == "asc" else i < after)]
+        return [self.rows[i] for i in ids[:limit]]
+
+
+@pytest.fixture
+def users() -> FakeUsers:
+    return FakeUsers()
+
+
+@pytest.fixture
+def service(users: FakeUsers) -> UserService:
+    return UserService(users, CursorCodec(b"k" * 32))  # type: ignore[arg-type]
+
+
+async def test_create_cleans_names_before_storing(service: UserService, users: FakeUsers) -> None:
+    written = await service.create(" Ada ", "Lovelace ")
+    assert users.rows[written.user.id].first_name == "Ada"
+    assert written.user.id.version == 7
+
+
+async def test_create_with_a_bad_name_stores_nothing(service: UserService, users: FakeUsers) -> None:
+    with pytest.raises(InvalidInput):
+        await service.create("Ada", " ")
+    assert users.rows == {}
+
+
+async def test_get_missing_is_not_found(service: UserService) -> None:
+    with pytest.raises(NotFound):
+        await service.get(uuid.uuid4())
+
+
+async def test_patch_needs_a_field(service: UserService) -> None:
+    written = await service.create("A", "B")
+    with pytest.raises(InvalidInput):
+        await service.patch(written.user.id, None, None)
+
+
+async def test_list_pages_with_cursors_until_the_end(service: UserService) -> None:
+    for i in range(5):
+        await service.create(f"U{i}", "X")
+    first = await service.list(limit=2, order="asc", cursor=None)
+    second = await service.list(limit=2, order="asc", cursor=first.next_cursor)
+    third = await service.list(limit=2, order="asc", cursor=second.next_cursor)
+    ids = [u.id for u in first.items + second.items + third.items]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    assert third.next_cursor is None
+
+
+@pytest.mark.parametrize("limit", [0, MAX_PAGE_SIZE + 1])
+async def test_list_refuses_limits_out_of_range(service: UserService, limit: int) -> None:
+    with pytest.raises(InvalidInput) as error:
+        await service.list(limit=limit, order="asc", cursor=None)
+    assert error.value.details["field"] == "limit"
+
+
+async def test_list_refuses_a_cursor_of_the_other_order(service: UserService) -> None:
+    for i in range(3):
+        await service.create(f"U{i}", "X")
+    page = await service.list(limit=1, order="asc", cursor=None)
+    with pytest.raises(InvalidInput):
+        await service.list(limit=1, order="desc", cursor=page.next_cursor)
+
+
+async def test_list_refuses_a_cursor_signed_with_another_secret(users: FakeUsers) -> None:
+    ours = UserService(users, CursorCodec(b"a" * 32))  # type: ignore[arg-type]
+    theirs = UserService(users, CursorCodec(b"b" * 32))  # type: ignore[arg-type]
+    for i in range(3):
+        await ours.create(f"U{i}", "X")
+    page = await theirs.list(limit=1, order="asc", cursor=None)
+    with pytest.raises(InvalidInput):
+        await ours.list(limit=1, order="asc", cursor=page.next_cursor)
