@@ -36,9 +36,7 @@ def names() -> NamePool:
 
 def test_seeding_n_users_adds_exactly_n_rows_split_as_reported(cluster, names) -> None:
     before = {s.index: s.rows for s in measure_distribution(cluster.topology)}
-    result = seed_users(
-        cluster.topology, 2_500, batch_size=700, names=names, rng=random.Random(7)
-    )
+    result = seed_users(cluster.topology, 2_500, batch_size=700, names=names, rng=random.Random(7))
     after = {s.index: s.rows for s in measure_distribution(cluster.topology)}
     assert result.total == 2_500
     assert {i: after[i] - before[i] for i in after} == result.rows_per_shard

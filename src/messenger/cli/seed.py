@@ -50,7 +50,8 @@ def distribution_table(shares: list[ShardShare], title: str = "Users per shard")
 def seed_users_command(
     n: Annotated[int, typer.Argument(min=0, help="How many users to generate.")],
     topology: Annotated[
-        Path | None, typer.Option("--topology", help="Topology file (default: the local cluster's).")
+        Path | None,
+        typer.Option("--topology", help="Topology file (default: the local cluster's)."),
     ] = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Rows generated per batch (all shards).")

@@ -177,7 +177,7 @@ class _ShardLoader(threading.Thread):
                     self.loaded += batch.rows
                     if self._on_progress is not None:
                         self._on_progress(batch.rows)
-        except BaseException as exc:  # handed to the caller's thread, which raises it
+        except (psycopg.Error, OSError) as exc:  # handed to the caller's thread, which raises
             self.error = exc
             # Keep draining so the generator never blocks on a dead shard's full queue.
             while self.inbox.get() is not None:
