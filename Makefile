@@ -1,0 +1,49 @@
+# The two commands a new user needs: `make run` and `make test`. Both install what is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+MESSENGER := $(BIN)/messenger
+DATA_DIR ?= var/cluster
+PORT ?= 8080
+
+.PHONY: setup system-packages venv run cluster test test-unit lint stop destroy status
+
+setup: system-packages venv
+
+system-packages:
+	@bash scripts/install-system-packages.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+cluster: setup
+	$(MESSENGER) cluster up --data-dir $(DATA_DIR)
+	$(MESSENGER) migrate up --topology $(DATA_DIR)/topology.toml
+
+run: cluster
+	$(MESSENGER) cluster status --data-dir $(DATA_DIR)
+	@echo "The HTTP API is not built yet: the cluster is up and migrated, nothing serves on :$(PORT)."
+
+status: venv
+	$(MESSENGER) cluster status --data-dir $(DATA_DIR)
+
+stop: venv
+	$(MESSENGER) cluster down --data-dir $(DATA_DIR)
+
+destroy: venv
+	$(MESSENGER) cluster destroy --yes --data-dir $(DATA_DIR)
+
+test: setup
+	$(BIN)/pytest
+
+test-unit: venv
+	$(BIN)/pytest tests/unit
+
+lint: venv
+	$(BIN)/ruff check src tests

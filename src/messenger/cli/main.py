@@ -1,0 +1,20 @@
+"""The `messenger` command: one entry point, a sub-command group per concern."""
+
+from __future__ import annotations
+
+import typer
+
+from messenger.cli import cluster, migrate
+
+app = typer.Typer(
+    name="messenger",
+    help="A messenger backend sharded over PostgreSQL: cluster, migrations, API, tools.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+cluster.register(app)
+migrate.register(app)
+
+
+if __name__ == "__main__":
+    app()

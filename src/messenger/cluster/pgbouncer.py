@@ -1,0 +1,106 @@
+"""A shard's PgBouncer: transaction pooling in front of its primary (rw) and replica (ro)."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from messenger.cluster.binaries import Binaries
+from messenger.cluster.daemon import pid_from_file, terminate, wait_for_tcp
+from messenger.cluster.postgres import DATABASE, ROLE
+from messenger.cluster.service_user import ServiceUser, give_to, run_as
+
+# Server connections per (database, user) pair. Two cores saturate long before 10 busy
+# backends per server; more only adds context switches and lock contention. Clients beyond
+# that queue inside PgBouncer (up to max_client_conn), which is what it is for.
+DEFAULT_POOL_SIZE = 10
+RESERVE_POOL_SIZE = 5
+MAX_CLIENT_CONN = 10000
+
+
+@dataclass(frozen=True, slots=True)
+class PgBouncerServer:
+    name: str  # e.g. shard_0-pgbouncer
+    shard: int
+    directory: Path
+    port: int
+    primary_port: int
+    replica_port: int
+    log_file: Path
+    binaries: Binaries
+    user: ServiceUser
+
+    @property
+    def pidfile(self) -> Path:
+        return self.directory / "pgbouncer.pid"
+
+    @property
+    def rw_database(self) -> str:
+        return f"shard_{self.shard}_rw"
+
+    @property
+    def ro_database(self) -> str:
+        return f"shard_{self.shard}_ro"
+
+    def dsn(self, password: str, database: str) -> str:
+        return f"postgresql://{ROLE}:{password}@127.0.0.1:{self.port}/{database}"
+
+    def is_running(self) -> bool:
+        return pid_from_file(self.pidfile) is not None
+
+    def configure(self, password: str) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # PgBouncer can log in to the servers with SCRAM only when it knows the plain password,
+        # so the auth file (mode 600, the service user's) holds it.
+        (self.directory / "userlist.txt").write_text(f'"{ROLE}" "{password}"\n')
+        (self.directory / "userlist.txt").chmod(0o600)
+        (self.directory / "pgbouncer.ini").write_text(
+            f"""; Written by `messenger cluster up` (see messenger/cluster/pgbouncer.py).
+[databases]
+{self.rw_database} = host=127.0.0.1 port={self.primary_port} dbname={DATABASE}
+{self.ro_database} = host=127.0.0.1 port={self.replica_port} dbname={DATABASE}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = {self.directory / "userlist.txt"}
+admin_users = {ROLE}
+stats_users = {ROLE}
+pool_mode = transaction
+max_client_conn = {MAX_CLIENT_CONN}
+default_pool_size = {DEFAULT_POOL_SIZE}
+reserve_pool_size = {RESERVE_POOL_SIZE}
+reserve_pool_timeout = 1
+; A server that is down must fail clients fast, not park them for minutes.
+server_connect_timeout = 2
+server_login_retry = 1
+query_wait_timeout = 10
+server_lifetime = 3600
+server_idle_timeout = 300
+ignore_startup_parameters = extra_float_digits
+logfile = {self.log_file}
+pidfile = {self.pidfile}
+log_connections = 0
+log_disconnections = 0
+"""
+        )
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.touch()
+        give_to(self.user, self.directory)
+        give_to(self.user, self.log_file)
+
+    def start(self) -> None:
+        if self.is_running():
+            return
+        result = run_as(self.user, [str(self.binaries.pgbouncer), "-d", str(self.directory / "pgbouncer.ini")])
+        if result.returncode != 0:
+            raise RuntimeError(f"{self.name} did not start: {result.stderr.strip() or result.stdout.strip()}")
+        wait_for_tcp(self.port, what=self.name)
+
+    def stop(self) -> None:
+        # SIGINT would wait for clients to leave; a local cluster wants it gone now.
+        terminate(self.pidfile, signal.SIGTERM)
+
