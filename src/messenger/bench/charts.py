@@ -64,7 +64,7 @@ def throughput_chart(phases: list[dict[str, Any]], ceilings: dict[str, float], p
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(phases) + 3), 4.5))
     ax.bar(range(len(phases)), [p["rps"] for p in phases], color="tab:blue")
     ax.set_xticks(range(len(phases)), [_label(p) for p in phases], rotation=30, ha="right")
-    for (name, value), style in zip(ceilings.items(), ["--", ":", "-.", "--", ":", "-."]):
+    for (name, value), style in zip(ceilings.items(), ["--", ":", "-."] * 4, strict=False):
         if value:
             ax.axhline(value, linestyle=style, label=f"{name}: {value:,.0f}", alpha=0.7)
     ax.set_ylabel("successful req/s")

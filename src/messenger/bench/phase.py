@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
@@ -174,10 +175,8 @@ async def run_phase(
                         recorder.failure("connect", failure, None, time.perf_counter())
                         await asyncio.sleep(CONNECT_RETRY_PAUSE_S)
                         continue
-                try:
+                with contextlib.suppress(StepAborted):
                     await scenario.step(vu)
-                except StepAborted:
-                    pass
                 if think_time:
                     await asyncio.sleep(think_time * (0.5 + vu.rng.random()))
         finally:

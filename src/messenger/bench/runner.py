@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -22,8 +23,12 @@ from messenger.bench.phase import PhaseResult, Target, run_phase
 from messenger.bench.scenarios import SCENARIOS, USERS
 from messenger.bench.server import ServerProcess, api_command, free_port, granian_command
 from messenger.bench.wrk import wrk_rps
+from messenger.cluster.daemon import port_is_free
+from messenger.cluster.layout import ClusterLayout
+from messenger.cluster.local import LocalCluster
 from messenger.cluster.topology import Topology, load_topology
 from messenger.storage.distribution import measure_distribution
+from messenger.storage.migrator import migrate
 from messenger.storage.seed import seed_users
 
 DEFAULT_SCENARIOS = ("crud", "read", "create", "read-heavy", "write-heavy", "browse", "mixed")
@@ -102,25 +107,42 @@ class RunObserver:
         """A load phase ended."""
 
 
+def _free_base_port(shards: int) -> int:
+    """A base port whose whole block (primaries, replicas, PgBouncers, Redis) is free."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 50_000)
+        layout = ClusterLayout(Path("."), shards, base)
+        if all(port_is_free(p) for p in layout.all_ports()):
+            return base
+    raise BenchError("no free block of ports for the benchmark cluster")
+
+
 def _start_cluster(config: BenchConfig, stack: ExitStack, observer: RunObserver) -> Topology:
-    """Start a throwaway local cluster and seed it up to `config.users` users."""
-    try:
-        from messenger.cluster.local import LocalCluster  # the foundation's local cluster
-    except ImportError:
-        raise BenchError(
-            "this checkout cannot start a local cluster yet: pass --topology FILE "
-            "(and --url if a server is already running)"
-        ) from None
-    observer.note(f"starting a {config.shards}-shard cluster in {config.cluster_dir}")
-    cluster = LocalCluster(
-        data_dir=config.cluster_dir, base_port=config.cluster_base_port, shards=config.shards
-    )
-    stack.enter_context(cluster)
-    topology: Topology = cluster.topology
+    """Start (or restart) the benchmark's own cluster, migrate it, seed it up to `users`.
+
+    The cluster lives in `config.cluster_dir` and is stopped, not destroyed, at the end, so the
+    next run reuses its data instead of seeding again.
+    """
+    cluster = LocalCluster(config.cluster_dir, progress=observer.note)
+    if not cluster.exists:
+        cluster = LocalCluster(
+            config.cluster_dir,
+            shards=config.shards,
+            base_port=_free_base_port(config.shards),
+            progress=observer.note,
+        )
+    observer.note(f"starting the {cluster.state.shards}-shard cluster in {config.cluster_dir}")
+    stack.callback(cluster.down)
+    topology = cluster.up()
+    failed = [o for o in migrate(topology) if not o.ok]
+    if failed:
+        raise BenchError(f"migrations failed: {failed}")
     existing = sum(s.rows for s in measure_distribution(topology))
     if existing < config.users:
         observer.note(f"seeding {config.users - existing:,} users")
-        seed_users(topology, config.users - existing)
+        result = seed_users(topology, config.users - existing)
+        observer.note(f"seeded in {result.elapsed_s:.1f} s ({result.rows_per_second:,.0f} rows/s)")
     return topology
 
 
@@ -260,7 +282,7 @@ def run_benchmark(config: BenchConfig, observer: RunObserver | None = None) -> P
             server.enter_context(ServerProcess(command, port, run_dir / "server.log"))
             target = Target("127.0.0.1", port)
         observer.note("collecting user ids to read")
-        if topology is not None:
+        if topology is not None and config.server == "api":
             ids = _sample_ids_from_shards(topology, config.sample_ids)
         else:
             ids = _run_async(_ids_from_api(target, config.sample_ids, config.timeout))
@@ -291,7 +313,7 @@ def run_benchmark(config: BenchConfig, observer: RunObserver | None = None) -> P
         },
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         "target": target.url,
-        "server": config.url and "external" or config.server,
+        "server": "external" if config.url else config.server,
         "shards": len(topology.shards) if topology else None,
         "known_ids": len(ids),
         "phases": [p.to_dict() for p in phases],
