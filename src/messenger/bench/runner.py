@@ -252,12 +252,25 @@ def _empty_handler_ceiling(
     return out
 
 
+def _new_run_dir(root: Path, started: datetime) -> Path:
+    """var/bench/<UTC timestamp>/, suffixed when two runs start in the same second."""
+    root.mkdir(parents=True, exist_ok=True)
+    name = started.strftime("%Y%m%dT%H%M%SZ")
+    candidate, n = root / name, 1
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = root / f"{name}-{n}"
+
+
 def run_benchmark(config: BenchConfig, observer: RunObserver | None = None) -> Path:
     """Run everything the config asks for and write the report; returns its directory."""
     observer = observer or RunObserver()
     started = datetime.now(UTC)
-    run_dir = config.out_root / started.strftime("%Y%m%dT%H%M%SZ")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = _new_run_dir(config.out_root, started)
     with ExitStack() as stack:
         topology: Topology | None = None
         if config.topology_path is not None:
