@@ -78,10 +78,12 @@ def _phase(
 
 def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets: value reached, goal, met or by how much it was missed."""
-    targets = []
+    targets: list[dict[str, Any]] = []
+    # The fake server has no database behind it: its figures say nothing about the targets.
+    applicable = report.get("server") != "fake"
 
     def add(name: str, value: float | None, goal: float, higher_is_better: bool, unit: str) -> None:
-        if value is None:
+        if value is None or not applicable:
             targets.append({"target": name, "value": None, "goal": goal, "met": None, "unit": unit})
             return
         met = value >= goal if higher_is_better else value < goal

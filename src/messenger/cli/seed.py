@@ -20,7 +20,7 @@ from rich.table import Table
 
 from messenger.cluster.topology import TopologyError, load_topology
 from messenger.storage.distribution import ShardShare, measure_distribution
-from messenger.storage.seed import DEFAULT_BATCH_SIZE, SeedError, seed_users
+from messenger.storage.seed import DEFAULT_BATCH_SIZE, SeedError, seed_demo_if_empty, seed_users
 
 
 def distribution_table(shares: list[ShardShare], title: str = "Users per shard") -> Table:
@@ -89,8 +89,27 @@ def seed_users_command(
     console.print(distribution_table(measure_distribution(topo)))
 
 
+def seed_demo_command(
+    n: Annotated[int, typer.Option("--n", min=1, help="Demo users to add.")] = 1_000,
+    topology: Annotated[
+        Path | None,
+        typer.Option("--topology", help="Topology file (default: the local cluster's)."),
+    ] = None,
+) -> None:
+    """Seed a few demo users, only when no shard holds any user yet (for `make run`)."""
+    console = Console()
+    try:
+        topo = load_topology(topology)
+    except TopologyError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    added = seed_demo_if_empty(topo, n)
+    console.print(f"Seeded {added:,} demo users." if added else "Users exist already: not seeding.")
+
+
 def register(app: typer.Typer) -> None:
     """Add the `seed` command group to the CLI."""
     seed_app = typer.Typer(help="Load generated data into the shards.", no_args_is_help=True)
     seed_app.command("users")(seed_users_command)
+    seed_app.command("demo")(seed_demo_command)
     app.add_typer(seed_app, name="seed")

@@ -104,3 +104,9 @@ def test_markdown_has_every_section() -> None:
     text = render_markdown(report)
     for heading in ("## Results", "## Ceilings", "## Ours as a ratio", "## Targets"):
         assert heading in text
+
+
+def test_targets_are_not_judged_on_the_fake_server() -> None:
+    report = _report(_phase("read", 100, 9_000.0))
+    report["server"] = "fake"
+    assert all(t["met"] is None for t in evaluate_targets(report))
