@@ -175,22 +175,47 @@ class CpuSample:
     process_s: float
     machine_busy_s: float
     wall_s: float
+    server_s: float | None = None
+    """CPU of the server's process group (all its workers), when we started the server."""
 
 
 class CpuMeter:
-    """CPU used by this process against CPU used by the whole machine, between two points."""
+    """CPU used by this process, by the server under test, and by the whole machine.
 
-    def __init__(self) -> None:
+    The machine figure includes anything else running (databases, other users of the box), so
+    the generator-vs-server split, when the server's process group is known, is the cleaner one.
+    """
+
+    def __init__(self, server_group: int | None = None) -> None:
+        self._server_group = server_group
         self._start = self._now()
 
-    @staticmethod
-    def _now() -> tuple[float, float, float]:
+    def _now(self) -> tuple[float, float, float, float]:
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        return (ru.ru_utime + ru.ru_stime, _machine_busy_seconds(), time.perf_counter())
+        server = process_group_cpu_seconds(self._server_group) if self._server_group else 0.0
+        return (ru.ru_utime + ru.ru_stime, _machine_busy_seconds(), time.perf_counter(), server)
 
     def stop(self) -> CpuSample:
         end = self._now()
-        return CpuSample(*(b - a for a, b in zip(self._start, end, strict=True)))
+        process, machine, wall, server = (b - a for a, b in zip(self._start, end, strict=True))
+        return CpuSample(process, machine, wall, server if self._server_group else None)
+
+
+def process_group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process in a process group, from /proc."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        if int(fields[2]) == pgid:  # fields[0] is the state; pgrp is the 5th field overall
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _machine_busy_seconds() -> float:

@@ -14,6 +14,7 @@ from typing import Any
 from messenger.bench.loadgen import (
     Connection,
     CpuMeter,
+    CpuSample,
     Recorder,
     RequestFailed,
     TickCallback,
@@ -98,6 +99,10 @@ class PhaseResult:
     """Generator CPU / CPU the whole machine used in the phase (server, databases, generator)."""
     generator_core_share: float
     """Generator CPU / (wall time x cores): how much of the machine's capacity it took."""
+    server_cpu_s: float | None = None
+    """CPU of the server's processes in the phase, when the harness started the server."""
+    generator_vs_server: float | None = None
+    """Generator CPU / (generator + server CPU): the generator's part of the HTTP work."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,7 +110,7 @@ class PhaseResult:
 
 
 def summarise(
-    scenario: str, connections: int, wall: float, recorder: Recorder, cpu: Any
+    scenario: str, connections: int, wall: float, recorder: Recorder, cpu: CpuSample
 ) -> PhaseResult:
     all_latencies = [x for arr in recorder.latencies.values() for x in arr]
     ok, failed = recorder.ok, recorder.failed
@@ -130,6 +135,10 @@ def summarise(
         machine_busy_cpu_s=cpu.machine_busy_s,
         generator_cpu_share=cpu.process_s / cpu.machine_busy_s if cpu.machine_busy_s else 0.0,
         generator_core_share=cpu.process_s / (cpu.wall_s * cores) if cpu.wall_s else 0.0,
+        server_cpu_s=cpu.server_s,
+        generator_vs_server=(
+            cpu.process_s / (cpu.process_s + cpu.server_s) if cpu.server_s else None
+        ),
     )
 
 
@@ -144,6 +153,7 @@ async def run_phase(
     think_time: float = 0.0,
     seed: int = 0,
     on_tick: TickCallback | None = None,
+    server_group: int | None = None,
 ) -> PhaseResult:
     """Open `connections` keep-alive connections and run `scenario` on each until time is up.
 
@@ -182,6 +192,6 @@ async def run_phase(
         finally:
             vu.conn.close()
 
-    meter = CpuMeter()
+    meter = CpuMeter(server_group)
     wall = await drive(user_loop, connections, duration, recorder, on_tick)
     return summarise(scenario.name, connections, wall, recorder, meter.stop())

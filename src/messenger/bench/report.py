@@ -188,17 +188,20 @@ def render_markdown(report: dict[str, Any]) -> str:
         ),
         "",
         (
-            "The load generator runs on the same cores as the server and the databases; its CPU "
-            "share is in the last columns (share of all CPU the machine used / share of capacity)."
+            "The load generator runs on the same cores as the server and the databases. The last "
+            "columns give its CPU against the server's processes (when the harness started the "
+            "server), against all CPU the machine used (including anything else running on it), "
+            "and against the machine's capacity."
         ),
         "",
         "## Results",
         "",
         (
             "| scenario | conns | req/s | success % | mean ms | p50 | p95 | p99 | p99.9 | max | "
-            "errors (connect/timeout/protocol/status/validation) | gen CPU |"
+            "errors (connect/timeout/protocol/status/validation) | gen CPU vs server | "
+            "gen CPU vs machine / capacity |"
         ),
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for p in report["phases"]:
         lat, err = p["latency"], p["errors"]
@@ -211,7 +214,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                 str(err.get(k, 0))
                 for k in ("connect", "timeout", "protocol", "status", "validation")
             )
-            + f" | {p['generator_cpu_share']:.0%} / {p['generator_core_share']:.0%} |"
+            + f" | {_fmt_ratio(p.get('generator_vs_server'))} | "
+            f"{p['generator_cpu_share']:.0%} / {p['generator_core_share']:.0%} |"
         )
     samples = [(p, k, v) for p in report["phases"] for k, v in p["error_samples"].items()]
     if samples:

@@ -189,7 +189,11 @@ def _run_async(coro: Any) -> Any:
 
 
 def _run_phases(
-    config: BenchConfig, target: Target, ids: list[str], observer: RunObserver
+    config: BenchConfig,
+    target: Target,
+    ids: list[str],
+    observer: RunObserver,
+    server_group: int | None,
 ) -> list[PhaseResult]:
     results = []
     for name in config.scenarios:
@@ -205,6 +209,7 @@ def _run_phases(
                     timeout=config.timeout,
                     think_time=config.think_time,
                     on_tick=observer.phase_tick,
+                    server_group=server_group,
                 )
             )
             observer.phase_finished(result)
@@ -219,7 +224,7 @@ def _empty_handler_ceiling(
     port = free_port()
     out = []
     command = granian_command("messenger.bench.empty_app:app", port, config.workers)
-    with ServerProcess(command, port, run_dir / "empty-server.log", ready_path="/"):
+    with ServerProcess(command, port, run_dir / "empty-server.log", ready_path="/") as server:
         target = Target("127.0.0.1", port)
         for level in config.levels:
             observer.phase_started(f"empty handler @ {level:,}", config.ceiling_duration)
@@ -232,6 +237,7 @@ def _empty_handler_ceiling(
                     [],
                     timeout=config.timeout,
                     on_tick=observer.phase_tick,
+                    server_group=server.pid,
                 )
             )
             observer.phase_finished(result)
@@ -245,6 +251,7 @@ def _empty_handler_ceiling(
                     "success_pct": result.success_pct,
                     "latency": asdict(result.latency),
                     "generator_cpu_share": result.generator_cpu_share,
+                    "generator_vs_server": result.generator_vs_server,
                     "wrk_rps": wrk,
                 }
             )
@@ -278,6 +285,7 @@ def run_benchmark(config: BenchConfig, observer: RunObserver | None = None) -> P
         elif config.url is None and config.server == "api":
             topology = _start_cluster(config, stack, observer)
         server: ExitStack | None = None
+        server_group: int | None = None
         if config.url is not None:
             target = Target.parse(config.url)
         else:
@@ -292,14 +300,16 @@ def run_benchmark(config: BenchConfig, observer: RunObserver | None = None) -> P
                 command = api_command(port, config.workers, topology.path)
             observer.note(f"starting the {config.server} server on :{port}")
             server = stack.enter_context(ExitStack())
-            server.enter_context(ServerProcess(command, port, run_dir / "server.log"))
+            server_group = server.enter_context(
+                ServerProcess(command, port, run_dir / "server.log")
+            ).pid
             target = Target("127.0.0.1", port)
         observer.note("collecting user ids to read")
         if topology is not None and config.server == "api":
             ids = _sample_ids_from_shards(topology, config.sample_ids)
         else:
             ids = _run_async(_ids_from_api(target, config.sample_ids, config.timeout))
-        phases = _run_phases(config, target, ids, observer)
+        phases = _run_phases(config, target, ids, observer, server_group)
         if server is not None:
             server.close()  # stop our server before measuring the ceilings on the same cores
         measured: dict[str, Any] = {}

@@ -67,7 +67,12 @@ class RichObserver(RunObserver):
         self.console.print(
             f"  {result.scenario} @ {result.connections:,}: {result.rps:,.0f} req/s, "
             f"[{colour}]{result.success_pct:.2f} % ok[/{colour}], p50 {lat.p50_ms:.1f} ms, "
-            f"p99 {lat.p99_ms:.1f} ms, generator CPU {result.generator_cpu_share:.0%}"
+            f"p99 {lat.p99_ms:.1f} ms, generator CPU {result.generator_cpu_share:.0%} of machine"
+            + (
+                f", {result.generator_vs_server:.0%} of generator+server"
+                if result.generator_vs_server is not None
+                else ""
+            )
         )
 
 
