@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import uuid
 
@@ -10,6 +9,7 @@ import psycopg
 
 from messenger.cluster.local import LocalCluster
 from messenger.storage.migrator import check_drift, head_revision, migrate, shard_revision
+from messenger.storage.ring import ring_position
 from tests.support.scratch import scratch_topology
 
 
@@ -69,10 +69,6 @@ def test_session_cluster_is_at_head_without_drift(cluster: LocalCluster) -> None
     assert report.ok and not report.unreachable
 
 
-def _ring_position(key: str) -> int:
-    return int.from_bytes(hashlib.md5(key.encode()).digest()[:4], "big")
-
-
 def test_ring_pos_column_equals_the_rings_position(cluster: LocalCluster) -> None:
     keys = [uuid.UUID(int=0), uuid.UUID("ffffffff-ffff-ffff-ffff-ffffffffffff")] + [uuid.uuid4() for _ in range(20)]
     shard = cluster.topology.shards[0]
@@ -82,4 +78,4 @@ def test_ring_pos_column_equals_the_rings_position(cluster: LocalCluster) -> Non
             conn.execute("INSERT INTO probe (id, first_name, last_name) VALUES (%s, 'a', 'b')", (key,))
         rows = dict(conn.execute("SELECT id, ring_pos FROM probe").fetchall())
     assert rows[uuid.UUID(int=0)] == 2676607050
-    assert all(rows[k] == _ring_position(str(k)) for k in keys)
+    assert all(rows[k] == ring_position(str(k)) for k in keys)

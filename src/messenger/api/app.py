@@ -1,0 +1,113 @@
+"""The ASGI application: routes, error mapping, metrics, and the lifespan that owns every
+connection of the worker process (pools, Redis, the replica monitors)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from messenger.api import ops, users
+from messenger.api.errors import EXCEPTION_HANDLERS
+from messenger.api.openapi import openapi_routes
+from messenger.metrics import Metrics
+from messenger.services.users import UserService
+from messenger.settings import Settings
+from messenger.storage.breaker import CircuitBreaker
+from messenger.storage.cursor import CursorCodec
+from messenger.storage.freshness import FreshnessMarkers
+from messenger.storage.pools import PoolSizing, ShardPools
+from messenger.storage.router import ShardRouter
+from messenger.storage.schema import check_migrations, shard_schema_version
+from messenger.storage.users import UserRepository
+
+log = logging.getLogger(__name__)
+
+
+class MetricsMiddleware:
+    """Counts requests by route template (not raw path: ids would explode the label set),
+    method and status, and observes their latency. Raw ASGI to stay off the hot path."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            method = scope["method"]
+            self.metrics.requests.labels(template, method, str(status)).inc()
+            self.metrics.request_seconds.labels(template, method).observe(
+                time.perf_counter() - started
+            )
+
+
+def create_app(settings: Settings) -> Starlette:
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        head = await check_migrations(settings.topology)
+        pools = ShardPools(
+            settings.topology.shards,
+            PoolSizing(settings.pool_min_size, settings.pool_max_size, settings.primary_timeout),
+            app_name="messenger-api",
+        )
+        await pools.open()
+        freshness = FreshnessMarkers(
+            settings.topology.redis_url,
+            ttl_ms=settings.freshness_ttl_ms,
+            timeout_s=settings.redis_timeout_s,
+            breaker=CircuitBreaker("redis", failure_threshold=1, reset_after=1.0),
+        )
+        router = ShardRouter(settings.topology, pools, freshness, settings, metrics)
+        try:
+            # Know every shard's state before the first request, then keep watching.
+            await asyncio.gather(*(router.check_shard(s) for s in router.shard_indexes))
+            router.start_monitor()
+            app.state.settings = settings
+            app.state.metrics = metrics
+            app.state.router = router
+            app.state.freshness = freshness
+            app.state.schema_version = head or await shard_schema_version(router)
+            app.state.users = UserService(UserRepository(router), CursorCodec(settings.cursor_secret))
+            yield
+        finally:
+            await router.stop_monitor()
+            await freshness.close()
+            await pools.close()
+
+    app = Starlette(
+        routes=[*users.routes, *ops.routes, *openapi_routes()],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
+    app.router.redirect_slashes = False
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """Factory for the ASGI server's workers: settings from MESSENGER_* and the topology file."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(message)s")
+    return create_app(Settings.from_env())

@@ -1,0 +1,54 @@
+"""Reading a JSON request body: content type, size limit, decoding and validation."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import msgspec
+from starlette.requests import Request
+
+from messenger.api.errors import HttpError, invalid_body
+
+T = TypeVar("T")
+
+
+def is_json(content_type: str) -> bool:
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+async def read_json(request: Request, decoder: msgspec.json.Decoder[T], max_bytes: int) -> T:
+    """The body decoded into the decoder's type; 415 / 413 / 400 / 422 otherwise."""
+    content_type = request.headers.get("content-type", "")
+    if not is_json(content_type):
+        raise HttpError(
+            415,
+            "unsupported_media_type",
+            "the body must be JSON (Content-Type: application/json)",
+            {"content_type": content_type or None},
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(max_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:  # a chunked body or a lying Content-Length: stop reading
+            raise _too_large(max_bytes)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise invalid_body(exc) from None
+    except msgspec.DecodeError as exc:
+        raise HttpError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+
+
+def _too_large(max_bytes: int) -> HttpError:
+    return HttpError(
+        413, "body_too_large", f"the body is larger than {max_bytes} bytes", {"max_bytes": max_bytes}
+    )

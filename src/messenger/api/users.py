@@ -1,0 +1,138 @@
+"""HTTP routes of /api/v1/users: decode, call the service, encode. No SQL here."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from messenger.api.bodies import read_json
+from messenger.api.errors import HttpError
+from messenger.api.schemas import UserCreate, UserPatch, UserReplace
+from messenger.domain.errors import InvalidInput
+from messenger.domain.ids import parse_id
+from messenger.services.users import DEFAULT_PAGE_SIZE, UserService
+
+PREFIX = "/api/v1/users"
+TOKEN_HEADER = "X-Consistency-Token"
+
+_encode = msgspec.json.Encoder().encode
+_create = msgspec.json.Decoder(UserCreate)
+_replace = msgspec.json.Decoder(UserReplace)
+_patch = msgspec.json.Decoder(UserPatch)
+_JSON = "application/json"
+
+
+def _service(request: Request) -> UserService:
+    return request.app.state.users  # type: ignore[no-any-return]
+
+
+def _max_body(request: Request) -> int:
+    return request.app.state.settings.max_body_bytes  # type: ignore[no-any-return]
+
+
+def _user_id(request: Request) -> uuid.UUID:
+    try:
+        return parse_id(request.path_params["user_id"])
+    except InvalidInput:
+        raise HttpError(
+            400, "invalid_id", "the user id must be a UUID", {"id": request.path_params["user_id"]}
+        ) from None
+
+
+def _written_headers(token: str | None, location: str | None = None) -> dict[str, str]:
+    headers = {TOKEN_HEADER: token} if token else {}
+    if location:
+        headers["Location"] = location
+    return headers
+
+
+async def create_user(request: Request) -> Response:
+    body = await read_json(request, _create, _max_body(request))
+    written = await _service(request).create(body.first_name, body.last_name)
+    location = f"{PREFIX}/{written.user.id}"
+    return Response(
+        _encode(written.user), 201, _written_headers(written.token, location), _JSON
+    )
+
+
+async def get_user(request: Request) -> Response:
+    user = await _service(request).get(
+        _user_id(request), token=request.headers.get(TOKEN_HEADER)
+    )
+    return Response(_encode(user), 200, None, _JSON)
+
+
+async def replace_user(request: Request) -> Response:
+    user_id = _user_id(request)
+    body = await read_json(request, _replace, _max_body(request))
+    written = await _service(request).replace(user_id, body.first_name, body.last_name)
+    return Response(_encode(written.user), 200, _written_headers(written.token), _JSON)
+
+
+async def patch_user(request: Request) -> Response:
+    user_id = _user_id(request)
+    body = await read_json(request, _patch, _max_body(request))
+    written = await _service(request).patch(
+        user_id,
+        None if body.first_name is msgspec.UNSET else body.first_name,
+        None if body.last_name is msgspec.UNSET else body.last_name,
+    )
+    return Response(_encode(written.user), 200, _written_headers(written.token), _JSON)
+
+
+async def delete_user(request: Request) -> Response:
+    token = await _service(request).delete(_user_id(request))
+    return Response(None, 204, _written_headers(token))
+
+
+async def list_users(request: Request) -> Response:
+    query = request.query_params
+    if "offset" in query:
+        raise HttpError(
+            400,
+            "offset_not_supported",
+            "offset pagination is not supported: pass the previous page's next_cursor as `cursor`",
+            {"field": "offset", "use": "cursor"},
+        )
+    raw_limit = query.get("limit", str(DEFAULT_PAGE_SIZE))
+    try:
+        limit = int(raw_limit)
+    except ValueError:
+        raise HttpError(422, "invalid_input", "limit must be an integer", {"field": "limit"}) from None
+    order = query.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise HttpError(422, "invalid_input", "order must be asc or desc", {"field": "order"})
+    page = await _service(request).list(limit=limit, order=order, cursor=query.get("cursor") or None)
+    return Response(_encode({"items": page.items, "next_cursor": page.next_cursor}), 200, None, _JSON)
+
+
+_ITEM_HANDLERS = {
+    "GET": get_user,
+    "HEAD": get_user,
+    "PUT": replace_user,
+    "PATCH": patch_user,
+    "DELETE": delete_user,
+}
+
+
+async def users_collection(request: Request) -> Response:
+    if request.method == "POST":
+        return await create_user(request)
+    return await list_users(request)
+
+
+async def users_item(request: Request) -> Response:
+    return await _ITEM_HANDLERS[request.method](request)
+
+
+# One route per path (so a wrong method gets a 405 listing every allowed one), and both
+# spellings of the collection without a redirect: some clients post to the slash form.
+routes = [
+    Route(PREFIX, users_collection, methods=["GET", "POST"], name="users"),
+    Route(PREFIX + "/", users_collection, methods=["GET", "POST"], name="users_slash"),
+    Route(PREFIX + "/{user_id}", users_item, methods=["GET", "PUT", "PATCH", "DELETE"], name="user"),
+]

@@ -1,0 +1,64 @@
+"""Prometheus metrics of one API worker process.
+
+With several worker processes (granian prefork) the `serve` command points
+PROMETHEUS_MULTIPROC_DIR at a fresh directory before the workers start; every worker then
+writes its samples there and /metrics, answered by any worker, aggregates all of them. Without
+it (tests, a single process) the app's own registry is served.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "http_requests_total", "HTTP requests by route template, method and status",
+            ["route", "method", "status"], registry=r,
+        )
+        self.request_seconds = Histogram(
+            "http_request_duration_seconds", "HTTP request latency by route template",
+            ["route", "method"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.query_seconds = Histogram(
+            "db_query_duration_seconds", "Database call latency (acquire + statement) by shard and role",
+            ["shard", "role"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.query_errors = Counter(
+            "db_query_errors_total", "Database calls that failed, by shard, role and kind",
+            ["shard", "role", "kind"], registry=r,
+        )
+        self.read_routing = Counter(
+            "db_reads_total", "Reads by shard and where they were served from and why",
+            ["shard", "served_by", "reason"], registry=r,
+        )
+        self.pool_connections = Gauge(
+            "db_pool_connections", "Pool connections by shard, role and state (summed over workers)",
+            ["shard", "role", "state"], multiprocess_mode="livesum", registry=r,
+        )
+        self.replica_lag_seconds = Gauge(
+            "db_replica_lag_seconds", "Replica replay lag as this worker's monitor sees it",
+            ["shard"], multiprocess_mode="livemax", registry=r,
+        )
+
+    def render(self) -> bytes:
+        if os.environ.get(MULTIPROC_ENV):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

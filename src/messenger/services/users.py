@@ -1,0 +1,111 @@
+"""Use cases on users: create, read, replace, patch, delete, list.
+
+Each takes plain values (already decoded by the API), applies the domain's rules and calls the
+repository; none knows about HTTP or SQL. Writes return a consistency token that a client may
+send back on its reads (read-your-writes also holds without it, see storage/router.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from messenger.domain.errors import InvalidInput, NotFound
+from messenger.domain.ids import new_id, parse_id
+from messenger.domain.users import User, clean_name
+from messenger.storage.cursor import CursorCodec
+from messenger.storage.users import Order, UserRepository
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    user: User
+    token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[User]
+    next_cursor: str | None
+
+
+class UserService:
+    def __init__(self, users: UserRepository, cursors: CursorCodec) -> None:
+        self._users = users
+        self._cursors = cursors
+
+    async def create(self, first_name: str, last_name: str) -> Written:
+        user, token = await self._users.add(
+            new_id(), clean_name("first_name", first_name), clean_name("last_name", last_name)
+        )
+        return Written(user, token)
+
+    async def get(self, user_id: uuid.UUID, *, token: str | None = None) -> User:
+        user = await self._users.get(user_id, token=token)
+        if user is None:
+            raise _not_found(user_id)
+        return user
+
+    async def replace(self, user_id: uuid.UUID, first_name: str, last_name: str) -> Written:
+        user, token = await self._users.replace(
+            user_id, clean_name("first_name", first_name), clean_name("last_name", last_name)
+        )
+        if user is None:
+            raise _not_found(user_id)
+        return Written(user, token)
+
+    async def patch(
+        self, user_id: uuid.UUID, first_name: str | None, last_name: str | None
+    ) -> Written:
+        if first_name is None and last_name is None:
+            raise InvalidInput(
+                "nothing to change: give first_name, last_name or both",
+                details={"fields": ["first_name", "last_name"]},
+            )
+        user, token = await self._users.patch(
+            user_id,
+            None if first_name is None else clean_name("first_name", first_name),
+            None if last_name is None else clean_name("last_name", last_name),
+        )
+        if user is None:
+            raise _not_found(user_id)
+        return Written(user, token)
+
+    async def delete(self, user_id: uuid.UUID) -> str | None:
+        deleted, token = await self._users.remove(user_id)
+        if not deleted:
+            raise _not_found(user_id)
+        return token
+
+    async def list(self, *, limit: int, order: Order, cursor: str | None) -> Page:
+        """One page in id (= creation time, UUIDv7) order across all shards.
+
+        The cursor carries the last id served and the order; one made for the other order,
+        or tampered with, is refused.
+        """
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidInput(
+                f"limit must be between 1 and {MAX_PAGE_SIZE}", details={"field": "limit"}
+            )
+        after = None
+        if cursor is not None:
+            state = self._cursors.decode(cursor)
+            if state.get("o") != order or not isinstance(state.get("a"), str):
+                raise InvalidInput(
+                    "cursor does not belong to this listing order", details={"field": "cursor"}
+                )
+            after = parse_id(state["a"])
+        items = await self._users.page(after, limit, order)
+        next_cursor = (
+            self._cursors.encode({"a": str(items[-1].id), "o": order})
+            if len(items) == limit
+            else None
+        )
+        return Page(items, next_cursor)
+
+
+def _not_found(user_id: uuid.UUID) -> NotFound:
+    return NotFound(f"user {user_id} not found", details={"id": str(user_id)})

@@ -1,0 +1,108 @@
+"""Runtime settings: one object, read from the environment and the topology file at start-up.
+
+Nothing here connects to anything; the API's lifespan builds pools and clients from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from messenger.cluster.topology import Topology, load_topology
+
+ENV_PREFIX = "MESSENGER_"
+PGBOUNCER_POOL_SIZE = 20
+"""PgBouncer's default_pool_size: server connections per database (shard_i_rw / shard_i_ro)."""
+
+
+def available_cpus() -> int:
+    """CPUs this process may really use: affinity mask and cgroup v2/v1 CPU quota, like automaxprocs."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        count = min(count, max(1, int(quota + 0.5)))
+    return max(1, count)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    try:  # cgroup v2: "max 100000" or "200000 100000"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(ENV_PREFIX + name, default)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    topology: Topology
+    workers: int = 1
+    """Worker processes sharing the PgBouncers; pools are sized so that all of them fit."""
+
+    # Database calls. A whole call (pool acquire + statement) is bounded by the client-side
+    # timeout; the server-side statement_timeout is a little shorter so the server stops first.
+    primary_timeout: float = 1.5
+    replica_timeout: float = 0.75
+    """Shorter than the primary's: a replica that does not answer has the primary to fall back on."""
+    statement_timeout_ms: int = 1200
+    pool_max_size: int = 10
+    pool_min_size: int = 1
+
+    # Circuit breakers: after this many consecutive failures a (shard, role) fails fast for
+    # `breaker_reset_after` seconds, then lets one probe through.
+    breaker_failures: int = 2
+    breaker_reset_after: float = 1.0
+
+    # Read-your-writes and replica routing.
+    freshness_ttl_ms: int = 5000
+    """How long a per-key freshness marker lives; longer than the replica lag bound."""
+    max_replica_lag_s: float = 3.0
+    """A replica further behind than this serves no reads; its shard reads from the primary."""
+    monitor_interval_s: float = 0.25
+    redis_timeout_s: float = 0.25
+
+    # HTTP.
+    max_body_bytes: int = 64 * 1024
+    cursor_secret: bytes = field(default=b"", repr=False)
+
+    @classmethod
+    def from_env(cls, topology_path: str | Path | None = None, *, workers: int | None = None) -> Settings:
+        topology = load_topology(topology_path)
+        n_workers = workers or int(_env("WORKERS", "0")) or available_cpus()
+        # Every worker has its own pool per shard and role; together they should not queue
+        # beyond PgBouncer's server pool, so each gets an equal slice of it (at least 2).
+        pool_max = int(_env("POOL_MAX_SIZE", "0")) or max(2, PGBOUNCER_POOL_SIZE // n_workers)
+        secret = _env("CURSOR_SECRET", "")
+        return cls(
+            topology=topology,
+            workers=n_workers,
+            pool_max_size=pool_max,
+            primary_timeout=float(_env("PRIMARY_TIMEOUT", "1.5")),
+            replica_timeout=float(_env("REPLICA_TIMEOUT", "0.75")),
+            statement_timeout_ms=int(_env("STATEMENT_TIMEOUT_MS", "1200")),
+            freshness_ttl_ms=int(_env("FRESHNESS_TTL_MS", "5000")),
+            max_replica_lag_s=float(_env("MAX_REPLICA_LAG", "3.0")),
+            max_body_bytes=int(_env("MAX_BODY_BYTES", str(64 * 1024))),
+            cursor_secret=secret.encode() if secret else _derived_secret(topology),
+        )
+
+
+def _derived_secret(topology: Topology) -> bytes:
+    """A cursor key every worker derives alike when none is configured (cursors only resist
+    tampering, they hide nothing; set MESSENGER_CURSOR_SECRET in production)."""
+    material = "|".join(s.rw_dsn for s in topology.shards) + f"|{topology.epoch}"
+    return hashlib.sha256(material.encode()).digest()

@@ -1,0 +1,117 @@
+"""The users table: one row per user, on the shard its id hashes to."""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from messenger.domain.users import User
+from messenger.storage.router import ShardRouter
+
+Order = Literal["asc", "desc"]
+
+_COLUMNS = "id, first_name, last_name, created_at, updated_at"
+
+INSERT_USER = (
+    f"INSERT INTO users (id, first_name, last_name) VALUES (%s, %s, %s) RETURNING {_COLUMNS}"
+)
+SELECT_USER = f"SELECT {_COLUMNS} FROM users WHERE id = %s"
+UPDATE_USER = (
+    "UPDATE users SET first_name = %s, last_name = %s, updated_at = now() "
+    f"WHERE id = %s RETURNING {_COLUMNS}"
+)
+# PATCH: a NULL parameter keeps the column as it is.
+PATCH_USER = (
+    "UPDATE users SET first_name = coalesce(%s, first_name), "
+    "last_name = coalesce(%s, last_name), updated_at = now() "
+    f"WHERE id = %s RETURNING {_COLUMNS}"
+)
+DELETE_USER = "DELETE FROM users WHERE id = %s RETURNING id"
+# Keyset pages, per shard; the first page has no bound. id is the (hash-partitioned) primary
+# key, so each is an index scan per partition merged by the planner (Merge Append).
+LIST_USERS_ASC = f"SELECT {_COLUMNS} FROM users ORDER BY id LIMIT %s"
+LIST_USERS_ASC_AFTER = f"SELECT {_COLUMNS} FROM users WHERE id > %s ORDER BY id LIMIT %s"
+LIST_USERS_DESC = f"SELECT {_COLUMNS} FROM users ORDER BY id DESC LIMIT %s"
+LIST_USERS_DESC_AFTER = f"SELECT {_COLUMNS} FROM users WHERE id < %s ORDER BY id DESC LIMIT %s"
+COUNT_USERS = "SELECT count(*) FROM users"
+
+
+def _user(row: tuple[Any, ...]) -> User:
+    return User(*row)
+
+
+class UserRepository:
+    def __init__(self, router: ShardRouter) -> None:
+        self._router = router
+
+    def shard_of(self, user_id: uuid.UUID) -> int:
+        return self._router.shard_for(str(user_id))
+
+    async def add(self, user_id: uuid.UUID, first_name: str, last_name: str) -> tuple[User, str | None]:
+        key = str(user_id)
+        written = await self._router.write(
+            self._router.shard_for(key), INSERT_USER, (user_id, first_name, last_name), key=key
+        )
+        return _user(written.rows[0]), written.token
+
+    async def get(self, user_id: uuid.UUID, *, token: str | None = None) -> User | None:
+        key = str(user_id)
+        rows = await self._router.read(
+            self._router.shard_for(key), SELECT_USER, (user_id,), key=key, token=token
+        )
+        return _user(rows[0]) if rows else None
+
+    async def replace(
+        self, user_id: uuid.UUID, first_name: str, last_name: str
+    ) -> tuple[User | None, str | None]:
+        return await self._update(UPDATE_USER, user_id, first_name, last_name)
+
+    async def patch(
+        self, user_id: uuid.UUID, first_name: str | None, last_name: str | None
+    ) -> tuple[User | None, str | None]:
+        return await self._update(PATCH_USER, user_id, first_name, last_name)
+
+    async def _update(
+        self, sql: str, user_id: uuid.UUID, first_name: str | None, last_name: str | None
+    ) -> tuple[User | None, str | None]:
+        key = str(user_id)
+        written = await self._router.write(
+            self._router.shard_for(key), sql, (first_name, last_name, user_id), key=key
+        )
+        return (_user(written.rows[0]) if written.rows else None), written.token
+
+    async def remove(self, user_id: uuid.UUID) -> tuple[bool, str | None]:
+        key = str(user_id)
+        written = await self._router.write(
+            self._router.shard_for(key), DELETE_USER, (user_id,), key=key
+        )
+        return bool(written.rows), written.token
+
+    async def page(self, after: uuid.UUID | None, limit: int, order: Order) -> list[User]:
+        """Up to `limit` users past `after` in id order, over all shards.
+
+        Each shard returns its own first `limit` rows past the bound; the global first `limit`
+        are among them, so a k-way merge of the sorted per-shard lists finds them.
+        """
+        if order == "asc":
+            sql, params = (LIST_USERS_ASC, (limit,)) if after is None else (
+                LIST_USERS_ASC_AFTER, (after, limit))
+        else:
+            sql, params = (LIST_USERS_DESC, (limit,)) if after is None else (
+                LIST_USERS_DESC_AFTER, (after, limit))
+        per_shard = await self._router.read_everywhere(sql, params)
+        merged: Iterable[tuple[Any, ...]] = heapq.merge(
+            *per_shard, key=lambda row: row[0], reverse=order == "desc"
+        )
+        out: list[User] = []
+        for row in merged:
+            out.append(_user(row))
+            if len(out) == limit:
+                break
+        return out
+
+    async def count_per_shard(self) -> list[int]:
+        """Exact user count of every shard (a full count; for stats, not the hot path)."""
+        return [rows[0][0] for rows in await self._router.read_everywhere(COUNT_USERS, ())]
