@@ -294,20 +294,22 @@ def run_benchmark(config: BenchConfig, observer: RunObserver | None = None) -> P
                 command = granian_command(
                     "messenger.bench.fake_api:create_app", port, 1, factory=True
                 )
+                env = {}
             else:
                 if topology is None or topology.path is None:
                     raise BenchError("serving the API needs a topology file")
-                command = api_command(port, config.workers, topology.path)
+                command, env = api_command(port, config.workers, topology.path)
             observer.note(f"starting the {config.server} server on :{port}")
             server = stack.enter_context(ExitStack())
             server_group = server.enter_context(
-                ServerProcess(command, port, run_dir / "server.log")
+                ServerProcess(command, port, run_dir / "server.log", env=env)
             ).pid
             target = Target("127.0.0.1", port)
         observer.note("collecting user ids to read")
+        ids: list[str] = []
         if topology is not None and config.server == "api":
             ids = _sample_ids_from_shards(topology, config.sample_ids)
-        else:
+        if not ids:  # a fake server, or an empty cluster: read (or create) through the API
             ids = _run_async(_ids_from_api(target, config.sample_ids, config.timeout))
         phases = _run_phases(config, target, ids, observer, server_group)
         if server is not None:

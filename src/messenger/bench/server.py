@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -30,20 +31,21 @@ def granian_command(target: str, port: int, workers: int, *, factory: bool = Fal
     return [*cmd, "--factory", target] if factory else [*cmd, target]
 
 
-def api_command(port: int, workers: int, topology_path: Path) -> list[str]:
-    """`messenger serve`, the lead's entry point for the real API."""
-    return [
-        sys.executable,
-        "-m",
-        "messenger",
-        "serve",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--topology",
-        str(topology_path),
-    ]
+API_FACTORY = "messenger.api.app:create_app_from_env"
+
+
+def api_command(port: int, workers: int, topology_path: Path) -> tuple[list[str], dict[str, str]]:
+    """The real API: `messenger serve` when the CLI has it, else granian on the app factory.
+
+    Both read the topology and worker count the same way; the fallback uses exactly the granian
+    setup of the empty-handler ceiling, so the two stay comparable.
+    """
+    env = {"MESSENGER_TOPOLOGY": str(topology_path), "MESSENGER_WORKERS": str(workers)}
+    if importlib.util.find_spec("messenger.cli.serve") is not None:
+        command = [sys.executable, "-m", "messenger", "serve", "--port", str(port)]
+        command += ["--workers", str(workers), "--topology", str(topology_path)]
+        return command, env
+    return granian_command(API_FACTORY, port, workers, factory=True), env
 
 
 @dataclass

@@ -58,3 +58,22 @@ def test_second_run_is_compared_with_the_first(cluster, tmp_path: Path) -> None:
     report = json.loads((second / "report.json").read_text())
     assert report["previous"] == str(first)
     assert [(c["scenario"], c["connections"]) for c in report["comparison"]] == [("crud", 2)]
+
+
+def test_harness_drives_the_real_api_with_every_body_valid(cluster, tmp_path: Path) -> None:
+    config = smoke_config(
+        topology_path=cluster.topology_path,
+        server="api",
+        scenarios=("crud", "read-heavy", "browse"),
+        levels=(4,),
+        duration=1.5,
+        ceilings=False,
+        workers=1,
+        sample_ids=200,
+        out_root=tmp_path,
+    )
+    report = json.loads((run_benchmark(config) / "report.json").read_text())
+    for phase in report["phases"]:
+        assert phase["ok"] > 0, (phase["scenario"], phase["error_samples"])
+        assert phase["errors"]["validation"] == 0, phase["error_samples"]
+        assert phase["errors"]["protocol"] == 0, phase["error_samples"]
