@@ -314,6 +314,21 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"{c['previous_rps']:,.0f} | {_fmt_ratio(c['rps_change'])} | "
                 f"{c['p99_ms']:.1f} | {c['previous_p99_ms']:.1f} |"
             )
+    profiled = [p for p in report["phases"] if (p.get("extra") or {}).get("profile")]
+    if profiled:
+        lines += ["", "## Where the server's time goes (py-spy, all workers)", ""]
+        for p in profiled:
+            prof = p["extra"]["profile"]
+            lines += [
+                f"### {p['scenario']} @ {p['connections']:,} ({prof['samples']:,} samples)",
+                "",
+                "| self | frame |",
+                "| ---: | --- |",
+            ]
+            lines += [f"| {e['share']:.1%} | `{e['frame']}` |" for e in prof["self"]]
+            lines += ["", "| inclusive | frame |", "| ---: | --- |"]
+            lines += [f"| {e['share']:.1%} | `{e['frame']}` |" for e in prof["inclusive"]]
+            lines.append("")
     lines += ["", "## Charts", ""]
     lines += [f"![{name}]({name})" for name in report.get("charts", [])]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ import uvloop
 from messenger.bench import ceilings, report
 from messenger.bench.loadgen import Connection, Recorder, RequestFailed
 from messenger.bench.phase import PhaseResult, Target, run_phase
+from messenger.bench.profile import ServerProfiler
 from messenger.bench.scenarios import SCENARIOS, USERS
 from messenger.bench.server import ServerProcess, api_command, free_port, granian_command
 from messenger.bench.wrk import wrk_rps
@@ -67,6 +68,8 @@ class BenchConfig:
     ceiling_duration: float = 10.0
     pgbench_clients: int = 16
     sample_ids: int = 10_000
+    profile: bool = False
+    """Sample the server with py-spy during each phase; top frames go in the report."""
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.scenarios if s not in SCENARIOS]
@@ -194,10 +197,18 @@ def _run_phases(
     ids: list[str],
     observer: RunObserver,
     server_group: int | None,
+    run_dir: Path,
 ) -> list[PhaseResult]:
     results = []
     for name in config.scenarios:
         for level in config.levels:
+            profiler = None
+            if config.profile and server_group is not None:
+                profile_file = run_dir / f"profile-{name}-{level}.txt"
+                profiler = ServerProfiler(server_group, config.duration, profile_file)
+                if not profiler.start():
+                    observer.note("py-spy not found: no server profile")
+                    profiler = None
             observer.phase_started(f"{name} @ {level:,} connections", config.duration)
             result = _run_async(
                 run_phase(
@@ -212,6 +223,8 @@ def _run_phases(
                     server_group=server_group,
                 )
             )
+            if profiler is not None:
+                result.extra["profile"] = profiler.finish()
             observer.phase_finished(result)
             results.append(result)
             time.sleep(PAUSE_BETWEEN_PHASES_S)
@@ -311,7 +324,7 @@ def run_benchmark(config: BenchConfig, observer: RunObserver | None = None) -> P
             ids = _sample_ids_from_shards(topology, config.sample_ids)
         if not ids:  # a fake server, or an empty cluster: read (or create) through the API
             ids = _run_async(_ids_from_api(target, config.sample_ids, config.timeout))
-        phases = _run_phases(config, target, ids, observer, server_group)
+        phases = _run_phases(config, target, ids, observer, server_group, run_dir)
         if server is not None:
             server.close()  # stop our server before measuring the ceilings on the same cores
         measured: dict[str, Any] = {}

@@ -143,6 +143,9 @@ def bench_command(
     ceiling_duration: Annotated[float, typer.Option(help="Seconds per ceiling run.")] = 10.0,
     out: Annotated[Path, typer.Option(help="Reports go to OUT/<timestamp>/.")] = Path("var/bench"),
     smoke: Annotated[bool, typer.Option(help="Short run of every part (under 2 minutes).")] = False,
+    profile: Annotated[
+        bool, typer.Option(help="Sample the server with py-spy in each phase (top frames).")
+    ] = False,
 ) -> None:
     """Run the load scenarios and the ceilings, then write report.md, report.json and charts."""
     console = Console()
@@ -154,6 +157,7 @@ def bench_command(
         "timeout": timeout,
         "think_time": think_time,
         "ceilings": ceilings,
+        "profile": profile,
     }
     if workers:
         overrides["workers"] = workers
