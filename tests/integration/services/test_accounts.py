@@ -224,7 +224,7 @@ async def test_renaming_moves_the_claim_and_frees_the_old_name(pools: PrimaryPoo
     updated = await accounts.update_me(profile.account.user_id, username=new.upper(), first_name="Grace")
     assert updated.account.username == new and updated.first_name == "Grace"
     await OutboxRelay(pools, HANDLERS).drain()
-    await accounts.register(registration(username=old))  # the old name is free again
+    await accounts.register(registration(username=old, email=f"{unique()}@example.com"))  # old name free
     with pytest.raises(Conflict):
         await accounts.register(registration(username=new))
 
