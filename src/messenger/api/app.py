@@ -110,4 +110,5 @@ def create_app(settings: Settings) -> Starlette:
 def create_app_from_env() -> Starlette:
     """Factory for the ASGI server's workers: settings from MESSENGER_* and the topology file."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(message)s")
+    logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
     return create_app(Settings.from_env())

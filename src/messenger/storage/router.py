@@ -150,7 +150,7 @@ class ShardRouter:
             return await self._read_primary(shard, sql, params, "replica_lagging", fallback=True)
 
         need = self._token_position(token, shard)
-        if key is not None:
+        if key is not None and self._settings.read_your_writes:
             try:
                 marker = await self._freshness.get(key)
             except FreshnessUnknown:
