@@ -36,6 +36,19 @@ class _Protocol(asyncio.Protocol):
         self.pending: deque[asyncio.Future[Any]] = deque()
         self.reader = hiredis.Reader()
         self.closed = False
+        self.outgoing: list[bytes] = []
+
+    def send(self, payload: bytes) -> None:
+        """Queue a command; everything queued in one event-loop iteration goes out in one write
+        (and usually comes back in one read): under load that saves most syscalls and wakeups."""
+        if not self.outgoing:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.outgoing.append(payload)
+
+    def flush(self) -> None:
+        if self.outgoing and self.transport is not None and not self.closed:
+            self.transport.write(b"".join(self.outgoing))
+        self.outgoing.clear()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
@@ -84,8 +97,7 @@ class RespClient:
     async def _send(self, protocol: _Protocol, payload: bytes) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         protocol.pending.append(future)
-        assert protocol.transport is not None
-        protocol.transport.write(payload)
+        protocol.send(payload)
         try:
             return await asyncio.wait_for(future, self._timeout)
         except TimeoutError:

@@ -160,14 +160,14 @@ class ShardRouter:
         try:
             if need is None:
                 sets = await self._execute(shard, "replica", self._wrap("read", sql), params)
-                self._metrics.read_routing.labels(self._names[shard], "replica", "plain").inc()
+                self._metrics.child(self._metrics.read_routing, self._names[shard], "replica", "plain").inc()
                 return sets[-1]
             sets = await self._execute(shard, "replica", self._wrap("checked", sql), params)
         except ShardUnavailable:
             return await self._read_primary(shard, sql, params, "replica_failed")
         replayed = sets[0][0][0]
         if replayed is None or lsn_to_int(replayed) >= need:  # None: not a standby after all
-            self._metrics.read_routing.labels(self._names[shard], "replica", "caught_up").inc()
+            self._metrics.child(self._metrics.read_routing, self._names[shard], "replica", "caught_up").inc()
             return sets[-1]
         return await self._read_primary(shard, sql, params, "replica_behind_write")
 
@@ -201,9 +201,9 @@ class ShardRouter:
             # The replica is only slow, and slightly stale beats unavailable when the primary
             # is gone; no write can be newer than what it had replayed since none can commit.
             sets = await self._execute(shard, "replica", self._wrap("read", sql), params)
-            self._metrics.read_routing.labels(self._names[shard], "replica", "primary_down").inc()
+            self._metrics.child(self._metrics.read_routing, self._names[shard], "replica", "primary_down").inc()
             return sets[-1]
-        self._metrics.read_routing.labels(self._names[shard], "primary", reason).inc()
+        self._metrics.child(self._metrics.read_routing, self._names[shard], "primary", reason).inc()
         return sets[-1]
 
     def _token_position(self, token: str | None, shard: int) -> int | None:
@@ -239,7 +239,7 @@ class ShardRouter:
         breaker = self._breakers[(shard, role)]
         name = self._names[shard]
         if not probe and not breaker.allow():
-            self._metrics.query_errors.labels(name, role, "circuit_open").inc()
+            self._metrics.child(self._metrics.query_errors, name, role, "circuit_open").inc()
             raise ShardUnavailable(name, role, "circuit open after recent failures")
         started = time.perf_counter()
         # The deadline is enforced outside the query's task: cancelling a psycopg query makes
@@ -256,7 +256,7 @@ class ShardRouter:
         except _FAILURES as exc:
             breaker.record_failure()
             kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
-            self._metrics.query_errors.labels(name, role, kind).inc()
+            self._metrics.child(self._metrics.query_errors, name, role, kind).inc()
             raise ShardUnavailable(name, role, _reason(exc)) from None
         except BaseException:
             # Not the server's fault (a bug, a constraint, a cancelled request): the server
@@ -265,7 +265,7 @@ class ShardRouter:
             breaker.record_success()
             raise
         breaker.record_success()
-        self._metrics.query_seconds.labels(name, role).observe(time.perf_counter() - started)
+        self._metrics.child(self._metrics.query_seconds, name, role).observe(time.perf_counter() - started)
         return sets
 
     async def _run(self, shard: int, role: Role, sql: str, params: Params) -> list[Rows]:
