@@ -264,31 +264,28 @@ class LocalCluster:
 
     def down(self) -> None:
         """Stop every server (fast shutdown), keeping the data."""
-        if not self.exists:
-            return
+        if self.exists:
+            self._stop_all(mode="fast")
+            self.progress("cluster stopped")
 
+    def destroy(self) -> None:
+        """Stop everything and remove the data directory."""
+        if self.exists:
+            self._stop_all(mode="immediate")  # the data goes anyway: no checkpoint needed
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.progress(f"removed {self.data_dir}")
+
+    def _stop_all(self, mode: str) -> None:
         def stop_shard(shard: int) -> None:
             self.pgbouncer(shard).stop()
-            self.postgres(shard, "primary").stop()
-            self.postgres(shard, "replica").stop()
+            self.postgres(shard, "primary").stop(mode=mode)
+            self.postgres(shard, "replica").stop(mode=mode)
 
         with ThreadPoolExecutor(max_workers=self.state.shards + 1) as pool:
             stops = [pool.submit(stop_shard, i) for i in range(self.state.shards)]
             stops.append(pool.submit(self.redis().stop))
             for future in stops:
                 future.result()
-        self.progress("cluster stopped")
-
-    def destroy(self) -> None:
-        """Stop everything and remove the data directory."""
-        if self.exists:
-            for shard in range(self.state.shards):
-                self.pgbouncer(shard).stop()
-                for role in ("primary", "replica"):
-                    self.postgres(shard, role).stop(mode="immediate")
-            self.redis().stop()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-        self.progress(f"removed {self.data_dir}")
 
     def stop_server(self, shard: int, role: str) -> None:
         self.server(shard, role).stop()

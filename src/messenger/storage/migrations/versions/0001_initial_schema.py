@@ -10,20 +10,14 @@ so resharding can select the rows that move by position range.
 
 from alembic import op
 
+from messenger.storage.migrations.columns import ring_pos
+
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
 USER_PARTITIONS = 16
-
-
-def ring_pos(key: str) -> str:
-    """The generated column computing `key`'s ring position exactly as the ring does."""
-    return (
-        "ring_pos bigint NOT NULL GENERATED ALWAYS AS "
-        f"((('x' || substr(md5({key}::text), 1, 8))::bit(32))::bigint) STORED"
-    )
 
 
 def upgrade() -> None:
