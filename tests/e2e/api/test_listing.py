@@ -115,3 +115,10 @@ async def test_cursor_of_one_order_is_refused_for_the_other(api: httpx.AsyncClie
     cursor = (await api.get(USERS_URL, params={"limit": 1, "order": "asc"})).json()["next_cursor"]
     response = await api.get(USERS_URL, params={"cursor": cursor, "order": "desc"})
     assert response.status_code == 422
+
+
+async def test_empty_parameters_mean_the_defaults(api: httpx.AsyncClient) -> None:
+    await create_many(api, 21)
+    response = await api.get(USERS_URL + "?limit=&cursor=&order=")
+    assert response.status_code == 200
+    assert len(response.json()["items"]) == 20

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,9 +23,9 @@ from messenger.storage.users import INSERT_USER, SELECT_USER
 from tests.e2e.api.conftest import lagging_replicas, wait_for_async
 
 
-@pytest.fixture
-async def router(cluster: Any) -> AsyncIterator[ShardRouter]:
-    settings = Settings.from_env(cluster.topology_path, workers=1)
+@asynccontextmanager
+async def make_router(cluster: Any, **overrides: Any) -> AsyncIterator[ShardRouter]:
+    settings = replace(Settings.from_env(cluster.topology_path, workers=1), **overrides)
     pools = ShardPools(settings.topology.shards, PoolSizing(1, 4, 1.0), app_name="router-test")
     await pools.open()
     freshness = FreshnessMarkers(
@@ -37,6 +39,12 @@ async def router(cluster: Any) -> AsyncIterator[ShardRouter]:
         await router.stop_monitor()
         await freshness.close()
         await pools.close()
+
+
+@pytest.fixture
+async def router(cluster: Any) -> AsyncIterator[ShardRouter]:
+    async with make_router(cluster) as made:
+        yield made
 
 
 async def insert(router: ShardRouter, *, key: bool = True) -> tuple[uuid.UUID, int, str | None]:
@@ -138,3 +146,24 @@ async def test_dead_primary_fails_fast_once_its_breaker_is_open_and_recovers(
         return True
 
     await wait_for_async(writes_again, 20, "the primary to take writes again")
+
+
+async def test_replica_lagging_beyond_the_bound_sends_reads_to_the_primary(cluster: Any) -> None:
+    async with make_router(cluster, max_replica_lag_s=0.5) as router:
+        await _read_beyond_the_lag_bound(router, cluster)
+
+
+async def _read_beyond_the_lag_bound(router: ShardRouter, cluster: Any) -> None:
+    shard = router.shard_indexes[0]
+    with lagging_replicas(cluster.topology, "3s"):
+        user_id = _id_on(router, shard)
+        await router.write(shard, INSERT_USER, (user_id, "Lag", "Bound"), key=None)
+
+        async def over_bound() -> bool:
+            state = await router.check_shard(shard)
+            return state.lag_seconds is not None and state.lag_seconds > 0.5
+
+        await wait_for_async(over_bound, 10, "lag beyond the bound")
+        # No marker and no token, yet the row is there: the read went to the primary.
+        rows = await router.read(shard, SELECT_USER, (user_id,))
+        assert rows and rows[0][0] == user_id
