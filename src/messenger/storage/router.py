@@ -104,6 +104,7 @@ class ShardRouter:
         self._set_timeout = f"SET LOCAL statement_timeout = {int(settings.statement_timeout_ms)}; "
         self._wrapped: dict[tuple[str, str], str] = {}
         self._abandoned: set[asyncio.Future[list[Rows]]] = set()
+        self._checking: dict[tuple[int, Role], asyncio.Future[None]] = {}
 
     # -- placement -----------------------------------------------------------------------
 
@@ -270,14 +271,35 @@ class ShardRouter:
 
     async def _run(self, shard: int, role: Role, sql: str, params: Params) -> list[Rows]:
         async with self._pools.get(shard, role).connection() as conn:
-            cur = conn.cursor()
-            await cur.execute(sql, params)
-            sets: list[Rows] = []
-            while True:
-                if cur.description is not None:
-                    sets.append(await cur.fetchall())
-                if not cur.nextset():
-                    return sets
+            try:
+                cur = conn.cursor()
+                await cur.execute(sql, params)
+                sets: list[Rows] = []
+                while True:
+                    if cur.description is not None:
+                        sets.append(await cur.fetchall())
+                    if not cur.nextset():
+                        return sets
+            except psycopg.OperationalError:
+                if conn.broken:  # the socket died: its idle siblings probably did too
+                    self._check_pool(shard, role)
+                raise
+
+    def _check_pool(self, shard: int, role: Role) -> None:
+        """After a connection broke (PgBouncer restarted, say), test the pool's idle
+        connections in the background and drop the dead ones, so that requests do not meet
+        them one by one. One check per pool at a time."""
+        if (shard, role) in self._checking:
+            return
+        task = asyncio.ensure_future(self._pools.get(shard, role).check())
+        self._checking[(shard, role)] = task
+
+        def done(finished: asyncio.Future[None]) -> None:
+            self._checking.pop((shard, role), None)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.warning("checking the %s %s pool failed", self._names[shard], role)
+
+        task.add_done_callback(done)
 
     def _abandon(self, work: asyncio.Future[list[Rows]]) -> None:
         """Cancel a call nobody waits for any more, keeping it referenced until it is done."""

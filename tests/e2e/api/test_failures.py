@@ -174,3 +174,4 @@ async def wait_until_ready(api: httpx.AsyncClient) -> None:
         return (await api.get("/ready")).status_code == 200
 
     await wait_for_async(ready, 20, "/ready to report every shard up again")
+

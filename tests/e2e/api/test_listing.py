@@ -31,7 +31,7 @@ async def create_many(api: httpx.AsyncClient, n: int) -> list[str]:
     responses = await asyncio.gather(*(
         api.post(USERS_URL, json={"first_name": f"L{i}", "last_name": "List"}) for i in range(n)
     ))
-    assert all(r.status_code == 201 for r in responses)
+    assert all(r.status_code == 201 for r in responses), [r.text for r in responses if r.status_code != 201]
     return [r.json()["id"] for r in responses]
 
 
