@@ -13,6 +13,7 @@ import argparse
 import os
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -112,8 +113,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    results = {v: measure(v, args.seconds, args.connections, args.workers) for v in VARIANTS}
+    # Rounds interleave the variants so that load from anything else on the machine spreads
+    # over all of them; the median of each is reported.
+    samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for _ in range(args.rounds):
+        for v in VARIANTS:
+            samples[v].append(measure(v, args.seconds, args.connections, args.workers))
+    results = {v: statistics.median(s) for v, s in samples.items()}
     base = results["raw-empty"]
     print("| variant | req/s | vs raw-empty |\n| --- | ---: | ---: |")
     for v, rps in results.items():

@@ -9,6 +9,7 @@ it (tests, a single process) the app's own registry is served.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -55,6 +56,17 @@ class Metrics:
             "db_replica_lag_seconds", "Replica replay lag as this worker's monitor sees it",
             ["shard"], multiprocess_mode="livemax", registry=r,
         )
+
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: the label lookup takes a lock and hashes every
+        time, and the hot path asks for the same few children again and again."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self) -> bytes:
         if os.environ.get(MULTIPROC_ENV):

@@ -67,6 +67,8 @@ class Settings:
     breaker_reset_after: float = 1.0
 
     # Read-your-writes and replica routing.
+    read_your_writes: bool = True
+    """Check per-key freshness markers on reads (off only to measure what they cost)."""
     freshness_ttl_ms: int = 5000
     """How long a per-key freshness marker lives; longer than the replica lag bound."""
     max_replica_lag_s: float = 3.0
@@ -95,6 +97,7 @@ class Settings:
             primary_timeout=float(_env("PRIMARY_TIMEOUT", "1.5")),
             replica_timeout=float(_env("REPLICA_TIMEOUT", "0.75")),
             statement_timeout_ms=int(_env("STATEMENT_TIMEOUT_MS", "1200")),
+            read_your_writes=_env("READ_YOUR_WRITES", "1") not in ("0", "false", "no"),
             freshness_ttl_ms=int(_env("FRESHNESS_TTL_MS", "5000")),
             max_replica_lag_s=float(_env("MAX_REPLICA_LAG", "3.0")),
             max_body_bytes=int(_env("MAX_BODY_BYTES", str(64 * 1024))),

@@ -98,12 +98,12 @@ async def list_users(request: Request) -> Response:
             "offset pagination is not supported: pass the previous page's next_cursor as `cursor`",
             {"field": "offset", "use": "cursor"},
         )
-    raw_limit = query.get("limit", str(DEFAULT_PAGE_SIZE))
+    raw_limit = query.get("limit") or str(DEFAULT_PAGE_SIZE)  # `limit=` means the default
     try:
         limit = int(raw_limit)
     except ValueError:
         raise HttpError(422, "invalid_input", "limit must be an integer", {"field": "limit"}) from None
-    order = query.get("order", "asc")
+    order = query.get("order") or "asc"
     if order not in ("asc", "desc"):
         raise HttpError(422, "invalid_input", "order must be asc or desc", {"field": "order"})
     page = await _service(request).list(limit=limit, order=order, cursor=query.get("cursor") or None)

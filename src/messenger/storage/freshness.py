@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import logging
 
-import redis.asyncio as redis
-from redis.exceptions import RedisError
-
 from messenger.storage.breaker import CircuitBreaker
+from messenger.storage.resp import RedisUnavailable, RespClient
 
 log = logging.getLogger(__name__)
 
@@ -48,27 +46,22 @@ def int_to_lsn(value: int) -> str:
 
 class FreshnessMarkers:
     def __init__(self, url: str, *, ttl_ms: int, timeout_s: float, breaker: CircuitBreaker) -> None:
-        self._client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            health_check_interval=0,
-            retry_on_timeout=False,
-        )
+        self._client = RespClient(url, timeout=timeout_s)
         self._ttl_ms = str(ttl_ms)
         self._breaker = breaker
-        self._set_if_higher = self._client.register_script(_SET_IF_HIGHER)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.close()
 
     async def mark(self, key: str, lsn: int) -> bool:
         """Record that `key` was written at `lsn`; False if Redis could not take it."""
         if not self._breaker.allow():
             return False
         try:
-            await self._set_if_higher(keys=[KEY_PREFIX + key], args=[f"{lsn:016x}", self._ttl_ms])
-        except (RedisError, OSError) as exc:
+            await self._client.command(
+                "EVAL", _SET_IF_HIGHER, "1", KEY_PREFIX + key, f"{lsn:016x}", self._ttl_ms
+            )
+        except RedisUnavailable as exc:
             self._breaker.record_failure()
             log.warning("freshness marker for %s not stored: %s", key, exc)
             return False
@@ -81,8 +74,8 @@ class FreshnessMarkers:
         if not self._breaker.allow():
             raise FreshnessUnknown("redis circuit open")
         try:
-            raw = await self._client.get(KEY_PREFIX + key)
-        except (RedisError, OSError) as exc:
+            raw = await self._client.command("GET", KEY_PREFIX + key)
+        except RedisUnavailable as exc:
             self._breaker.record_failure()
             raise FreshnessUnknown(str(exc)) from None
         self._breaker.record_success()
@@ -90,6 +83,10 @@ class FreshnessMarkers:
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._client.ping())
-        except (RedisError, OSError):
+            return await self._client.command("PING") == b"PONG"
+        except RedisUnavailable:
             return False
+
+    async def forget(self, key: str) -> None:
+        """Drop a key's marker (tests and tools: as if its TTL had run out)."""
+        await self._client.command("DEL", KEY_PREFIX + key)

@@ -104,6 +104,7 @@ class ShardRouter:
         self._set_timeout = f"SET LOCAL statement_timeout = {int(settings.statement_timeout_ms)}; "
         self._wrapped: dict[tuple[str, str], str] = {}
         self._abandoned: set[asyncio.Future[list[Rows]]] = set()
+        self._checking: dict[tuple[int, Role], asyncio.Future[None]] = {}
 
     # -- placement -----------------------------------------------------------------------
 
@@ -150,7 +151,7 @@ class ShardRouter:
             return await self._read_primary(shard, sql, params, "replica_lagging", fallback=True)
 
         need = self._token_position(token, shard)
-        if key is not None:
+        if key is not None and self._settings.read_your_writes:
             try:
                 marker = await self._freshness.get(key)
             except FreshnessUnknown:
@@ -160,14 +161,14 @@ class ShardRouter:
         try:
             if need is None:
                 sets = await self._execute(shard, "replica", self._wrap("read", sql), params)
-                self._metrics.read_routing.labels(self._names[shard], "replica", "plain").inc()
+                self._metrics.child(self._metrics.read_routing, self._names[shard], "replica", "plain").inc()
                 return sets[-1]
             sets = await self._execute(shard, "replica", self._wrap("checked", sql), params)
         except ShardUnavailable:
             return await self._read_primary(shard, sql, params, "replica_failed")
         replayed = sets[0][0][0]
         if replayed is None or lsn_to_int(replayed) >= need:  # None: not a standby after all
-            self._metrics.read_routing.labels(self._names[shard], "replica", "caught_up").inc()
+            self._metrics.child(self._metrics.read_routing, self._names[shard], "replica", "caught_up").inc()
             return sets[-1]
         return await self._read_primary(shard, sql, params, "replica_behind_write")
 
@@ -201,9 +202,9 @@ class ShardRouter:
             # The replica is only slow, and slightly stale beats unavailable when the primary
             # is gone; no write can be newer than what it had replayed since none can commit.
             sets = await self._execute(shard, "replica", self._wrap("read", sql), params)
-            self._metrics.read_routing.labels(self._names[shard], "replica", "primary_down").inc()
+            self._metrics.child(self._metrics.read_routing, self._names[shard], "replica", "primary_down").inc()
             return sets[-1]
-        self._metrics.read_routing.labels(self._names[shard], "primary", reason).inc()
+        self._metrics.child(self._metrics.read_routing, self._names[shard], "primary", reason).inc()
         return sets[-1]
 
     def _token_position(self, token: str | None, shard: int) -> int | None:
@@ -239,7 +240,7 @@ class ShardRouter:
         breaker = self._breakers[(shard, role)]
         name = self._names[shard]
         if not probe and not breaker.allow():
-            self._metrics.query_errors.labels(name, role, "circuit_open").inc()
+            self._metrics.child(self._metrics.query_errors, name, role, "circuit_open").inc()
             raise ShardUnavailable(name, role, "circuit open after recent failures")
         started = time.perf_counter()
         # The deadline is enforced outside the query's task: cancelling a psycopg query makes
@@ -256,7 +257,7 @@ class ShardRouter:
         except _FAILURES as exc:
             breaker.record_failure()
             kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
-            self._metrics.query_errors.labels(name, role, kind).inc()
+            self._metrics.child(self._metrics.query_errors, name, role, kind).inc()
             raise ShardUnavailable(name, role, _reason(exc)) from None
         except BaseException:
             # Not the server's fault (a bug, a constraint, a cancelled request): the server
@@ -265,19 +266,40 @@ class ShardRouter:
             breaker.record_success()
             raise
         breaker.record_success()
-        self._metrics.query_seconds.labels(name, role).observe(time.perf_counter() - started)
+        self._metrics.child(self._metrics.query_seconds, name, role).observe(time.perf_counter() - started)
         return sets
 
     async def _run(self, shard: int, role: Role, sql: str, params: Params) -> list[Rows]:
         async with self._pools.get(shard, role).connection() as conn:
-            cur = conn.cursor()
-            await cur.execute(sql, params)
-            sets: list[Rows] = []
-            while True:
-                if cur.description is not None:
-                    sets.append(await cur.fetchall())
-                if not cur.nextset():
-                    return sets
+            try:
+                cur = conn.cursor()
+                await cur.execute(sql, params)
+                sets: list[Rows] = []
+                while True:
+                    if cur.description is not None:
+                        sets.append(await cur.fetchall())
+                    if not cur.nextset():
+                        return sets
+            except psycopg.OperationalError:
+                if conn.broken:  # the socket died: its idle siblings probably did too
+                    self._check_pool(shard, role)
+                raise
+
+    def _check_pool(self, shard: int, role: Role) -> None:
+        """After a connection broke (PgBouncer restarted, say), test the pool's idle
+        connections in the background and drop the dead ones, so that requests do not meet
+        them one by one. One check per pool at a time."""
+        if (shard, role) in self._checking:
+            return
+        task = asyncio.ensure_future(self._pools.get(shard, role).check())
+        self._checking[(shard, role)] = task
+
+        def done(finished: asyncio.Future[None]) -> None:
+            self._checking.pop((shard, role), None)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.warning("checking the %s %s pool failed", self._names[shard], role)
+
+        task.add_done_callback(done)
 
     def _abandon(self, work: asyncio.Future[list[Rows]]) -> None:
         """Cancel a call nobody waits for any more, keeping it referenced until it is done."""

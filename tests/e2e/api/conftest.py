@@ -44,9 +44,19 @@ async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture(scope="session")
-async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def session_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with running_app(settings) as client:
         yield client
+
+
+@pytest.fixture
+async def api(session_api: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The session's app, with its view of the shards brought up to date first: its replica
+    monitors only run while the event loop does, and synchronous tests (or tests that stopped
+    servers) may have left it stale."""
+    router = session_api.app.state.router  # type: ignore[attr-defined]
+    await asyncio.gather(*(router.check_shard(s) for s in router.shard_indexes))
+    return session_api
 
 
 def unique_name() -> str:

@@ -78,7 +78,7 @@ async def test_primary_stopped_fails_its_writes_fast_keeps_its_reads_and_other_s
     name = api.app.state.router.shard_name(shard)  # type: ignore[attr-defined]
     # Let the markers of those creates expire: reads of them must come from the replica.
     for user in users.values():
-        await api.app.state.freshness._client.delete(f"ryw:{user['id']}")  # type: ignore[attr-defined]
+        await api.app.state.freshness.forget(user["id"])  # type: ignore[attr-defined]
     cluster.stop_server(shard, "primary")
     try:
         for _ in range(3):  # the first pays the timeout, the next ones meet an open breaker
@@ -174,3 +174,4 @@ async def wait_until_ready(api: httpx.AsyncClient) -> None:
         return (await api.get("/ready")).status_code == 200
 
     await wait_for_async(ready, 20, "/ready to report every shard up again")
+

@@ -31,7 +31,7 @@ async def create_many(api: httpx.AsyncClient, n: int) -> list[str]:
     responses = await asyncio.gather(*(
         api.post(USERS_URL, json={"first_name": f"L{i}", "last_name": "List"}) for i in range(n)
     ))
-    assert all(r.status_code == 201 for r in responses)
+    assert all(r.status_code == 201 for r in responses), [r.text for r in responses if r.status_code != 201]
     return [r.json()["id"] for r in responses]
 
 
@@ -115,3 +115,10 @@ async def test_cursor_of_one_order_is_refused_for_the_other(api: httpx.AsyncClie
     cursor = (await api.get(USERS_URL, params={"limit": 1, "order": "asc"})).json()["next_cursor"]
     response = await api.get(USERS_URL, params={"cursor": cursor, "order": "desc"})
     assert response.status_code == 422
+
+
+async def test_empty_parameters_mean_the_defaults(api: httpx.AsyncClient) -> None:
+    await create_many(api, 21)
+    response = await api.get(USERS_URL + "?limit=&cursor=&order=")
+    assert response.status_code == 200
+    assert len(response.json()["items"]) == 20

@@ -140,3 +140,9 @@ async def test_a_garbage_consistency_token_is_ignored(api: httpx.AsyncClient) ->
     user = await create(api)
     got = await api.get(f"{USERS_URL}/{user['id']}", headers={"X-Consistency-Token": "x.y.z"})
     assert got.status_code == 200
+
+
+async def test_head_of_a_user_has_no_body(api: httpx.AsyncClient) -> None:
+    user = await create(api)
+    response = await api.head(f"{USERS_URL}/{user['id']}")
+    assert response.status_code == 200 and response.content == b""

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
+import psycopg
 import pytest
 
 from messenger.domain.errors import ShardUnavailable
@@ -18,13 +22,17 @@ from messenger.storage.freshness import FreshnessMarkers
 from messenger.storage.pools import PoolSizing, ShardPools
 from messenger.storage.router import ShardRouter
 from messenger.storage.users import INSERT_USER, SELECT_USER
-from tests.e2e.api.conftest import lagging_replicas, wait_for_async
+from tests.e2e.api.conftest import lagging_replicas, wait_for, wait_for_async
+
+SMALL_POOLS = PoolSizing(1, 4, 1.0)
 
 
-@pytest.fixture
-async def router(cluster: Any) -> AsyncIterator[ShardRouter]:
-    settings = Settings.from_env(cluster.topology_path, workers=1)
-    pools = ShardPools(settings.topology.shards, PoolSizing(1, 4, 1.0), app_name="router-test")
+@asynccontextmanager
+async def make_router(
+    cluster: Any, sizing: PoolSizing = SMALL_POOLS, **overrides: Any
+) -> AsyncIterator[ShardRouter]:
+    settings = replace(Settings.from_env(cluster.topology_path, workers=1), **overrides)
+    pools = ShardPools(settings.topology.shards, sizing, app_name="router-test")
     await pools.open()
     freshness = FreshnessMarkers(
         settings.topology.redis_url, ttl_ms=5000, timeout_s=0.25,
@@ -37,6 +45,12 @@ async def router(cluster: Any) -> AsyncIterator[ShardRouter]:
         await router.stop_monitor()
         await freshness.close()
         await pools.close()
+
+
+@pytest.fixture
+async def router(cluster: Any) -> AsyncIterator[ShardRouter]:
+    async with make_router(cluster) as made:
+        yield made
 
 
 async def insert(router: ShardRouter, *, key: bool = True) -> tuple[uuid.UUID, int, str | None]:
@@ -138,3 +152,58 @@ async def test_dead_primary_fails_fast_once_its_breaker_is_open_and_recovers(
         return True
 
     await wait_for_async(writes_again, 20, "the primary to take writes again")
+
+
+async def test_replica_lagging_beyond_the_bound_sends_reads_to_the_primary(cluster: Any) -> None:
+    async with make_router(cluster, max_replica_lag_s=0.5) as router:
+        await _read_beyond_the_lag_bound(router, cluster)
+
+
+async def _read_beyond_the_lag_bound(router: ShardRouter, cluster: Any) -> None:
+    shard = router.shard_indexes[0]
+    with lagging_replicas(cluster.topology, "3s"):
+        user_id = _id_on(router, shard)
+        await router.write(shard, INSERT_USER, (user_id, "Lag", "Bound"), key=None)
+
+        async def over_bound() -> bool:
+            state = await router.check_shard(shard)
+            return state.lag_seconds is not None and state.lag_seconds > 0.5
+
+        await wait_for_async(over_bound, 10, "lag beyond the bound")
+        # No marker and no token, yet the row is there: the read went to the primary.
+        rows = await router.read(shard, SELECT_USER, (user_id,))
+        assert rows and rows[0][0] == user_id
+
+
+async def test_a_broken_connection_makes_the_pool_drop_its_dead_siblings(cluster: Any) -> None:
+    async with make_router(cluster, PoolSizing(4, 4, 1.0)) as router:
+        shard = router.shard_indexes[-1]
+        pool = router._pools.get(shard, "primary")
+        await pool.wait(5.0)
+
+        async def write() -> None:
+            await router.write(shard, INSERT_USER, (_id_on(router, shard), "P", "B"), key=None)
+
+        await asyncio.gather(*(write() for _ in range(4)))
+        cluster.stop_server(shard, "pgbouncer")  # every pooled connection dies with it
+        cluster.start_server(shard, "pgbouncer")
+        wait_for(lambda: _accepts(router.topology.shard(shard).rw_dsn), 10, "PgBouncer back")
+        with pytest.raises(ShardUnavailable):
+            await write()  # meets one dead connection
+        # ... and the pool tests the rest in the background instead of serving them.
+        await wait_for_async(
+            lambda: _lost_at_least(pool, 3), 5, "the dead idle connections to be dropped"
+        )
+        await asyncio.gather(*(write() for _ in range(4)))
+
+
+async def _lost_at_least(pool: Any, count: int) -> bool:
+    return pool.get_stats().get("connections_lost", 0) >= count
+
+
+def _accepts(dsn: str) -> bool:
+    try:
+        psycopg.connect(dsn, connect_timeout=2).close()
+    except psycopg.Error:
+        return False
+    return True
