@@ -40,7 +40,8 @@ def api_command(port: int, workers: int, topology_path: Path) -> tuple[list[str]
     Both read the topology and worker count the same way; the fallback uses exactly the granian
     setup of the empty-handler ceiling, so the two stay comparable.
     """
-    env = {"MESSENGER_TOPOLOGY": str(topology_path), "MESSENGER_WORKERS": str(workers)}
+    # The seed's scenarios create, change and delete profile-only users without tokens.
+    env = {"MESSENGER_TOPOLOGY": str(topology_path), "MESSENGER_WORKERS": str(workers), "MESSENGER_OPEN_USERS": "1"}
     if importlib.util.find_spec("messenger.cli.serve") is not None:
         command = [sys.executable, "-m", "messenger", "serve", "--port", str(port)]
         command += ["--workers", str(workers), "--topology", str(topology_path)]

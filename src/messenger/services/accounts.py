@@ -240,5 +240,7 @@ class AccountService:
         await self._accounts.set_password(user_id, await self._passwords.hash(new))
 
     async def delete_me(self, user_id: uuid.UUID) -> None:
-        current = await self.me(user_id)
-        await self._accounts.delete_user(user_id, current.account.username, current.account.email)
+        try:
+            await self._accounts.delete_user(user_id)
+        except NotFound:
+            raise Unauthenticated("the account of this token no longer exists") from None

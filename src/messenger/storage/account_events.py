@@ -40,11 +40,9 @@ async def settle_changed_login(event: OutboxEvent, shards: ShardTransactions) ->
 
 
 async def free_deleted_users_claims(event: OutboxEvent, shards: ShardTransactions) -> None:
-    """user.deleted: the username and email become free for others."""
-    p = event.payload
-    user_id = uuid.UUID(p["user_id"])
-    for kind in KINDS:
-        value = p.get(kind)
-        if value:
-            async with shards.transaction(shards.shard_for(value)) as conn:
-                await release_for_user(conn, kind, value, user_id)
+    """user.deleted: the username and email become free for others, wherever they live."""
+    user_id = uuid.UUID(event.payload["user_id"])
+    for shard in shards.shard_indexes:
+        async with shards.transaction(shard) as conn:
+            for kind in KINDS:
+                await conn.execute(SQL[kind].release_all_for_user, (user_id,))

@@ -13,8 +13,10 @@ from typing import Any
 
 from messenger.domain.accounts import Account
 from messenger.domain.errors import NotFound
+from messenger.domain.ids import new_id
 from messenger.storage.outbox import append_event
 from messenger.storage.transactions import ShardTransactions
+from messenger.storage.users import DELETE_USER
 
 INSERT_USER = """
 INSERT INTO users (id, first_name, last_name) VALUES (%s, %s, %s)
@@ -42,7 +44,6 @@ WHERE id = %s
 UPDATE_LOGIN = "UPDATE accounts SET username = %s, email = %s, updated_at = now() WHERE user_id = %s"
 SELECT_LOGIN_FOR_UPDATE = "SELECT username, email FROM accounts WHERE user_id = %s FOR UPDATE"
 UPDATE_PASSWORD = "UPDATE accounts SET password_hash = %s, updated_at = now() WHERE user_id = %s"
-DELETE_USER = "DELETE FROM users WHERE id = %s RETURNING 1"
 
 INSERT_REFRESH = """
 INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at)
@@ -101,7 +102,7 @@ class AccountStore:
 
     async def create(self, new: NewAccount) -> tuple[Account, datetime]:
         """User, account and link in one transaction, with the event that confirms the claims."""
-        async with self.shards.transaction(self._shard(new.user_id)) as conn:
+        async with self.shards.transaction(self._shard(new.user_id), marks=[str(new.user_id)]) as conn:
             cursor = await conn.execute(INSERT_USER, (new.user_id, new.first_name, new.last_name))
             created_at, updated_at = await cursor.fetchone()  # type: ignore[misc]
             await conn.execute(
@@ -130,7 +131,7 @@ class AccountStore:
         return None if row is None else StoredAccount(_account(row), row[6])
 
     async def update_names(self, user_id: uuid.UUID, first_name: str | None, last_name: str | None) -> None:
-        async with self.shards.transaction(self._shard(user_id)) as conn:
+        async with self.shards.transaction(self._shard(user_id), marks=[str(user_id)]) as conn:
             await conn.execute(UPDATE_NAMES, (first_name, last_name, user_id))
             await append_event(conn, f"user:{user_id}", "user.renamed", {
                 "user_id": str(user_id), "first_name": first_name, "last_name": last_name,
@@ -159,15 +160,13 @@ class AccountStore:
             await conn.execute(UPDATE_PASSWORD, (password_hash, user_id))
             await conn.execute(REVOKE_ALL_FOR_USER, (user_id,))
 
-    async def delete_user(self, user_id: uuid.UUID, username: str | None, email: str | None) -> None:
-        """Delete the user and, by cascade, everything of theirs on this shard."""
-        async with self.shards.transaction(self._shard(user_id)) as conn:
-            cursor = await conn.execute(DELETE_USER, (user_id,))
+    async def delete_user(self, user_id: uuid.UUID) -> None:
+        """Delete the user and, by cascade, everything of theirs on this shard; the
+        `user.deleted` event written with it cleans up the other shards."""
+        async with self.shards.transaction(self._shard(user_id), marks=[str(user_id)]) as conn:
+            cursor = await conn.execute(DELETE_USER, (user_id, new_id()))
             if await cursor.fetchone() is None:
                 raise NotFound("user not found")
-            await append_event(conn, f"user:{user_id}", "user.deleted", {
-                "user_id": str(user_id), "username": username, "email": email,
-            })
 
     # -- refresh tokens --------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ class ClaimSql:
     expired: str
     account_holds: str
     release_for_user: str
+    release_all_for_user: str
 
 
 def _sql(kind: ClaimKind) -> ClaimSql:
@@ -63,6 +64,7 @@ def _sql(kind: ClaimKind) -> ClaimSql:
             ORDER BY expires_at LIMIT %s""",
         account_holds=f"SELECT 1 FROM accounts WHERE user_id = %s AND {kind} = %s",
         release_for_user=f"DELETE FROM {table} WHERE {kind} = %s AND user_id = %s",
+        release_all_for_user=f"DELETE FROM {table} WHERE user_id = %s",
     )
 
 

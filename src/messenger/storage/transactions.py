@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -19,6 +20,12 @@ class ShardTransactions(Protocol):
 
     def shard_for(self, key: str) -> int: ...
 
-    def transaction(self, shard: int) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
-        """A transaction on the shard's primary, with a statement timeout; commits on exit."""
+    def transaction(
+        self, shard: int, *, marks: Sequence[str] = ()
+    ) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
+        """A transaction on the shard's primary, with a statement timeout; commits on exit.
+
+        `marks`: keys the transaction writes, so that reads of them right after see the write
+        (read-your-writes); an implementation without replicas may ignore them.
+        """
         ...
