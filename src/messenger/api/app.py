@@ -13,12 +13,14 @@ from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from messenger.api import accounts, ops, users
+from messenger.api import accounts, conversations, ops, users, ws
 from messenger.api.errors import EXCEPTION_HANDLERS
 from messenger.api.openapi import openapi_routes
 from messenger.metrics import Metrics
 from messenger.services.accounts import AccountService, LoginLimits
 from messenger.services.background import BackgroundWork
+from messenger.services.live import LiveHub
+from messenger.services.messaging import MessagingService
 from messenger.services.passwords import Passwords
 from messenger.services.tokens import TokenSigner
 from messenger.services.users import UserService
@@ -26,10 +28,14 @@ from messenger.settings import Settings
 from messenger.storage.accounts import AccountStore
 from messenger.storage.breaker import CircuitBreaker
 from messenger.storage.claims import ClaimStore
+from messenger.storage.conversation_log import ConversationLog
+from messenger.storage.conversations import ConversationStore
 from messenger.storage.cursor import CursorCodec
 from messenger.storage.freshness import FreshnessMarkers
+from messenger.storage.inbox import InboxStore
+from messenger.storage.messages import MessageStore
 from messenger.storage.pools import PoolSizing, ShardPools
-from messenger.storage.rate_limits import RateLimit
+from messenger.storage.rate_limits import RateLimit, TokenBucket
 from messenger.storage.router import ShardRouter
 from messenger.storage.schema import check_migrations, shard_schema_version
 from messenger.storage.users import UserRepository
@@ -101,6 +107,11 @@ def create_app(settings: Settings) -> Starlette:
             socket_connect_timeout=settings.redis_timeout_s,
         )
         passwords = Passwords()
+        conversation_log = ConversationLog(router)
+        hub = LiveHub(
+            conversation_log, redis_url=settings.topology.redis_url,
+            timeout_s=max(settings.redis_timeout_s, 0.5), queue_limit=settings.ws_queue_limit,
+        )
         background = BackgroundWork(router) if settings.run_background else None
         try:
             # Know every shard's state before the first request, then keep watching.
@@ -123,10 +134,18 @@ def create_app(settings: Settings) -> Starlette:
                 ),
                 refresh_ttl_s=settings.refresh_ttl_s,
             )
+            app.state.hub = hub
+            app.state.messaging = MessagingService(
+                ConversationStore(router), MessageStore(router), InboxStore(router), conversation_log,
+                UserRepository(router), hub,
+                TokenBucket(redis, "send", rate=settings.send_rate_per_s, burst=settings.send_burst),
+                CursorCodec(settings.cursor_secret), member_limit=settings.member_limit,
+            )
             if background is not None:
                 background.start()
             yield
         finally:
+            await hub.close()
             if background is not None:
                 await background.stop()
             passwords.close()
@@ -136,7 +155,8 @@ def create_app(settings: Settings) -> Starlette:
             await pools.close()
 
     app = Starlette(
-        routes=[*users.routes, *accounts.routes, *ops.routes, *openapi_routes()],
+        routes=[*users.routes, *accounts.routes, *conversations.routes, *ws.routes, *ops.routes,
+                *openapi_routes()],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import uuid
 from collections.abc import Iterable
@@ -45,6 +46,7 @@ LIST_USERS_ASC_AFTER = f"SELECT {_COLUMNS} FROM users WHERE id > %s ORDER BY id 
 LIST_USERS_DESC = f"SELECT {_COLUMNS} FROM users ORDER BY id DESC LIMIT %s"
 LIST_USERS_DESC_AFTER = f"SELECT {_COLUMNS} FROM users WHERE id < %s ORDER BY id DESC LIMIT %s"
 COUNT_USERS = "SELECT count(*) FROM users"
+SELECT_NAMES = "SELECT id, first_name, last_name FROM users WHERE id = ANY(%s)"
 
 
 def _user(row: tuple[Any, ...]) -> User:
@@ -126,6 +128,28 @@ class UserRepository:
             if len(out) == limit:
                 break
         return out
+
+    async def names(self, user_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, tuple[str, str]]:
+        """(first, last) name of each of these users that exists, one query per shard in parallel.
+
+        Replicas answer first; ids they do not know are asked of their primary, so a user
+        created a moment ago is found (an application-level foreign key check must not miss it).
+        """
+        by_shard: dict[int, list[uuid.UUID]] = {}
+        for user_id in user_ids:
+            by_shard.setdefault(self.shard_of(user_id), []).append(user_id)
+        shards = list(by_shard)
+        found: dict[uuid.UUID, tuple[str, str]] = {}
+        results = await asyncio.gather(*(self._router.read(s, SELECT_NAMES, (by_shard[s],)) for s in shards))
+        for rows in results:
+            found.update({row[0]: (row[1], row[2]) for row in rows})
+        for shard in shards:
+            missing = [u for u in by_shard[shard] if u not in found]
+            if missing:
+                async with self._router.transaction(shard) as conn:
+                    cursor = await conn.execute(SELECT_NAMES, (missing,))
+                    found.update({row[0]: (row[1], row[2]) for row in await cursor.fetchall()})
+        return found
 
     async def count_per_shard(self) -> list[int]:
         """Exact user count of every shard (a full count; for stats, not the hot path)."""
