@@ -25,14 +25,18 @@ CONVERSATION_COLUMNS = (
     "c.id, c.type, c.title, c.created_by, c.created_at, c.member_count, c.last_seq, "
     "c.message_count, c.last_message_id, c.last_message_at"
 )
-LOCK_FOR_MEMBER = f"""
+# Two statements in one round trip: the lock, then (with a snapshot taken after the lock was
+# granted, which one statement could not have: READ COMMITTED snapshots per statement) the
+# state that whoever held the lock before may have changed.
+LOCK_CONVERSATION = "SELECT 1 FROM conversations WHERE id = %(conversation_id)s FOR UPDATE"
+LOCKED_STATE = f"""
 SELECT {CONVERSATION_COLUMNS}, me.role,
        ARRAY(SELECT user_id FROM conversation_members WHERE conversation_id = c.id) AS members
 FROM conversations c
-LEFT JOIN conversation_members me ON me.conversation_id = c.id AND me.user_id = %s
-WHERE c.id = %s
-FOR UPDATE OF c
+LEFT JOIN conversation_members me ON me.conversation_id = c.id AND me.user_id = %(user_id)s
+WHERE c.id = %(conversation_id)s
 """
+LOCK_FOR_MEMBER = f"{LOCK_CONVERSATION};\n{LOCKED_STATE}"
 APPEND_EVENT = """
 WITH bump AS (UPDATE conversations SET last_seq = %(seq)s WHERE id = %(conversation_id)s)
 INSERT INTO conversation_events (conversation_id, seq, type, frame)
@@ -87,7 +91,8 @@ async def lock_for_member(
     conn: AsyncConnection[Any], conversation_id: uuid.UUID, user_id: uuid.UUID
 ) -> Locked | None:
     """Lock the conversation row until the transaction ends; None if there is no such conversation."""
-    cursor = await conn.execute(LOCK_FOR_MEMBER, (user_id, conversation_id))
+    cursor = await conn.execute(LOCK_FOR_MEMBER, {"conversation_id": conversation_id, "user_id": user_id})
+    cursor.nextset()
     row = await cursor.fetchone()
     if row is None:
         return None

@@ -36,6 +36,7 @@ from messenger.domain.errors import Conflict, NotFound
 from messenger.domain.ids import new_id
 from messenger.storage.conversation_log import (
     CONVERSATION_COLUMNS,
+    LOCK_CONVERSATION,
     append_event,
     lock_for_member,
 )
@@ -46,7 +47,7 @@ MESSAGE_COLUMNS = (
     "id, conversation_id, number, seq, sender_id, sender_name, body, client_message_id, "
     "created_at, edited_at, deleted_at"
 )
-LOCK_FOR_SEND = f"""
+LOCK_FOR_SEND = f"""{LOCK_CONVERSATION};
 SELECT {CONVERSATION_COLUMNS}, me.role,
        ARRAY(SELECT user_id FROM conversation_members WHERE conversation_id = c.id) AS members,
        (SELECT m.id FROM messages m
@@ -55,7 +56,6 @@ SELECT {CONVERSATION_COLUMNS}, me.role,
 FROM conversations c
 LEFT JOIN conversation_members me ON me.conversation_id = c.id AND me.user_id = %(sender)s
 WHERE c.id = %(conversation_id)s
-FOR UPDATE OF c
 """
 SEND = """
 WITH msg AS (
@@ -172,6 +172,7 @@ class MessageStore:
             cursor = await conn.execute(LOCK_FOR_SEND, {
                 "sender": sender, "client_message_id": client_message_id, "conversation_id": conversation_id,
             })
+            cursor.nextset()  # the state after the lock was granted, not before
             row = await cursor.fetchone()
             if row is None or row[10] is None:
                 raise not_found(conversation_id)
