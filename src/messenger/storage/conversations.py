@@ -9,6 +9,7 @@ and queues the members' inbox update for the relay.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -128,7 +129,9 @@ class ConversationStore:
                 if view is None:
                     raise not_found(conversation_id)
                 return Change(view, [], None, created=False)
-            return await _created(conn, Conversation(*row), [(creator, "member"), (other, "member")])
+            return await _created(
+                conn, Conversation(*row), [(creator, "member"), (other, "member")], self._router.shard_for
+            )
 
     async def create_group(
         self, conversation_id: uuid.UUID, creator: uuid.UUID, title: str, member_ids: list[uuid.UUID]
@@ -142,7 +145,7 @@ class ConversationStore:
             row = await cursor.fetchone()
             assert row is not None, "a fresh UUIDv7 collided"
             roles = [(creator, "admin"), *((m, "member") for m in member_ids)]
-            return await _created(conn, Conversation(*row), roles)
+            return await _created(conn, Conversation(*row), roles, self._router.shard_for)
 
     async def get(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> ConversationView | None:
         """The conversation if `user_id` is a member of it, else None."""
@@ -191,7 +194,9 @@ class ConversationStore:
             added = [_member(r) for r in await cursor.fetchall()]
             await conn.execute(ADD_TO_MEMBER_COUNT, (len(added), conversation_id))
             frame = await append_event(conn, members_added_frame(conversation_id, seq, added, actor))
-            await append_inbox_update(conn, await _joined(conn, locked, [m.user_id for m in added], seq))
+            await append_inbox_update(
+                conn, await _joined(conn, locked, [m.user_id for m in added], seq), self._router.shard_for
+            )
             view = await _view(conn, conversation_id, actor)
         return Change(view, [*locked.members, *new], frame)
 
@@ -210,11 +215,12 @@ class ConversationStore:
                 raise Forbidden("only a group's admins may remove other members")
             if user_id not in locked.members:
                 raise NotFound(f"user {user_id} is not a member", details={"user_id": str(user_id)})
-            return await remove_locked_member(conn, locked, user_id, by=actor)
+            return await remove_locked_member(conn, locked, user_id, by=actor, shard_of=self._router.shard_for)
 
 
 async def remove_locked_member(
-    conn: AsyncConnection[Any], locked: Locked, user_id: uuid.UUID, *, by: uuid.UUID | None
+    conn: AsyncConnection[Any], locked: Locked, user_id: uuid.UUID, *, by: uuid.UUID | None,
+    shard_of: Callable[[str], int],
 ) -> Change:
     """Remove a member of a locked conversation: log it, promote an admin if the last one left,
     and deactivate the member's inbox row. `by` None: their account was deleted."""
@@ -236,12 +242,13 @@ async def remove_locked_member(
         last_message_no=0, preview_seq=0, last_message_id=None, last_message_at=None,
         last_sender_id=None, last_sender_name=None, last_message_preview=None,
         activity_at=conversation.created_at,
-    ))
+    ), shard_of)
     return Change(None, locked.members, frame)
 
 
 async def _created(
-    conn: AsyncConnection[Any], conversation: Conversation, roles: list[tuple[uuid.UUID, str]]
+    conn: AsyncConnection[Any], conversation: Conversation, roles: list[tuple[uuid.UUID, str]],
+    shard_of: Callable[[str], int],
 ) -> Change:
     cursor = await conn.execute(
         INSERT_MEMBERS, (conversation.id, 0, [u for u, _ in roles], [r for _, r in roles])
@@ -249,7 +256,7 @@ async def _created(
     members = [_member(r) for r in await cursor.fetchall()]
     frame = await append_event(conn, conversation_created_frame(conversation, members))
     locked = Locked(conversation, "admin", [m.user_id for m in members])
-    await append_inbox_update(conn, await _joined(conn, locked, locked.members, conversation.last_seq))
+    await append_inbox_update(conn, await _joined(conn, locked, locked.members, conversation.last_seq), shard_of)
     return Change(ConversationView(conversation, members), locked.members, frame)
 
 

@@ -10,6 +10,7 @@ order, leave the same row: the relay needs no ledger for these effects.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any
@@ -104,17 +105,31 @@ READ_MARKER = "conversation.read"
 """Outbox event: a member's read marker moved, so their unread count shrinks."""
 
 
-async def append_inbox_update(conn: AsyncConnection[Any], update: InboxUpdate) -> None:
-    """Queue `update` for the relay, in the caller's transaction on the conversation's shard."""
-    await append_event(
-        conn, f"conversation:{update.conversation_id}", INBOX_UPDATE, msgspec.to_builtins(update)
-    )
+def _aggregate(conversation_id: uuid.UUID, shard: int) -> str:
+    # One ordering stream per (conversation, target shard): a member shard that is down holds
+    # back only its own members' updates, not everyone's.
+    return f"conversation:{conversation_id}:to:{shard}"
+
+
+async def append_inbox_update(
+    conn: AsyncConnection[Any], update: InboxUpdate, shard_of: Callable[[str], int]
+) -> None:
+    """Queue `update` for the relay, one event per member shard, in the caller's transaction
+    on the conversation's shard."""
+    by_shard: dict[int, set[uuid.UUID]] = {}
+    for user_id in update.users:
+        by_shard.setdefault(shard_of(str(user_id)), set()).add(user_id)
+    for shard, users in sorted(by_shard.items()):
+        await append_event(
+            conn, _aggregate(update.conversation_id, shard), INBOX_UPDATE,
+            msgspec.to_builtins(update.only(users)),
+        )
 
 
 async def append_read(
-    conn: AsyncConnection[Any], conversation_id: uuid.UUID, user_id: uuid.UUID, read_no: int
+    conn: AsyncConnection[Any], conversation_id: uuid.UUID, user_id: uuid.UUID, read_no: int, shard: int
 ) -> None:
-    await append_event(conn, f"conversation:{conversation_id}", READ_MARKER, {
+    await append_event(conn, _aggregate(conversation_id, shard), READ_MARKER, {
         "conversation_id": str(conversation_id), "user_id": str(user_id), "read_no": read_no,
     })
 

@@ -194,7 +194,9 @@ class MessageStore:
                 "frame": frame.decode(),
             })
             read_nos = [number if m == sender else 0 for m in members]
-            await append_inbox_update(conn, _preview_update(conversation, members, message, seq, read_nos))
+            await append_inbox_update(
+                conn, _preview_update(conversation, members, message, seq, read_nos), self._router.shard_for
+            )
         return Sent(message, True, members, frame)
 
     async def edit(
@@ -214,7 +216,8 @@ class MessageStore:
             message = replace(current, body=body, edited_at=edited_at)
             frame = await append_event(conn, message_frame(MESSAGE_EDITED, message, locked.next_seq))
             await append_inbox_update(
-                conn, _preview_update(locked.conversation, locked.members, message, locked.next_seq)
+                conn, _preview_update(locked.conversation, locked.members, message, locked.next_seq),
+                self._router.shard_for,
             )
         return Sent(message, True, locked.members, frame)
 
@@ -234,7 +237,8 @@ class MessageStore:
             message = replace(current, body=None, deleted_at=deleted_at)
             frame = await append_event(conn, message_frame(MESSAGE_DELETED, message, locked.next_seq))
             await append_inbox_update(
-                conn, _preview_update(locked.conversation, locked.members, message, locked.next_seq)
+                conn, _preview_update(locked.conversation, locked.members, message, locked.next_seq),
+                self._router.shard_for,
             )
         return Sent(message, True, locked.members, frame)
 
@@ -278,7 +282,7 @@ class MessageStore:
             if number <= read_no:
                 return ReadMarker(read_message_id, list(members), False)
             await conn.execute(SET_READ, (number, message_id, conversation_id, user_id))
-            await append_read(conn, conversation_id, user_id, number)
+            await append_read(conn, conversation_id, user_id, number, self._router.shard_for(str(user_id)))
         return ReadMarker(message_id, list(members), True)
 
     async def _get(self, conn: AsyncConnection[Any], conversation_id: uuid.UUID, message_id: uuid.UUID) -> Message:

@@ -62,7 +62,7 @@ async def remove_deleted_users_memberships(event: OutboxEvent, shards: ShardTran
             async with shards.transaction(shard, marks=[str(conversation_id)]) as conn:
                 locked = await lock_for_member(conn, conversation_id, user_id)
                 if locked is not None and locked.role is not None:
-                    await remove_locked_member(conn, locked, user_id, by=None)
+                    await remove_locked_member(conn, locked, user_id, by=None, shard_of=shards.shard_for)
 
 
 async def rename_sender_in_messages(event: OutboxEvent, shards: ShardTransactions) -> None:
