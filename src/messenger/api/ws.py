@@ -61,7 +61,7 @@ class Auth(msgspec.Struct, tag="auth", tag_field="type"):
 
 
 ClientFrame = Ping | Pong | Typing | Resume | Auth
-_decode = msgspec.json.Decoder(ClientFrame)
+_decode = msgspec.json.Decoder(ClientFrame).decode
 
 
 def _token(websocket: WebSocket) -> str | None:
