@@ -27,8 +27,9 @@ cluster: setup
 	$(MESSENGER) migrate up --topology $(DATA_DIR)/topology.toml
 
 run: cluster
+	$(MESSENGER) seed demo --topology $(DATA_DIR)/topology.toml
 	$(MESSENGER) cluster status --data-dir $(DATA_DIR)
-	@echo "The HTTP API is not built yet: the cluster is up and migrated, nothing serves on :$(PORT)."
+	MESSENGER_PROFILE=dev $(MESSENGER) serve --port $(PORT) --topology $(DATA_DIR)/topology.toml
 
 status: venv
 	$(MESSENGER) cluster status --data-dir $(DATA_DIR)
@@ -47,3 +48,5 @@ test-unit: venv
 
 lint: venv
 	$(BIN)/ruff check src tests
+
+include mk/bench.mk

@@ -80,6 +80,20 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     cursor_secret: bytes = field(default=b"", repr=False)
 
+    # Accounts and access.
+    token_secret: bytes = field(default=b"", repr=False)
+    access_ttl_s: int = 900
+    refresh_ttl_s: int = 30 * 24 * 3600
+    open_users: bool = False
+    """Anyone may create profile-only users (POST /api/v1/users) and change or delete those
+    that have no account, without a token: the seed's load scenarios need it. On in the dev
+    profile (`make run`) and the benchmark cluster, off by default."""
+    login_failures_per_account: int = 10
+    login_attempts_per_client: int = 60
+    login_window_s: int = 300
+    run_background: bool = True
+    """Run the outbox relay and the claims sweeper inside this process."""
+
     @classmethod
     def from_env(cls, topology_path: str | Path | None = None, *, workers: int | None = None) -> Settings:
         topology = load_topology(topology_path)
@@ -90,6 +104,8 @@ class Settings:
         bouncer_pool = int(_env("PGBOUNCER_POOL_SIZE", str(DEFAULT_POOL_SIZE)))
         pool_max = int(_env("POOL_MAX_SIZE", "0")) or max(2, bouncer_pool // n_workers)
         secret = _env("CURSOR_SECRET", "")
+        token_secret = _env("TOKEN_SECRET", "")
+        dev = _env("PROFILE", "") == "dev"
         return cls(
             topology=topology,
             workers=n_workers,
@@ -102,11 +118,25 @@ class Settings:
             max_replica_lag_s=float(_env("MAX_REPLICA_LAG", "3.0")),
             max_body_bytes=int(_env("MAX_BODY_BYTES", str(64 * 1024))),
             cursor_secret=secret.encode() if secret else _derived_secret(topology),
+            token_secret=token_secret.encode() if token_secret else _derived_secret(topology, "tokens"),
+            access_ttl_s=int(_env("ACCESS_TTL", "900")),
+            refresh_ttl_s=int(_env("REFRESH_TTL", str(30 * 24 * 3600))),
+            open_users=_flag("OPEN_USERS", dev),
+            login_failures_per_account=int(_env("LOGIN_FAILURES_PER_ACCOUNT", "10")),
+            login_attempts_per_client=int(_env("LOGIN_ATTEMPTS_PER_CLIENT", "60")),
+            login_window_s=int(_env("LOGIN_WINDOW", "300")),
+            run_background=_flag("BACKGROUND", True),
         )
 
 
-def _derived_secret(topology: Topology) -> bytes:
-    """A cursor key every worker derives alike when none is configured (cursors only resist
-    tampering, they hide nothing; set MESSENGER_CURSOR_SECRET in production)."""
-    material = "|".join(s.rw_dsn for s in topology.shards) + f"|{topology.epoch}"
+def _flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(ENV_PREFIX + name)
+    return default if raw is None else raw.strip().lower() not in ("0", "false", "no", "off", "")
+
+
+def _derived_secret(topology: Topology, purpose: str = "cursors") -> bytes:
+    """A key every worker derives alike when none is configured. The DSNs carry the cluster's
+    generated password, so it is secret as long as the topology file is; in production set
+    MESSENGER_CURSOR_SECRET and MESSENGER_TOKEN_SECRET instead."""
+    material = f"{purpose}|" + "|".join(s.rw_dsn for s in topology.shards) + f"|{topology.epoch}"
     return hashlib.sha256(material.encode()).digest()

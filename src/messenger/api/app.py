@@ -9,19 +9,27 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from messenger.api import ops, users
+from messenger.api import accounts, ops, users
 from messenger.api.errors import EXCEPTION_HANDLERS
 from messenger.api.openapi import openapi_routes
 from messenger.metrics import Metrics
+from messenger.services.accounts import AccountService, LoginLimits
+from messenger.services.background import BackgroundWork
+from messenger.services.passwords import Passwords
+from messenger.services.tokens import TokenSigner
 from messenger.services.users import UserService
 from messenger.settings import Settings
+from messenger.storage.accounts import AccountStore
 from messenger.storage.breaker import CircuitBreaker
+from messenger.storage.claims import ClaimStore
 from messenger.storage.cursor import CursorCodec
 from messenger.storage.freshness import FreshnessMarkers
 from messenger.storage.pools import PoolSizing, ShardPools
+from messenger.storage.rate_limits import RateLimit
 from messenger.storage.router import ShardRouter
 from messenger.storage.schema import check_migrations, shard_schema_version
 from messenger.storage.users import UserRepository
@@ -87,6 +95,13 @@ def create_app(settings: Settings) -> Starlette:
             breaker=CircuitBreaker("redis", failure_threshold=1, reset_after=1.0),
         )
         router = ShardRouter(settings.topology, pools, freshness, settings, metrics)
+        redis = Redis.from_url(
+            settings.topology.redis_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+        )
+        passwords = Passwords()
+        background = BackgroundWork(router) if settings.run_background else None
         try:
             # Know every shard's state before the first request, then keep watching.
             await asyncio.gather(*(router.check_shard(s) for s in router.shard_indexes))
@@ -96,15 +111,32 @@ def create_app(settings: Settings) -> Starlette:
             app.state.router = router
             app.state.freshness = freshness
             app.state.schema_version = head or await shard_schema_version(router)
-            app.state.users = UserService(UserRepository(router), CursorCodec(settings.cursor_secret))
+            app.state.users = UserService(
+                UserRepository(router), CursorCodec(settings.cursor_secret), open_users=settings.open_users
+            )
+            app.state.tokens = TokenSigner(settings.token_secret, access_ttl_s=settings.access_ttl_s)
+            app.state.accounts = AccountService(
+                ClaimStore(router), AccountStore(router), passwords, app.state.tokens,
+                LoginLimits(
+                    RateLimit(redis, "login-account", settings.login_failures_per_account, settings.login_window_s),
+                    RateLimit(redis, "login-client", settings.login_attempts_per_client, settings.login_window_s),
+                ),
+                refresh_ttl_s=settings.refresh_ttl_s,
+            )
+            if background is not None:
+                background.start()
             yield
         finally:
+            if background is not None:
+                await background.stop()
+            passwords.close()
+            await redis.aclose()
             await router.stop_monitor()
             await freshness.close()
             await pools.close()
 
     app = Starlette(
-        routes=[*users.routes, *ops.routes, *openapi_routes()],
+        routes=[*users.routes, *accounts.routes, *ops.routes, *openapi_routes()],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from messenger.api.auth import caller
 from messenger.api.bodies import read_json
 from messenger.api.errors import HttpError
 from messenger.api.schemas import UserCreate, UserPatch, UserReplace
@@ -69,7 +70,9 @@ async def get_user(request: Request) -> Response:
 async def replace_user(request: Request) -> Response:
     user_id = _user_id(request)
     body = await read_json(request, _replace, _max_body(request))
-    written = await _service(request).replace(user_id, body.first_name, body.last_name)
+    written = await _service(request).replace(
+        user_id, body.first_name, body.last_name, caller=caller(request)
+    )
     return Response(_encode(written.user), 200, _written_headers(written.token), _JSON)
 
 
@@ -80,12 +83,13 @@ async def patch_user(request: Request) -> Response:
         user_id,
         None if body.first_name is msgspec.UNSET else body.first_name,
         None if body.last_name is msgspec.UNSET else body.last_name,
+        caller=caller(request),
     )
     return Response(_encode(written.user), 200, _written_headers(written.token), _JSON)
 
 
 async def delete_user(request: Request) -> Response:
-    token = await _service(request).delete(_user_id(request))
+    token = await _service(request).delete(_user_id(request), caller=caller(request))
     return Response(None, 204, _written_headers(token))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from messenger.cli import cluster, migrate
+from messenger.cli import bench, cluster, migrate, relay, seed, serve
 
 app = typer.Typer(
     name="messenger",
@@ -14,6 +14,10 @@ app = typer.Typer(
 )
 cluster.register(app)
 migrate.register(app)
+seed.register(app)
+serve.register(app)
+relay.register(app)
+bench.register(app)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from messenger.domain.errors import InvalidInput, NotFound
+from messenger.domain.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from messenger.domain.ids import new_id, parse_id
 from messenger.domain.users import User, clean_name
 from messenger.storage.cursor import CursorCodec
@@ -33,11 +33,31 @@ class Page:
 
 
 class UserService:
-    def __init__(self, users: UserRepository, cursors: CursorCodec) -> None:
+    """Access rules: a user with an account is changed or deleted only with its own access
+    token. With `open_users` (dev profile, benchmarks) anyone may create profile-only users
+    and change or delete those that have no account, as the seed's load scenarios do."""
+
+    def __init__(self, users: UserRepository, cursors: CursorCodec, *, open_users: bool = False) -> None:
         self._users = users
         self._cursors = cursors
+        self._open_users = open_users
+
+    async def authorize_change(self, user_id: uuid.UUID, caller: uuid.UUID | None) -> None:
+        if caller == user_id:
+            return
+        if caller is not None:
+            raise Forbidden("a user can only be changed with its own access token", details={"id": str(user_id)})
+        if not self._open_users:
+            raise Unauthenticated("changing a user needs its access token: Authorization: Bearer <token>")
+        if await self._users.has_account(user_id):
+            raise Unauthenticated("this user has an account: changing it needs its access token")
 
     async def create(self, first_name: str, last_name: str) -> Written:
+        if not self._open_users:
+            raise Forbidden(
+                "open user creation is disabled here: register with POST /api/v1/accounts "
+                "(or enable MESSENGER_OPEN_USERS)"
+            )
         user, token = await self._users.add(
             new_id(), clean_name("first_name", first_name), clean_name("last_name", last_name)
         )
@@ -49,32 +69,37 @@ class UserService:
             raise _not_found(user_id)
         return user
 
-    async def replace(self, user_id: uuid.UUID, first_name: str, last_name: str) -> Written:
+    async def replace(
+        self, user_id: uuid.UUID, first_name: str, last_name: str, *, caller: uuid.UUID | None = None
+    ) -> Written:
+        first_name, last_name = clean_name("first_name", first_name), clean_name("last_name", last_name)
+        await self.authorize_change(user_id, caller)
         user, token = await self._users.replace(
-            user_id, clean_name("first_name", first_name), clean_name("last_name", last_name)
+            user_id, first_name, last_name
         )
         if user is None:
             raise _not_found(user_id)
         return Written(user, token)
 
     async def patch(
-        self, user_id: uuid.UUID, first_name: str | None, last_name: str | None
+        self, user_id: uuid.UUID, first_name: str | None, last_name: str | None,
+        *, caller: uuid.UUID | None = None,
     ) -> Written:
         if first_name is None and last_name is None:
             raise InvalidInput(
                 "nothing to change: give first_name, last_name or both",
                 details={"fields": ["first_name", "last_name"]},
             )
-        user, token = await self._users.patch(
-            user_id,
-            None if first_name is None else clean_name("first_name", first_name),
-            None if last_name is None else clean_name("last_name", last_name),
-        )
+        first_name = None if first_name is None else clean_name("first_name", first_name)
+        last_name = None if last_name is None else clean_name("last_name", last_name)
+        await self.authorize_change(user_id, caller)
+        user, token = await self._users.patch(user_id, first_name, last_name)
         if user is None:
             raise _not_found(user_id)
         return Written(user, token)
 
-    async def delete(self, user_id: uuid.UUID) -> str | None:
+    async def delete(self, user_id: uuid.UUID, *, caller: uuid.UUID | None = None) -> str | None:
+        await self.authorize_change(user_id, caller)
         deleted, token = await self._users.remove(user_id)
         if not deleted:
             raise _not_found(user_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -63,7 +63,8 @@ class PrimaryPools:
         return self.ring.shard_for(key)
 
     @asynccontextmanager
-    async def transaction(self, shard: int) -> AsyncIterator[AsyncConnection[Any]]:
+    async def transaction(self, shard: int, *, marks: Sequence[str] = ()) -> AsyncIterator[AsyncConnection[Any]]:
+        """See ShardTransactions; `marks` is ignored: these tools read primaries only."""
         async with self._pools[shard].connection() as conn, conn.transaction():
             await conn.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
             yield conn

@@ -22,13 +22,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from psycopg import AsyncConnection
+from typing import Any
 
 from messenger.domain.events import OutboxEvent
+from messenger.storage.transactions import ShardTransactions
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +57,6 @@ SELECT count(*) FILTER (WHERE dead_at IS NULL),
 FROM outbox
 WHERE delivered_at IS NULL
 """
-
-
-class ShardTransactions(Protocol):
-    """What the relay and its handlers need of the storage layer."""
-
-    @property
-    def shard_indexes(self) -> tuple[int, ...]: ...
-
-    def shard_name(self, shard: int) -> str: ...
-
-    def shard_for(self, key: str) -> int: ...
-
-    def transaction(self, shard: int) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
-        """A transaction on the shard's primary, with a statement timeout; commits on exit."""
-        ...
 
 
 Handler = Callable[[OutboxEvent, ShardTransactions], Awaitable[None]]

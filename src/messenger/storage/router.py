@@ -20,11 +20,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
 from messenger.cluster.topology import Topology
 from messenger.domain.errors import ShardUnavailable
@@ -102,6 +105,7 @@ class ShardRouter:
         self._state = {s.index: ReplicaState() for s in topology.shards}
         self._monitors: list[asyncio.Task[None]] = []
         self._set_timeout = f"SET LOCAL statement_timeout = {int(settings.statement_timeout_ms)}; "
+        self._begin_sql = f"BEGIN; SET LOCAL statement_timeout = {int(settings.statement_timeout_ms)}"
         self._wrapped: dict[tuple[str, str], str] = {}
         self._abandoned: set[asyncio.Future[list[Rows]]] = set()
         self._checking: dict[tuple[int, Role], asyncio.Future[None]] = {}
@@ -171,6 +175,79 @@ class ShardRouter:
             self._metrics.child(self._metrics.read_routing, self._names[shard], "replica", "caught_up").inc()
             return sets[-1]
         return await self._read_primary(shard, sql, params, "replica_behind_write")
+
+    @asynccontextmanager
+    async def transaction(
+        self, shard: int, *, marks: Sequence[str] = ()
+    ) -> AsyncIterator[AsyncConnection[Any]]:
+        """A transaction on the shard's primary for use cases of several statements.
+
+        Same deadline, statement timeout and breaker as single writes. Only getting a server
+        (pool, PgBouncer, primary) can hang on a dead shard, so that part runs under the
+        deadline; once BEGIN has answered, statement_timeout bounds the rest. After the
+        commit, each key in `marks` gets a freshness marker so reads of it see this write.
+        """
+        name = self._names[shard]
+        breaker = self._breakers[(shard, "primary")]
+        if not breaker.allow():
+            raise ShardUnavailable(name, "primary", "circuit open after recent failures")
+        pool = self._pools.get(shard, "primary")
+        begin = asyncio.ensure_future(self._begin(pool))
+        try:
+            done, _ = await asyncio.wait((begin,), timeout=self._timeouts["primary"])
+            if not done:
+                begin.add_done_callback(lambda work: self._give_back(pool, work))
+                raise TimeoutError
+            conn = begin.result()
+        except _FAILURES as exc:
+            breaker.record_failure()
+            self._metrics.child(self._metrics.query_errors, name, "primary", "begin").inc()
+            raise ShardUnavailable(name, "primary", _reason(exc)) from None
+        try:
+            try:
+                yield conn
+                await conn.commit()
+            except BaseException:
+                with suppress(Exception):
+                    await conn.rollback()
+                raise
+            if marks:
+                cursor = await conn.execute(PRIMARY_POSITION_SQL)
+                row = await cursor.fetchone()
+                lsn = lsn_to_int(row[0])  # type: ignore[index]
+                for key in marks:
+                    await self._freshness.mark(key, lsn)
+        except _FAILURES as exc:
+            breaker.record_failure()
+            self._metrics.child(self._metrics.query_errors, name, "primary", type(exc).__name__).inc()
+            raise ShardUnavailable(name, "primary", _reason(exc)) from None
+        finally:
+            await pool.putconn(conn)
+        breaker.record_success()
+
+    def _give_back(self, pool: AsyncConnectionPool, begin: asyncio.Future[AsyncConnection[Any]]) -> None:
+        """A BEGIN that answered after its caller gave up: roll back, return the connection."""
+        if begin.cancelled() or begin.exception() is not None:
+            return
+        conn = begin.result()
+
+        async def give_back() -> None:
+            with suppress(Exception):
+                await conn.rollback()
+            await pool.putconn(conn)
+
+        task = asyncio.ensure_future(give_back())
+        self._abandoned.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(self._abandoned.discard)  # type: ignore[arg-type]
+
+    async def _begin(self, pool: AsyncConnectionPool) -> AsyncConnection[Any]:
+        conn = await pool.getconn()
+        try:
+            await conn.execute(self._begin_sql)
+        except BaseException:
+            await pool.putconn(conn)
+            raise
+        return conn
 
     async def read_everywhere(self, sql: str, params: Params) -> list[Rows]:
         """The same query on every shard in parallel (scatter), rows per shard in shard order.

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any, Literal
 
+from messenger.domain.ids import new_id
 from messenger.domain.users import User
 from messenger.storage.router import ShardRouter
 
@@ -28,7 +29,15 @@ PATCH_USER = (
     "last_name = coalesce(%s, last_name), updated_at = now() "
     f"WHERE id = %s RETURNING {_COLUMNS}"
 )
-DELETE_USER = "DELETE FROM users WHERE id = %s RETURNING id"
+# Deleting a user cascades (in-shard foreign keys) to everything of theirs on this shard, and
+# the same statement writes the `user.deleted` event that cleans up the other shards.
+DELETE_USER = """
+WITH gone AS (DELETE FROM users WHERE id = %s RETURNING id)
+INSERT INTO outbox (id, aggregate, type, payload)
+SELECT %s, 'user:' || id, 'user.deleted', jsonb_build_object('user_id', id) FROM gone
+RETURNING 1
+"""
+HAS_ACCOUNT = "SELECT EXISTS (SELECT 1 FROM accounts WHERE user_id = %s)"
 # Keyset pages, per shard; the first page has no bound. id is the (hash-partitioned) primary
 # key, so each is an index scan per partition merged by the planner (Merge Append).
 LIST_USERS_ASC = f"SELECT {_COLUMNS} FROM users ORDER BY id LIMIT %s"
@@ -85,9 +94,15 @@ class UserRepository:
     async def remove(self, user_id: uuid.UUID) -> tuple[bool, str | None]:
         key = str(user_id)
         written = await self._router.write(
-            self._router.shard_for(key), DELETE_USER, (user_id,), key=key
+            self._router.shard_for(key), DELETE_USER, (user_id, new_id()), key=key
         )
         return bool(written.rows), written.token
+
+    async def has_account(self, user_id: uuid.UUID) -> bool:
+        """Whether the user signs in (a profile-only user has no account)."""
+        key = str(user_id)
+        rows = await self._router.read(self.shard_of(user_id), HAS_ACCOUNT, (user_id,), key=key)
+        return bool(rows and rows[0][0])
 
     async def page(self, after: uuid.UUID | None, limit: int, order: Order) -> list[User]:
         """Up to `limit` users past `after` in id order, over all shards.

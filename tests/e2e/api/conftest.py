@@ -29,7 +29,8 @@ def topology(cluster: Any) -> Topology:
 
 @pytest.fixture(scope="session")
 def settings(cluster: Any) -> Settings:
-    return Settings.from_env(cluster.topology_path, workers=1)
+    # Open users: most users tests create profile-only users, as the seed's clients do.
+    return replace(Settings.from_env(cluster.topology_path, workers=1), open_users=True)
 
 
 @asynccontextmanager

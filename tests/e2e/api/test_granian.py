@@ -34,7 +34,7 @@ app()
 @pytest.fixture(scope="module")
 def server(cluster: Any) -> Iterator[tuple[str, int]]:
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[3] / "src"))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[3] / "src"), MESSENGER_OPEN_USERS="1")
     process = subprocess.Popen(
         [sys.executable, "-c", LAUNCHER, "serve", "--port", str(port), "--workers", "2",
          "--topology", str(cluster.topology_path)],
@@ -115,7 +115,7 @@ def test_serve_refuses_to_start_when_shards_are_behind_head(cluster: Any, tmp_pa
     with scratch_topology(cluster.topology) as empty:  # same servers, databases with no schema
         path = tmp_path / "topology.toml"
         dump_topology(empty, path)
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[3] / "src"))
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[3] / "src"), MESSENGER_OPEN_USERS="1")
         result = subprocess.run(
             [sys.executable, "-c", LAUNCHER, "serve", "--port", str(free_port()),
              "--topology", str(path)],

@@ -11,6 +11,7 @@ import psycopg
 from messenger.cluster.local import LocalCluster
 from messenger.cluster.status import cluster_status
 from messenger.storage.migrator import head_revision
+from messenger.storage.ring import HashRing
 
 
 def test_up_again_is_idempotent_and_fast(cluster: LocalCluster) -> None:
@@ -40,7 +41,8 @@ def test_rw_and_ro_entries_reach_the_primary_and_the_replica(cluster: LocalClust
 
 def test_a_row_written_on_a_primary_appears_on_its_replica(cluster: LocalCluster) -> None:
     shard = cluster.topology.shards[-1]
-    user_id = uuid.uuid4()
+    ring = HashRing(cluster.topology.shard_indexes)
+    user_id = next(u for u in iter(uuid.uuid4, None) if ring.shard_for(str(u)) == shard.index)
     with psycopg.connect(shard.primary_dsn, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO users (id, first_name, last_name) VALUES (%s, 'Repl', 'Icated')", (user_id,)

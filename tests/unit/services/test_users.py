@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from messenger.domain.errors import InvalidInput, NotFound
+from messenger.domain.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from messenger.domain.users import User
 from messenger.services.users import MAX_PAGE_SIZE, UserService
 from messenger.storage.cursor import CursorCodec
@@ -18,6 +18,7 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 class FakeUsers:
     def __init__(self) -> None:
+        self.with_accounts: set[uuid.UUID] = set()
         self.rows: dict[uuid.UUID, User] = {}
         self.pages: list[tuple[Any, ...]] = []
 
@@ -34,6 +35,9 @@ class FakeUsers:
             return None, None
         self.rows[user_id] = User(user_id, first or old.first_name, last or old.last_name, NOW, NOW)
         return self.rows[user_id], "1.0.2"
+
+    async def has_account(self, user_id: uuid.UUID) -> bool:
+        return user_id in self.with_accounts
 
     async def remove(self, user_id: uuid.UUID) -> tuple[bool, str | None]:
         return self.rows.pop(user_id, None) is not None, None
@@ -53,7 +57,7 @@ def users() -> FakeUsers:
 
 @pytest.fixture
 def service(users: FakeUsers) -> UserService:
-    return UserService(users, CursorCodec(b"k" * 32))  # type: ignore[arg-type]
+    return UserService(users, CursorCodec(b"k" * 32), open_users=True)  # type: ignore[arg-type]
 
 
 async def test_create_cleans_names_before_storing(service: UserService, users: FakeUsers) -> None:
@@ -106,10 +110,37 @@ async def test_list_refuses_a_cursor_of_the_other_order(service: UserService) ->
 
 
 async def test_list_refuses_a_cursor_signed_with_another_secret(users: FakeUsers) -> None:
-    ours = UserService(users, CursorCodec(b"a" * 32))  # type: ignore[arg-type]
-    theirs = UserService(users, CursorCodec(b"b" * 32))  # type: ignore[arg-type]
+    ours = UserService(users, CursorCodec(b"a" * 32), open_users=True)  # type: ignore[arg-type]
+    theirs = UserService(users, CursorCodec(b"b" * 32), open_users=True)  # type: ignore[arg-type]
     for i in range(3):
         await ours.create(f"U{i}", "X")
     page = await theirs.list(limit=1, order="asc", cursor=None)
     with pytest.raises(InvalidInput):
         await ours.list(limit=1, order="asc", cursor=page.next_cursor)
+
+
+async def test_open_creation_is_refused_unless_enabled(users: FakeUsers) -> None:
+    closed = UserService(users, CursorCodec(b"k" * 32))  # type: ignore[arg-type]
+    with pytest.raises(Forbidden, match="POST /api/v1/accounts"):
+        await closed.create("Ada", "Lovelace")
+
+
+async def test_a_user_with_an_account_changes_only_with_its_own_token(service: UserService, users: FakeUsers) -> None:
+    created = await service.create("Ada", "Lovelace")
+    user_id = created.user.id
+    users.with_accounts.add(user_id)
+    with pytest.raises(Unauthenticated):
+        await service.patch(user_id, "Grace", None)
+    with pytest.raises(Forbidden):
+        await service.patch(user_id, "Grace", None, caller=uuid.uuid4())
+    assert (await service.patch(user_id, "Grace", None, caller=user_id)).user.first_name == "Grace"
+
+
+async def test_a_profile_only_user_changes_without_a_token_only_when_open(users: FakeUsers) -> None:
+    open_service = UserService(users, CursorCodec(b"k" * 32), open_users=True)  # type: ignore[arg-type]
+    user_id = (await open_service.create("Ada", "Lovelace")).user.id
+    await open_service.patch(user_id, "Grace", "Hopper")
+    closed = UserService(users, CursorCodec(b"k" * 32))  # type: ignore[arg-type]
+    with pytest.raises(Unauthenticated):
+        await closed.delete(user_id)
+    await open_service.delete(user_id)

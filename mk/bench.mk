@@ -1,0 +1,15 @@
+# Benchmarks (issue 8). Include from the Makefile: `include mk/bench.mk`.
+# make bench        full run: own 5-shard cluster (var/bench/cluster, reused), 100k users,
+#                   every scenario at 100 / 1,000 / 10,000 connections, ceilings, report
+# make bench-smoke  every part of the harness on a short load, under 2 minutes
+# Reports: var/bench/<UTC timestamp>/report.md (+ report.json, PNG charts).
+# Extra options: make bench BENCH_ARGS="--duration 60 --levels 100,1000 --scenarios mixed"
+BENCH_ARGS ?=
+
+.PHONY: bench bench-smoke
+
+bench: venv
+	$(MESSENGER) bench $(BENCH_ARGS)
+
+bench-smoke: venv
+	$(MESSENGER) bench --smoke $(BENCH_ARGS)

@@ -1,0 +1,122 @@
+"""HTTP routes of accounts and sign-in: /api/v1/accounts, /api/v1/auth/*, /api/v1/me."""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from messenger.api.account_schemas import (
+    AccountCreate,
+    AccountOut,
+    LoginBody,
+    MeOut,
+    MePatch,
+    PasswordChange,
+    RefreshBody,
+    TokensOut,
+)
+from messenger.api.auth import require_caller
+from messenger.api.bodies import read_json
+from messenger.domain.errors import InvalidInput
+from messenger.services.accounts import AccountService, Profile, Registration, TokenPair
+
+_encode = msgspec.json.Encoder().encode
+_JSON = "application/json"
+_create = msgspec.json.Decoder(AccountCreate)
+_login = msgspec.json.Decoder(LoginBody)
+_refresh = msgspec.json.Decoder(RefreshBody)
+_patch = msgspec.json.Decoder(MePatch)
+_password = msgspec.json.Decoder(PasswordChange)
+_NO_STORE = {"Cache-Control": "no-store"}  # tokens and personal data stay out of caches
+
+
+def _service(request: Request) -> AccountService:
+    return request.app.state.accounts  # type: ignore[no-any-return]
+
+
+async def _body(request: Request, decoder: msgspec.json.Decoder):  # type: ignore[type-arg,no-untyped-def]
+    return await read_json(request, decoder, request.app.state.settings.max_body_bytes)
+
+
+def _me(profile: Profile) -> bytes:
+    a = profile.account
+    return _encode(MeOut(a.user_id, profile.first_name, profile.last_name,
+                         AccountOut(a.id, a.username, a.email, a.created_at, a.updated_at)))
+
+
+def _tokens(pair: TokenPair) -> Response:
+    body = TokensOut(pair.access_token, pair.refresh_token, pair.user_id, pair.expires_in)
+    return Response(_encode(body), 200, _NO_STORE, _JSON)
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _set(value: object) -> object | None:
+    return None if value is msgspec.UNSET else value
+
+
+async def register(request: Request) -> Response:
+    body: AccountCreate = await _body(request, _create)
+    profile = await _service(request).register(
+        Registration(body.username, body.email, body.password, body.first_name, body.last_name)
+    )
+    headers = {**_NO_STORE, "Location": "/api/v1/me"}
+    return Response(_me(profile), 201, headers, _JSON)
+
+
+async def login(request: Request) -> Response:
+    body: LoginBody = await _body(request, _login)
+    given = [v for v in (body.login, body.username, body.email) if v is not msgspec.UNSET]
+    if len(given) != 1:
+        raise InvalidInput("give exactly one of login, username or email", details={"field": "login"})
+    pair = await _service(request).login(str(given[0]), body.password, _client_address(request))
+    return _tokens(pair)
+
+
+async def refresh(request: Request) -> Response:
+    body: RefreshBody = await _body(request, _refresh)
+    return _tokens(await _service(request).refresh(body.refresh_token))
+
+
+async def logout(request: Request) -> Response:
+    body: RefreshBody = await _body(request, _refresh)
+    await _service(request).logout(body.refresh_token)
+    return Response(None, 204)
+
+
+async def me(request: Request) -> Response:
+    user_id = require_caller(request)
+    service = _service(request)
+    if request.method == "DELETE":
+        await service.delete_me(user_id)
+        return Response(None, 204)
+    if request.method == "PATCH":
+        body: MePatch = await _body(request, _patch)
+        fields = {k: _set(getattr(body, k)) for k in ("first_name", "last_name", "username", "email")}
+        if all(v is None for v in fields.values()):
+            raise InvalidInput("nothing to change", details={"fields": sorted(fields)})
+        profile = await service.update_me(user_id, **fields)  # type: ignore[arg-type]
+    else:
+        profile = await service.me(user_id)
+    return Response(_me(profile), 200, _NO_STORE, _JSON)
+
+
+async def change_password(request: Request) -> Response:
+    user_id = require_caller(request)
+    body: PasswordChange = await _body(request, _password)
+    await _service(request).change_password(user_id, body.current_password, body.new_password)
+    return Response(None, 204)
+
+
+routes = [
+    Route("/api/v1/accounts", register, methods=["POST"], name="accounts"),
+    Route("/api/v1/auth/login", login, methods=["POST"], name="login"),
+    Route("/api/v1/auth/refresh", refresh, methods=["POST"], name="refresh"),
+    Route("/api/v1/auth/logout", logout, methods=["POST"], name="logout"),
+    Route("/api/v1/me", me, methods=["GET", "PATCH", "DELETE"], name="me"),
+    Route("/api/v1/me/password", change_password, methods=["POST"], name="me_password"),
+]

@@ -1,0 +1,368 @@
+"""The benchmark report: ratios to the ceilings, targets, comparison, report.json and report.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from messenger.bench import charts
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+
+# The issue's goals; reported against, never asserted.
+GET_VS_SELECT_GOAL = 0.50
+CREATE_VS_INSERT_GOAL = 0.40
+READ_HEAVY_P99_GOAL_MS = 15.0
+READ_HEAVY_P99_LEVEL = 1_000
+HEADLINE_LEVEL = 10_000
+
+
+def _pgbench(report: dict[str, Any], workload: str, path: str) -> float:
+    for r in report.get("ceilings", {}).get("pgbench", []):
+        if r["workload"] == workload and r["path"] == path:
+            return float(r["tps"])
+    return 0.0
+
+
+def _empty(report: dict[str, Any], connections: int) -> tuple[float, float]:
+    """Empty-handler req/s at `connections` (or the nearest level): our generator, and wrk."""
+    runs = report.get("ceilings", {}).get("empty_handler", [])
+    if not runs:
+        return 0.0, 0.0
+    best = min(runs, key=lambda r: abs(r["connections"] - connections))
+    return float(best.get("rps") or 0.0), float(best.get("wrk_rps") or 0.0)
+
+
+def _ratio(value: float, ceiling: float) -> float | None:
+    return value / ceiling if ceiling else None
+
+
+def compute_ratios(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every phase's req/s as a fraction of each ceiling measured in the same run."""
+    select_bouncer = _pgbench(report, "select", "pgbouncer")
+    select_direct = _pgbench(report, "select", "direct")
+    insert_bouncer = _pgbench(report, "insert", "pgbouncer")
+    insert_direct = _pgbench(report, "insert", "direct")
+    out = []
+    for p in report["phases"]:
+        empty_ours, empty_wrk = _empty(report, p["connections"])
+        ceilings = {
+            "pgbench_select_pgbouncer": select_bouncer,
+            "pgbench_select_direct": select_direct,
+            "pgbench_insert_pgbouncer": insert_bouncer,
+            "pgbench_insert_direct": insert_direct,
+            "empty_handler_same_generator": empty_ours,
+            "empty_handler_wrk": empty_wrk,
+        }
+        out.append(
+            {
+                "scenario": p["scenario"],
+                "connections": p["connections"],
+                "rps": p["rps"],
+                **{name: _ratio(p["rps"], c) for name, c in ceilings.items()},
+            }
+        )
+    return out
+
+
+def _phase(
+    report: dict[str, Any], scenario: str, level: int | None = None
+) -> dict[str, Any] | None:
+    candidates = [p for p in report["phases"] if p["scenario"] == scenario]
+    if level is not None:
+        candidates = [p for p in candidates if p["connections"] == level]
+    return max(candidates, key=lambda p: p["rps"]) if candidates else None
+
+
+def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets: value reached, goal, met or by how much it was missed."""
+    targets: list[dict[str, Any]] = []
+    # The fake server has no database behind it: its figures say nothing about the targets.
+    applicable = report.get("server") != "fake"
+
+    def add(name: str, value: float | None, goal: float, higher_is_better: bool, unit: str) -> None:
+        if value is None or not applicable:
+            targets.append({"target": name, "value": None, "goal": goal, "met": None, "unit": unit})
+            return
+        met = value >= goal if higher_is_better else value < goal
+        gap = (goal - value) if higher_is_better else (value - goal)
+        targets.append(
+            {
+                "target": name,
+                "value": value,
+                "goal": goal,
+                "met": met,
+                "unit": unit,
+                "missed_by": None if met else gap,
+            }
+        )
+
+    select_bouncer = _pgbench(report, "select", "pgbouncer")
+    insert_bouncer = _pgbench(report, "insert", "pgbouncer")
+    read = _phase(report, "read")
+    create = _phase(report, "create")
+    add(
+        "get by id / pgbench select-only through PgBouncer",
+        _ratio(read["rps"], select_bouncer) if read and select_bouncer else None,
+        GET_VS_SELECT_GOAL,
+        True,
+        "ratio",
+    )
+    add(
+        "create / pgbench single-row insert through PgBouncer",
+        _ratio(create["rps"], insert_bouncer) if create and insert_bouncer else None,
+        CREATE_VS_INSERT_GOAL,
+        True,
+        "ratio",
+    )
+    heavy = _phase(report, "read-heavy", READ_HEAVY_P99_LEVEL)
+    add(
+        f"read-heavy p99 at {READ_HEAVY_P99_LEVEL:,} connections",
+        heavy["latency"]["p99_ms"] if heavy else None,
+        READ_HEAVY_P99_GOAL_MS,
+        False,
+        "ms",
+    )
+    mixed = _phase(report, "mixed", HEADLINE_LEVEL)
+    add(
+        f"mixed 80/20 success at {HEADLINE_LEVEL:,} connections",
+        mixed["success_pct"] if mixed else None,
+        100.0,
+        True,
+        "%",
+    )
+    return targets
+
+
+def find_previous(root: Path, current: Path) -> Path | None:
+    """The newest earlier report directory under `root` (names are sortable timestamps)."""
+    earlier = (
+        sorted(
+            d
+            for d in root.iterdir()
+            if d.is_dir() and d.name < current.name and (d / REPORT_JSON).is_file()
+        )
+        if root.is_dir()
+        else []
+    )
+    return earlier[-1] if earlier else None
+
+
+def compare(current: dict[str, Any], previous: dict[str, Any]) -> list[dict[str, Any]]:
+    """Req/s and p99 change for every scenario and level present in both reports."""
+    before = {(p["scenario"], p["connections"]): p for p in previous.get("phases", [])}
+    out = []
+    for p in current["phases"]:
+        old = before.get((p["scenario"], p["connections"]))
+        if old is None:
+            continue
+        out.append(
+            {
+                "scenario": p["scenario"],
+                "connections": p["connections"],
+                "rps": p["rps"],
+                "previous_rps": old["rps"],
+                "rps_change": _ratio(p["rps"] - old["rps"], old["rps"]),
+                "p99_ms": p["latency"]["p99_ms"],
+                "previous_p99_ms": old["latency"]["p99_ms"],
+            }
+        )
+    return out
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# Benchmark report {report['started_at']}",
+        "",
+        (
+            f"Machine: {report['machine']['cores']} cores, {report['machine']['platform']}, "
+            f"Python {report['machine']['python']}. Target: {report['target']} "
+            f"({report['server']}). Shards: {report.get('shards', '-')}. "
+            f"Duration per phase: {report['config']['duration']} s."
+        ),
+        "",
+        (
+            "The load generator runs on the same cores as the server and the databases. The last "
+            "columns give its CPU against the server's processes (when the harness started the "
+            "server), against all CPU the machine used (including anything else running on it), "
+            "and against the machine's capacity."
+        ),
+        "",
+        "## Results",
+        "",
+        (
+            "| scenario | conns | req/s | success % | mean ms | p50 | p95 | p99 | p99.9 | max | "
+            "errors (connect/timeout/protocol/status/validation) | gen CPU vs server | "
+            "gen CPU vs machine / capacity |"
+        ),
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for p in report["phases"]:
+        lat, err = p["latency"], p["errors"]
+        lines.append(
+            f"| {p['scenario']} | {p['connections']:,} | {p['rps']:,.0f} | "
+            f"{p['success_pct']:.2f} | {lat['mean_ms']:.1f} | {lat['p50_ms']:.1f} | "
+            f"{lat['p95_ms']:.1f} | {lat['p99_ms']:.1f} | {lat['p999_ms']:.1f} | "
+            f"{lat['max_ms']:.1f} | "
+            + "/".join(
+                str(err.get(k, 0))
+                for k in ("connect", "timeout", "protocol", "status", "validation")
+            )
+            + f" | {_fmt_ratio(p.get('generator_vs_server'))} | "
+            f"{p['generator_cpu_share']:.0%} / {p['generator_core_share']:.0%} |"
+        )
+    samples = [(p, k, v) for p in report["phases"] for k, v in p["error_samples"].items()]
+    if samples:
+        lines += ["", "Error samples:", ""]
+        lines += [f"- {p['scenario']}@{p['connections']} {k}: `{v}`" for p, k, v in samples[:20]]
+    ceilings = report.get("ceilings", {})
+    lines += ["", "## Ceilings (same run)", ""]
+    if ceilings.get("pgbench"):
+        lines += [
+            "| pgbench | path | TPS (sum of shards) | per shard | clients/shard |",
+            "| --- | --- | ---: | --- | ---: |",
+        ]
+        for r in ceilings["pgbench"]:
+            per = ", ".join(f"{k} {v:,.0f}" for k, v in r["per_shard_tps"].items())
+            lines.append(
+                f"| {r['workload']} | {r['path']} | {r['tps']:,.0f} | {per} | "
+                f"{r['clients_per_shard']} |"
+            )
+            lines += [f"  - error: `{e}`" for e in r["errors"]]
+    else:
+        lines.append("pgbench ceilings not measured in this run.")
+    if ceilings.get("empty_handler"):
+        lines += [
+            "",
+            "| empty ASGI handler | conns | req/s (our generator) | req/s (wrk) |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for r in ceilings["empty_handler"]:
+            wrk = f"{r['wrk_rps']:,.0f}" if r.get("wrk_rps") else "-"
+            lines.append(f"| same granian setup | {r['connections']:,} | {r['rps']:,.0f} | {wrk} |")
+    lines += [
+        "",
+        "## Ours as a ratio of each ceiling",
+        "",
+        (
+            "| scenario | conns | req/s | select PgB | select direct | insert PgB | insert direct | "
+            "empty (same gen) | empty (wrk) |"
+        ),
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in report["ratios"]:
+        lines.append(
+            f"| {r['scenario']} | {r['connections']:,} | {r['rps']:,.0f} | "
+            + " | ".join(
+                _fmt_ratio(r[k])
+                for k in (
+                    "pgbench_select_pgbouncer",
+                    "pgbench_select_direct",
+                    "pgbench_insert_pgbouncer",
+                    "pgbench_insert_direct",
+                    "empty_handler_same_generator",
+                    "empty_handler_wrk",
+                )
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        "## Targets",
+        "",
+        "| target | value | goal | met |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for t in report["targets"]:
+        fmt = _fmt_ratio if t["unit"] == "ratio" else (lambda v, u=t["unit"]: f"{v:.2f} {u}")
+        if t["value"] is None:
+            lines.append(f"| {t['target']} | not measured | {fmt(t['goal'])} | - |")
+            continue
+        verdict = "yes" if t["met"] else f"no, missed by {fmt(t['missed_by'])}"
+        lines.append(f"| {t['target']} | {fmt(t['value'])} | {fmt(t['goal'])} | {verdict} |")
+    if report.get("distribution"):
+        lines += [
+            "",
+            "## Users per shard",
+            "",
+            "| shard | rows | share | vs mean | ring predicts | vs ring |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for s in report["distribution"]:
+            lines.append(
+                f"| {s['name']} | {s['rows']:,} | {s['share']:.2%} | "
+                f"{s['deviation_from_mean']:+.2%} | {s['predicted_share']:.2%} | "
+                f"{s['deviation_from_predicted'] * 100:+.2f} pp |"
+            )
+    if report.get("comparison"):
+        lines += [
+            "",
+            f"## Compared with {report['previous']}",
+            "",
+            "| scenario | conns | req/s | before | change | p99 ms | before |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for c in report["comparison"]:
+            lines.append(
+                f"| {c['scenario']} | {c['connections']:,} | {c['rps']:,.0f} | "
+                f"{c['previous_rps']:,.0f} | {_fmt_ratio(c['rps_change'])} | "
+                f"{c['p99_ms']:.1f} | {c['previous_p99_ms']:.1f} |"
+            )
+    profiled = [p for p in report["phases"] if (p.get("extra") or {}).get("profile")]
+    if profiled:
+        lines += ["", "## Where the server's time goes (py-spy, all workers)", ""]
+        for p in profiled:
+            prof = p["extra"]["profile"]
+            lines += [
+                f"### {p['scenario']} @ {p['connections']:,} ({prof['samples']:,} samples)",
+                "",
+                "| self | frame |",
+                "| ---: | --- |",
+            ]
+            lines += [f"| {e['share']:.1%} | `{e['frame']}` |" for e in prof["self"]]
+            lines += ["", "| inclusive | frame |", "| ---: | --- |"]
+            lines += [f"| {e['share']:.1%} | `{e['frame']}` |" for e in prof["inclusive"]]
+            lines.append("")
+    lines += ["", "## Charts", ""]
+    lines += [f"![{name}]({name})" for name in report.get("charts", [])]
+    return "\n".join(lines) + "\n"
+
+
+def finish_report(report: dict[str, Any], directory: Path) -> None:
+    """Add ratios, targets and the comparison, then write report.json, report.md and charts."""
+    directory.mkdir(parents=True, exist_ok=True)
+    report["ratios"] = compute_ratios(report)
+    report["targets"] = evaluate_targets(report)
+    previous = find_previous(directory.parent, directory)
+    if previous is not None:
+        report["previous"] = str(previous)
+        report["comparison"] = compare(report, json.loads((previous / REPORT_JSON).read_text()))
+    report["charts"] = _draw_charts(report, directory)
+    (directory / REPORT_JSON).write_text(json.dumps(report, indent=2, default=str))
+    (directory / REPORT_MD).write_text(render_markdown(report))
+
+
+def _draw_charts(report: dict[str, Any], directory: Path) -> list[str]:
+    drawn = []
+    phases = report["phases"]
+    if phases:
+        charts.latency_chart(phases, directory / "latency.png")
+        charts.timeline_chart(phases, directory / "timeline.png")
+        lines = {
+            f"pgbench {r['workload']} {r['path']}": r["tps"]
+            for r in report.get("ceilings", {}).get("pgbench", [])
+        }
+        for r in report.get("ceilings", {}).get("empty_handler", []):
+            lines[f"empty handler @{r['connections']}"] = r["rps"]
+        charts.throughput_chart(phases, lines, directory / "throughput.png")
+        drawn += ["latency.png", "timeline.png", "throughput.png"]
+    if report.get("distribution"):
+        charts.distribution_chart(report["distribution"], directory / "distribution.png")
+        drawn.append("distribution.png")
+    return drawn

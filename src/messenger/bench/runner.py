@@ -1,0 +1,363 @@
+"""A whole benchmark run: cluster, server, scenarios at each level, ceilings, report."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psycopg
+import uvloop
+
+from messenger.bench import ceilings, report
+from messenger.bench.loadgen import Connection, Recorder, RequestFailed
+from messenger.bench.phase import PhaseResult, Target, run_phase
+from messenger.bench.profile import ServerProfiler
+from messenger.bench.scenarios import SCENARIOS, USERS
+from messenger.bench.server import ServerProcess, api_command, free_port, granian_command
+from messenger.bench.wrk import wrk_rps
+from messenger.cluster.daemon import port_is_free
+from messenger.cluster.layout import ClusterLayout
+from messenger.cluster.local import LocalCluster
+from messenger.cluster.topology import Topology, load_topology
+from messenger.storage.distribution import measure_distribution
+from messenger.storage.migrator import migrate
+from messenger.storage.seed import seed_users
+
+DEFAULT_SCENARIOS = ("crud", "read", "create", "read-heavy", "write-heavy", "browse", "mixed")
+DEFAULT_LEVELS = (100, 1_000, 10_000)
+SMOKE_SCENARIOS = ("smoke", "crud", "read", "create", "read-heavy", "browse", "mixed")
+PAUSE_BETWEEN_PHASES_S = 1.0
+SAMPLE_IDS = "SELECT id::text FROM users ORDER BY random() LIMIT %s"
+
+
+class BenchError(Exception):
+    """The run cannot start (missing cluster, server or tool)."""
+
+
+@dataclass
+class BenchConfig:
+    scenarios: Sequence[str] = DEFAULT_SCENARIOS
+    levels: Sequence[int] = DEFAULT_LEVELS
+    duration: float = 30.0
+    """Seconds per scenario and level."""
+    out_root: Path = Path("var/bench")
+    topology_path: Path | None = None
+    """A running cluster; when neither this nor `url` is given, one is started."""
+    url: str | None = None
+    """A running server; when absent, one is started (`server` says which)."""
+    server: str = "api"
+    """api: `messenger serve`; fake: the in-memory API (no database, tests the harness)."""
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    shards: int = 5
+    users: int = 100_000
+    """Users the started cluster is seeded up to."""
+    cluster_dir: Path = Path("var/bench/cluster")
+    cluster_base_port: int = 47_000
+    timeout: float = 10.0
+    think_time: float = 0.0
+    ceilings: bool = True
+    ceiling_duration: float = 10.0
+    pgbench_clients: int = 16
+    sample_ids: int = 10_000
+    profile: bool = False
+    """Sample the server with py-spy during each phase; top frames go in the report."""
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.scenarios if s not in SCENARIOS]
+        if unknown:
+            raise BenchError(f"unknown scenario(s) {unknown}; known: {sorted(SCENARIOS)}")
+        if not self.levels or min(self.levels) < 1:
+            raise BenchError("concurrency levels must be positive")
+
+
+def smoke_config(**overrides: Any) -> BenchConfig:
+    """A short run that exercises every part of the harness (make bench-smoke)."""
+    values: dict[str, Any] = {
+        "scenarios": SMOKE_SCENARIOS,
+        "levels": (50,),
+        "duration": 3.0,
+        "shards": 3,
+        "users": 10_000,
+        "ceiling_duration": 2.0,
+        "pgbench_clients": 4,
+        "sample_ids": 2_000,
+    }
+    return BenchConfig(**(values | overrides))
+
+
+class RunObserver:
+    """Hears about the run's progress; the CLI draws it, tests ignore it."""
+
+    def note(self, message: str) -> None:
+        """A step of the run started or finished."""
+
+    def phase_started(self, label: str, seconds: float) -> None:
+        """A load phase of about `seconds` began."""
+
+    def phase_tick(self, recorder: Recorder, fraction: float) -> None:
+        """About twice a second during a phase."""
+
+    def phase_finished(self, result: PhaseResult) -> None:
+        """A load phase ended."""
+
+
+def _free_base_port(shards: int) -> int:
+    """A base port whose whole block (primaries, replicas, PgBouncers, Redis) is free."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 50_000)
+        layout = ClusterLayout(Path("."), shards, base)
+        if all(port_is_free(p) for p in layout.all_ports()):
+            return base
+    raise BenchError("no free block of ports for the benchmark cluster")
+
+
+def _start_cluster(config: BenchConfig, stack: ExitStack, observer: RunObserver) -> Topology:
+    """Start (or restart) the benchmark's own cluster, migrate it, seed it up to `users`.
+
+    The cluster lives in `config.cluster_dir` and is stopped, not destroyed, at the end, so the
+    next run reuses its data instead of seeding again.
+    """
+    cluster = LocalCluster(config.cluster_dir, progress=observer.note)
+    if not cluster.exists:
+        cluster = LocalCluster(
+            config.cluster_dir,
+            shards=config.shards,
+            base_port=_free_base_port(config.shards),
+            progress=observer.note,
+        )
+    observer.note(f"starting the {cluster.state.shards}-shard cluster in {config.cluster_dir}")
+    stack.callback(cluster.down)
+    topology = cluster.up()
+    failed = [o for o in migrate(topology) if not o.ok]
+    if failed:
+        raise BenchError(f"migrations failed: {failed}")
+    existing = sum(s.rows for s in measure_distribution(topology))
+    if existing < config.users:
+        observer.note(f"seeding {config.users - existing:,} users")
+        result = seed_users(topology, config.users - existing)
+        observer.note(f"seeded in {result.elapsed_s:.1f} s ({result.rows_per_second:,.0f} rows/s)")
+    return topology
+
+
+def _sample_ids_from_shards(topology: Topology, total: int) -> list[str]:
+    per_shard = max(1, total // len(topology.shards))
+    ids: list[str] = []
+    for shard in topology.shards:
+        with psycopg.connect(shard.primary_dsn, connect_timeout=5, prepare_threshold=None) as c:
+            ids += [row[0] for row in c.execute(SAMPLE_IDS, (per_shard,)).fetchall()]
+    return ids
+
+
+async def _ids_from_api(target: Target, wanted: int, timeout: float) -> list[str]:
+    """Existing ids read through the listing; a few created when the service is empty."""
+    conn = Connection(target.host, target.port, timeout)
+    ids: list[str] = []
+    cursor = None
+    try:
+        while len(ids) < wanted:
+            path = f"{USERS}?limit=100" + (f"&cursor={cursor}" if cursor else "")
+            response = await conn.request("GET", path)
+            if response.status != 200:
+                break
+            page = msgspec.json.decode(response.body)
+            ids += [item["id"] for item in page["items"]]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        while len(ids) < min(wanted, 200):
+            body = msgspec.json.encode({"first_name": "Seed", "last_name": f"User {len(ids)}"})
+            response = await conn.request("POST", USERS, body)
+            if response.status != 201:
+                raise BenchError(f"cannot create users to read: {response.status}")
+            ids.append(msgspec.json.decode(response.body)["id"])
+    except RequestFailed as exc:
+        raise BenchError(f"cannot read users from {target.url}: {exc}") from None
+    finally:
+        conn.close()
+    return ids
+
+
+def _run_async(coro: Any) -> Any:
+    return uvloop.run(coro)
+
+
+def _run_phases(
+    config: BenchConfig,
+    target: Target,
+    ids: list[str],
+    observer: RunObserver,
+    server_group: int | None,
+    run_dir: Path,
+) -> list[PhaseResult]:
+    results = []
+    for name in config.scenarios:
+        for level in config.levels:
+            profiler = None
+            if config.profile and server_group is not None:
+                profile_file = run_dir / f"profile-{name}-{level}.txt"
+                profiler = ServerProfiler(server_group, config.duration, profile_file)
+                if not profiler.start():
+                    observer.note("py-spy not found: no server profile")
+                    profiler = None
+            observer.phase_started(f"{name} @ {level:,} connections", config.duration)
+            result = _run_async(
+                run_phase(
+                    target,
+                    SCENARIOS[name],
+                    level,
+                    config.duration,
+                    ids,
+                    timeout=config.timeout,
+                    think_time=config.think_time,
+                    on_tick=observer.phase_tick,
+                    server_group=server_group,
+                )
+            )
+            if profiler is not None:
+                result.extra["profile"] = profiler.finish()
+            observer.phase_finished(result)
+            results.append(result)
+            time.sleep(PAUSE_BETWEEN_PHASES_S)
+    return results
+
+
+def _empty_handler_ceiling(
+    config: BenchConfig, run_dir: Path, observer: RunObserver
+) -> list[dict[str, Any]]:
+    port = free_port()
+    out = []
+    command = granian_command("messenger.bench.empty_app:app", port, config.workers)
+    with ServerProcess(command, port, run_dir / "empty-server.log", ready_path="/") as server:
+        target = Target("127.0.0.1", port)
+        for level in config.levels:
+            observer.phase_started(f"empty handler @ {level:,}", config.ceiling_duration)
+            result = _run_async(
+                run_phase(
+                    target,
+                    SCENARIOS["empty"],
+                    level,
+                    config.ceiling_duration,
+                    [],
+                    timeout=config.timeout,
+                    on_tick=observer.phase_tick,
+                    server_group=server.pid,
+                )
+            )
+            observer.phase_finished(result)
+            time.sleep(PAUSE_BETWEEN_PHASES_S)
+            observer.note(f"wrk on the empty handler @ {level:,}")
+            wrk = wrk_rps(f"{target.url}/", level, config.ceiling_duration)
+            out.append(
+                {
+                    "connections": level,
+                    "rps": result.rps,
+                    "success_pct": result.success_pct,
+                    "latency": asdict(result.latency),
+                    "generator_cpu_share": result.generator_cpu_share,
+                    "generator_vs_server": result.generator_vs_server,
+                    "wrk_rps": wrk,
+                }
+            )
+            time.sleep(PAUSE_BETWEEN_PHASES_S)
+    return out
+
+
+def _new_run_dir(root: Path, started: datetime) -> Path:
+    """var/bench/<UTC timestamp>/, suffixed when two runs start in the same second."""
+    root.mkdir(parents=True, exist_ok=True)
+    name = started.strftime("%Y%m%dT%H%M%SZ")
+    candidate, n = root / name, 1
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = root / f"{name}-{n}"
+
+
+def run_benchmark(config: BenchConfig, observer: RunObserver | None = None) -> Path:
+    """Run everything the config asks for and write the report; returns its directory."""
+    observer = observer or RunObserver()
+    started = datetime.now(UTC)
+    run_dir = _new_run_dir(config.out_root, started)
+    with ExitStack() as stack:
+        topology: Topology | None = None
+        if config.topology_path is not None:
+            topology = load_topology(config.topology_path)
+        elif config.url is None and config.server == "api":
+            topology = _start_cluster(config, stack, observer)
+        server: ExitStack | None = None
+        server_group: int | None = None
+        if config.url is not None:
+            target = Target.parse(config.url)
+        else:
+            port = free_port()
+            if config.server == "fake":
+                command = granian_command(
+                    "messenger.bench.fake_api:create_app", port, 1, factory=True
+                )
+                env = {}
+            else:
+                if topology is None or topology.path is None:
+                    raise BenchError("serving the API needs a topology file")
+                command, env = api_command(port, config.workers, topology.path)
+            observer.note(f"starting the {config.server} server on :{port}")
+            server = stack.enter_context(ExitStack())
+            server_group = server.enter_context(
+                ServerProcess(command, port, run_dir / "server.log", env=env)
+            ).pid
+            target = Target("127.0.0.1", port)
+        observer.note("collecting user ids to read")
+        ids: list[str] = []
+        if topology is not None and config.server == "api":
+            ids = _sample_ids_from_shards(topology, config.sample_ids)
+        if not ids:  # a fake server, or an empty cluster: read (or create) through the API
+            ids = _run_async(_ids_from_api(target, config.sample_ids, config.timeout))
+        phases = _run_phases(config, target, ids, observer, server_group, run_dir)
+        if server is not None:
+            server.close()  # stop our server before measuring the ceilings on the same cores
+        measured: dict[str, Any] = {}
+        if config.ceilings:
+            measured["empty_handler"] = _empty_handler_ceiling(config, run_dir, observer)
+            if topology is not None:
+                observer.note("pgbench: select-only and single-row insert, direct and PgBouncer")
+                measured["pgbench"] = [
+                    r.to_dict()
+                    for r in ceilings.measure_database_ceilings(
+                        topology,
+                        duration=config.ceiling_duration,
+                        clients_per_shard=config.pgbench_clients,
+                    )
+                ]
+        distribution = [s.to_dict() for s in measure_distribution(topology)] if topology else []
+    data: dict[str, Any] = {
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "target": target.url,
+        "server": "external" if config.url else config.server,
+        "shards": len(topology.shards) if topology else None,
+        "known_ids": len(ids),
+        "phases": [p.to_dict() for p in phases],
+        "ceilings": measured,
+        "distribution": distribution,
+    }
+    observer.note(f"writing the report to {run_dir}")
+    report.finish_report(data, run_dir)
+    return run_dir

@@ -1,0 +1,189 @@
+"""`messenger bench`: load scenarios, ceilings and a report under var/bench/<timestamp>/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from messenger.bench.loadgen import Recorder
+from messenger.bench.phase import PhaseResult
+from messenger.bench.report import REPORT_JSON
+from messenger.bench.runner import (
+    DEFAULT_LEVELS,
+    DEFAULT_SCENARIOS,
+    BenchConfig,
+    BenchError,
+    RunObserver,
+    run_benchmark,
+    smoke_config,
+)
+from messenger.bench.scenarios import SCENARIOS
+
+
+class RichObserver(RunObserver):
+    """Progress bar per phase, a line per step, live req/s and errors."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[live]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task: TaskID | None = None
+        self.seconds = 1.0
+
+    def note(self, message: str) -> None:
+        self.console.print(f"[dim]- {message}[/dim]")
+
+    def phase_started(self, label: str, seconds: float) -> None:
+        self.seconds = seconds
+        self.progress.start()
+        self.task = self.progress.add_task(label, total=1.0, live="")
+
+    def phase_tick(self, recorder: Recorder, fraction: float) -> None:
+        if self.task is None:
+            return
+        elapsed = max(fraction * self.seconds, 0.5)
+        live = f"{recorder.ok / elapsed:,.0f} req/s, {recorder.failed:,} errors"
+        self.progress.update(self.task, completed=fraction, live=live)
+
+    def phase_finished(self, result: PhaseResult) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+        self.progress.stop()
+        lat = result.latency
+        colour = "green" if result.success_pct == 100 else "red"
+        self.console.print(
+            f"  {result.scenario} @ {result.connections:,}: {result.rps:,.0f} req/s, "
+            f"[{colour}]{result.success_pct:.2f} % ok[/{colour}], p50 {lat.p50_ms:.1f} ms, "
+            f"p99 {lat.p99_ms:.1f} ms, generator CPU {result.generator_cpu_share:.0%} of machine"
+            + (
+                f", {result.generator_vs_server:.0%} of generator+server"
+                if result.generator_vs_server is not None
+                else ""
+            )
+        )
+
+
+def results_table(report: dict[str, Any]) -> Table:
+    table = Table(title="Benchmark results")
+    for name in ("scenario", "conns", "req/s", "ok %", "p50", "p95", "p99", "p99.9", "max"):
+        table.add_column(name, justify="left" if name == "scenario" else "right")
+    table.add_column("errors")
+    table.add_column("gen CPU", justify="right")
+    for p in report["phases"]:
+        lat = p["latency"]
+        errors = ", ".join(f"{k} {v}" for k, v in p["errors"].items() if v) or "-"
+        table.add_row(
+            p["scenario"],
+            f"{p['connections']:,}",
+            f"{p['rps']:,.0f}",
+            f"{p['success_pct']:.2f}",
+            *(f"{lat[k]:.1f}" for k in ("p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms")),
+            errors,
+            f"{p['generator_cpu_share']:.0%}",
+        )
+    return table
+
+
+def targets_table(report: dict[str, Any]) -> Table:
+    table = Table(title="Targets (goals, not assertions)")
+    for name in ("target", "value", "goal", "met"):
+        table.add_column(name)
+    for t in report["targets"]:
+
+        def fmt(v: float | None, unit: str = t["unit"]) -> str:
+            if v is None:
+                return "-"
+            return f"{v:.1%}" if unit == "ratio" else f"{v:.2f} {unit}"
+
+        met = "-" if t["met"] is None else ("[green]yes[/green]" if t["met"] else "[red]no[/red]")
+        table.add_row(t["target"], fmt(t["value"]), fmt(t["goal"]), met)
+    return table
+
+
+def _csv(value: str, cast: type) -> list[Any]:
+    return [cast(v.strip().replace("_", "")) for v in value.split(",") if v.strip()]
+
+
+def bench_command(
+    scenarios: Annotated[
+        str, typer.Option(help=f"Comma-separated, from: {', '.join(sorted(SCENARIOS))}.")
+    ] = ",".join(DEFAULT_SCENARIOS),
+    levels: Annotated[str, typer.Option(help="Concurrency levels (open connections).")] = ",".join(
+        str(v) for v in DEFAULT_LEVELS
+    ),
+    duration: Annotated[float, typer.Option(help="Seconds per scenario and level.")] = 30.0,
+    topology: Annotated[
+        Path | None, typer.Option("--topology", help="Use this running cluster.")
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="Use this running server.")] = None,
+    server: Annotated[
+        str, typer.Option(help="Server to start: api (messenger serve) or fake (in-memory).")
+    ] = "api",
+    workers: Annotated[int | None, typer.Option(help="Server workers (default: cores).")] = None,
+    shards: Annotated[int, typer.Option(help="Shards of the cluster started.")] = 5,
+    users: Annotated[int, typer.Option(help="Users the started cluster is seeded with.")] = 100_000,
+    timeout: Annotated[float, typer.Option(help="Per-request timeout, seconds.")] = 10.0,
+    think_time: Annotated[
+        float, typer.Option(help="Mean pause between a user's iterations, seconds.")
+    ] = 0.0,
+    ceilings: Annotated[bool, typer.Option(help="Measure pgbench and empty handler.")] = True,
+    ceiling_duration: Annotated[float, typer.Option(help="Seconds per ceiling run.")] = 10.0,
+    out: Annotated[Path, typer.Option(help="Reports go to OUT/<timestamp>/.")] = Path("var/bench"),
+    smoke: Annotated[bool, typer.Option(help="Short run of every part (under 2 minutes).")] = False,
+    profile: Annotated[
+        bool, typer.Option(help="Sample the server with py-spy in each phase (top frames).")
+    ] = False,
+) -> None:
+    """Run the load scenarios and the ceilings, then write report.md, report.json and charts."""
+    console = Console()
+    overrides: dict[str, Any] = {
+        "topology_path": topology,
+        "url": url,
+        "server": server,
+        "out_root": out,
+        "timeout": timeout,
+        "think_time": think_time,
+        "ceilings": ceilings,
+        "profile": profile,
+    }
+    if workers:
+        overrides["workers"] = workers
+    try:
+        if smoke:
+            config = smoke_config(**overrides)
+        else:
+            config = BenchConfig(
+                scenarios=_csv(scenarios, str),
+                levels=_csv(levels, int),
+                duration=duration,
+                shards=shards,
+                users=users,
+                ceiling_duration=ceiling_duration,
+                **overrides,
+            )
+        run_dir = run_benchmark(config, RichObserver(console))
+    except BenchError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    data = json.loads((run_dir / REPORT_JSON).read_text())
+    console.print(results_table(data))
+    console.print(targets_table(data))
+    console.print(f"Report: {run_dir / 'report.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `bench` command to the CLI."""
+    app.command("bench")(bench_command)

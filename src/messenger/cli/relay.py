@@ -1,0 +1,43 @@
+"""`messenger relay`: the outbox relay and claims sweeper as a process of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+import typer
+
+from messenger.cli.console import console, fail
+from messenger.cluster.topology import TopologyError, load_topology
+from messenger.services.background import BackgroundWork
+from messenger.storage.primaries import PrimaryPools
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="relay")(relay)
+
+
+def relay(
+    topology: Annotated[str | None, typer.Option("--topology", envvar="MESSENGER_TOPOLOGY")] = None,
+) -> None:
+    """Deliver cross-shard events and settle abandoned claims until stopped (Ctrl-C).
+
+    API workers run the same loop themselves; this is for deployments that separate them.
+    Several relays at once are safe.
+    """
+    try:
+        shards = load_topology(topology)
+    except TopologyError as exc:
+        fail(str(exc))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console.print(f"relaying {len(shards.shards)} shards' outboxes (Ctrl-C to stop)")
+
+    async def main() -> None:
+        async with PrimaryPools(shards) as pools:
+            await BackgroundWork(pools).run()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        console.print("relay stopped")

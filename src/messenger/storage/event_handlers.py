@@ -1,0 +1,44 @@
+"""Every outbox event type and the handler the relay applies it with: the one registry.
+
+Events about a user fan out to several features. Each feature adds its own step to the
+tuples below (idempotent, like every handler: the relay delivers at least once); the steps
+run in order and the event is delivered when all of them have succeeded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from messenger.domain.events import OutboxEvent
+from messenger.storage.account_events import (
+    confirm_registered_claims,
+    free_deleted_users_claims,
+    settle_changed_login,
+)
+from messenger.storage.relay import Handler
+from messenger.storage.transactions import ShardTransactions
+
+# user.deleted: the user's own shard already lost everything of theirs by cascade; these
+# clean up what other shards hold about them.
+USER_DELETED_STEPS: tuple[Handler, ...] = (free_deleted_users_claims,)
+
+# user.renamed: copies of the user's names kept elsewhere for speed.
+USER_RENAMED_STEPS: tuple[Handler, ...] = ()
+
+
+async def clean_up_deleted_user(event: OutboxEvent, shards: ShardTransactions) -> None:
+    for step in USER_DELETED_STEPS:
+        await step(event, shards)
+
+
+async def propagate_rename(event: OutboxEvent, shards: ShardTransactions) -> None:
+    for step in USER_RENAMED_STEPS:
+        await step(event, shards)
+
+
+HANDLERS: Mapping[str, Handler] = {
+    "account.registered": confirm_registered_claims,
+    "account.login_changed": settle_changed_login,
+    "user.renamed": propagate_rename,
+    "user.deleted": clean_up_deleted_user,
+}

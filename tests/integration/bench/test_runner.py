@@ -1,0 +1,79 @@
+"""The whole harness on a tiny load: scenarios, ceilings, report files. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from messenger.bench.runner import SMOKE_SCENARIOS, run_benchmark, smoke_config
+
+
+def test_harness_runs_end_to_end_and_writes_a_complete_report(cluster, tmp_path: Path) -> None:
+    config = smoke_config(
+        topology_path=cluster.topology_path,
+        server="fake",
+        levels=(4,),
+        duration=1.0,
+        ceiling_duration=1.0,
+        pgbench_clients=2,
+        workers=1,
+        out_root=tmp_path,
+    )
+    run_dir = run_benchmark(config)
+
+    report = json.loads((run_dir / "report.json").read_text())
+    assert [p["scenario"] for p in report["phases"]] == list(SMOKE_SCENARIOS)
+    for phase in report["phases"]:
+        assert phase["ok"] > 0, phase["scenario"]
+        assert phase["success_pct"] == 100.0, (phase["scenario"], phase["error_samples"])
+    assert {(r["workload"], r["path"]) for r in report["ceilings"]["pgbench"]} == {
+        ("select", "direct"),
+        ("select", "pgbouncer"),
+        ("insert", "direct"),
+        ("insert", "pgbouncer"),
+    }
+    assert all(r["tps"] > 0 and not r["errors"] for r in report["ceilings"]["pgbench"])
+    assert report["ceilings"]["empty_handler"][0]["rps"] > 0
+    assert len(report["distribution"]) == len(cluster.topology.shards)
+    assert len(report["ratios"]) == len(report["phases"])
+    for chart in ("latency.png", "timeline.png", "throughput.png", "distribution.png"):
+        assert (run_dir / chart).stat().st_size > 0
+    assert "## Ours as a ratio of each ceiling" in (run_dir / "report.md").read_text()
+
+
+def test_second_run_is_compared_with_the_first(cluster, tmp_path: Path) -> None:
+    config = smoke_config(
+        topology_path=cluster.topology_path,
+        server="fake",
+        scenarios=("crud",),
+        levels=(2,),
+        duration=0.5,
+        ceilings=False,
+        workers=1,
+        out_root=tmp_path,
+    )
+    first = run_benchmark(config)
+    (tmp_path / "20000101T000000Z").mkdir()  # an unrelated empty directory is ignored
+    second = run_benchmark(config)
+    report = json.loads((second / "report.json").read_text())
+    assert report["previous"] == str(first)
+    assert [(c["scenario"], c["connections"]) for c in report["comparison"]] == [("crud", 2)]
+
+
+def test_harness_drives_the_real_api_with_every_body_valid(cluster, tmp_path: Path) -> None:
+    config = smoke_config(
+        topology_path=cluster.topology_path,
+        server="api",
+        scenarios=("crud", "read-heavy", "browse"),
+        levels=(4,),
+        duration=1.5,
+        ceilings=False,
+        workers=1,
+        sample_ids=200,
+        out_root=tmp_path,
+    )
+    report = json.loads((run_benchmark(config) / "report.json").read_text())
+    for phase in report["phases"]:
+        assert phase["ok"] > 0, (phase["scenario"], phase["error_samples"])
+        assert phase["errors"]["validation"] == 0, phase["error_samples"]
+        assert phase["errors"]["protocol"] == 0, phase["error_samples"]

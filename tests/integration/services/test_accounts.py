@@ -1,0 +1,253 @@
+"""Account use cases against the session cluster: uniqueness across shards, crashes, tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import psycopg
+import pytest
+from redis.asyncio import Redis
+
+from messenger.cluster.local import LocalCluster
+from messenger.domain.errors import Conflict, InvalidInput, RateLimited, Unauthenticated
+from messenger.services.accounts import AccountService, LoginLimits, Registration
+from messenger.services.passwords import Passwords
+from messenger.services.tokens import TokenSigner
+from messenger.storage.accounts import AccountStore
+from messenger.storage.claims import ClaimStore
+from messenger.storage.event_handlers import HANDLERS
+from messenger.storage.primaries import PrimaryPools
+from messenger.storage.rate_limits import RateLimit
+from messenger.storage.relay import OutboxRelay
+
+PASSWORD = "s3cret-pass"
+
+
+class SimulatedCrash(BaseException):
+    """Stops a registration where it stands, running no clean-up, as `kill -9` would."""
+
+
+@pytest.fixture
+async def pools(cluster: LocalCluster) -> AsyncIterator[PrimaryPools]:
+    async with PrimaryPools(cluster.topology, max_size=20) as pools:
+        yield pools
+
+
+@pytest.fixture
+async def redis(cluster: LocalCluster) -> AsyncIterator[Redis]:
+    client = Redis.from_url(cluster.topology.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="module")
+def passwords() -> Passwords:
+    return Passwords(time_cost=1, memory_cost=8 * 1024)  # fast for tests; same code path
+
+
+def service(pools: PrimaryPools, passwords: Passwords, redis: Redis | None = None, **kwargs: object) -> AccountService:
+    limits = None
+    if redis is not None:
+        tag = uuid.uuid4().hex[:8]
+        limits = LoginLimits(RateLimit(redis, f"acct-{tag}", 3, 60), RateLimit(redis, f"client-{tag}", 100, 60))
+    return AccountService(ClaimStore(pools), AccountStore(pools), passwords, TokenSigner(b"t" * 32), limits, **kwargs)  # type: ignore[arg-type]
+
+
+def unique(prefix: str = "u") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def registration(username: str | None = None, email: str | None = None) -> Registration:
+    username = username or unique()
+    return Registration(username, email or f"{username}@example.com", PASSWORD, "Ada", "Lovelace")
+
+
+async def test_register_login_me_refresh_logout(pools: PrimaryPools, passwords: Passwords) -> None:
+    accounts = service(pools, passwords)
+    profile = await accounts.register(registration(username="Mixed.Case_" + uuid.uuid4().hex[:6]))
+    assert profile.account.username.islower()
+    tokens = await accounts.login(profile.account.username.upper(), PASSWORD, "127.0.0.1")
+    assert tokens.user_id == profile.account.user_id
+    assert (await accounts.me(tokens.user_id)).account.email == profile.account.email
+    by_email = await accounts.login(profile.account.email.upper(), PASSWORD, "127.0.0.1")
+    rotated = await accounts.refresh(by_email.refresh_token)
+    assert rotated.refresh_token != by_email.refresh_token
+    await accounts.logout(rotated.refresh_token)
+    with pytest.raises(Unauthenticated):
+        await accounts.refresh(rotated.refresh_token)
+
+
+async def test_reusing_a_spent_refresh_token_revokes_its_whole_family(pools: PrimaryPools, passwords: Passwords) -> None:
+    accounts = service(pools, passwords)
+    profile = await accounts.register(registration())
+    first = await accounts.login(profile.account.username, PASSWORD, "c")
+    second = await accounts.refresh(first.refresh_token)
+    with pytest.raises(Unauthenticated, match="already used"):
+        await accounts.refresh(first.refresh_token)  # a thief replays the old one
+    with pytest.raises(Unauthenticated):
+        await accounts.refresh(second.refresh_token)  # ...and the family is gone
+
+
+@pytest.mark.parametrize("case", ["username", "email"])
+async def test_duplicates_in_any_letter_case_are_refused(pools: PrimaryPools, passwords: Passwords, case: str) -> None:
+    accounts = service(pools, passwords)
+    first = await accounts.register(registration())
+    clash = (
+        registration(username=first.account.username.upper())
+        if case == "username"
+        else registration(email=first.account.email.upper())
+    )
+    with pytest.raises(Conflict) as caught:
+        await accounts.register(clash)
+    assert caught.value.details == {"field": case}
+
+
+async def test_fifty_concurrent_registrations_of_one_username_give_exactly_one_account(
+    pools: PrimaryPools, passwords: Passwords
+) -> None:
+    accounts = service(pools, passwords)
+    username = unique("race")
+    results = await asyncio.gather(
+        *(accounts.register(registration(username=username, email=f"{unique()}@example.com")) for _ in range(50)),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert sum(isinstance(r, Conflict) for r in results) == 49
+
+
+async def test_claims_live_on_the_shard_of_the_value_not_the_user(pools: PrimaryPools, passwords: Passwords, cluster: LocalCluster) -> None:
+    accounts = service(pools, passwords)
+    profile = await accounts.register(registration())
+    username_shard = pools.shard_for(profile.account.username)
+    for shard in cluster.topology.shards:
+        with psycopg.connect(shard.primary_dsn) as conn:
+            row = conn.execute(
+                "SELECT state FROM username_claims WHERE username = %s", (profile.account.username,)
+            ).fetchone()
+        assert (row is not None) == (shard.index == username_shard)
+        if row is not None:
+            assert row[0] == "confirmed"
+
+
+def _expire_pending_claims(cluster: LocalCluster) -> None:
+    for shard in cluster.topology.shards:
+        with psycopg.connect(shard.primary_dsn, autocommit=True) as conn:
+            for table in ("username_claims", "email_claims"):
+                conn.execute(f"UPDATE {table} SET expires_at = now() - interval '1 second' WHERE state = 'pending'")
+
+
+@pytest.mark.parametrize("crash_at", ["reserved_username", "reserved_email", "account_written"])
+async def test_a_registration_killed_at_any_step_leaves_nothing_stuck(
+    pools: PrimaryPools, passwords: Passwords, cluster: LocalCluster, crash_at: str
+) -> None:
+    async def crash(step: str) -> None:
+        if step == crash_at:
+            raise SimulatedCrash(step)
+
+    request = registration()
+    with pytest.raises(SimulatedCrash):
+        await service(pools, passwords, step=crash).register(request)
+    _expire_pending_claims(cluster)
+    await ClaimStore(pools).sweep()
+
+    accounts = service(pools, passwords)
+    if crash_at == "account_written":
+        # The account was written: it keeps its name and can sign in.
+        tokens = await accounts.login(request.username, PASSWORD, "c")
+        assert (await accounts.me(tokens.user_id)).account.username == request.username
+        with pytest.raises(Conflict):
+            await accounts.register(registration(username=request.username))
+    else:
+        # No account: the name is free again.
+        with pytest.raises(Unauthenticated):
+            await accounts.login(request.username, PASSWORD, "c")
+        await accounts.register(registration(username=request.username, email=request.email))
+
+
+async def test_an_expired_claim_is_settled_inline_by_the_next_registration(
+    pools: PrimaryPools, passwords: Passwords, cluster: LocalCluster
+) -> None:
+    async def crash(step: str) -> None:
+        if step == "reserved_email":
+            raise SimulatedCrash(step)
+
+    request = registration()
+    with pytest.raises(SimulatedCrash):
+        await service(pools, passwords, step=crash).register(request)
+    with pytest.raises(Conflict):  # still pending and not expired: taken for now
+        await service(pools, passwords).register(registration(username=request.username))
+    _expire_pending_claims(cluster)
+    await service(pools, passwords).register(registration(username=request.username))  # no sweeper needed
+
+
+async def test_invalid_fields_are_named_and_write_nothing(pools: PrimaryPools, passwords: Passwords) -> None:
+    accounts = service(pools, passwords)
+    good = registration()
+    for field, bad in [("username", "x"), ("email", "nope"), ("password", "short"), ("first_name", " ")]:
+        request = replace(good, **{field: bad})
+        with pytest.raises(InvalidInput) as caught:
+            await accounts.register(request)
+        assert caught.value.details["field"] == field
+    assert await ClaimStore(pools).holder("username", good.username) is None
+
+
+async def test_wrong_password_and_unknown_user_get_the_same_answer(pools: PrimaryPools, passwords: Passwords) -> None:
+    accounts = service(pools, passwords)
+    profile = await accounts.register(registration())
+    messages = []
+    for login, password in [(profile.account.username, "wrong-password"), (unique("ghost"), PASSWORD), ("no such@@", PASSWORD)]:
+        with pytest.raises(Unauthenticated) as caught:
+            await accounts.login(login, password, "c")
+        messages.append(caught.value.message)
+    assert len(set(messages)) == 1
+
+
+async def test_failed_logins_are_rate_limited_per_account(pools: PrimaryPools, passwords: Passwords, redis: Redis) -> None:
+    accounts = service(pools, passwords, redis)
+    profile = await accounts.register(registration())
+    for _ in range(3):
+        with pytest.raises(Unauthenticated):
+            await accounts.login(profile.account.username, "wrong-password", "c")
+    with pytest.raises(RateLimited) as caught:
+        await accounts.login(profile.account.username, PASSWORD, "c")
+    assert 1 <= caught.value.retry_after <= 60
+
+
+async def test_renaming_moves_the_claim_and_frees_the_old_name(pools: PrimaryPools, passwords: Passwords) -> None:
+    accounts = service(pools, passwords)
+    profile = await accounts.register(registration())
+    old = profile.account.username
+    new = unique("renamed")
+    updated = await accounts.update_me(profile.account.user_id, username=new.upper(), first_name="Grace")
+    assert updated.account.username == new and updated.first_name == "Grace"
+    await OutboxRelay(pools, HANDLERS).drain()
+    await accounts.register(registration(username=old, email=f"{unique()}@example.com"))  # old name free
+    with pytest.raises(Conflict):
+        await accounts.register(registration(username=new))
+
+
+async def test_deleting_an_account_frees_its_names_once_relayed(pools: PrimaryPools, passwords: Passwords) -> None:
+    accounts = service(pools, passwords)
+    profile = await accounts.register(registration())
+    await accounts.delete_me(profile.account.user_id)
+    with pytest.raises(Unauthenticated):
+        await accounts.me(profile.account.user_id)
+    await OutboxRelay(pools, HANDLERS).drain()
+    await accounts.register(registration(username=profile.account.username, email=profile.account.email))
+
+
+async def test_changing_the_password_needs_the_current_one_and_revokes_sessions(
+    pools: PrimaryPools, passwords: Passwords
+) -> None:
+    accounts = service(pools, passwords)
+    profile = await accounts.register(registration())
+    tokens = await accounts.login(profile.account.username, PASSWORD, "c")
+    with pytest.raises(Unauthenticated):
+        await accounts.change_password(profile.account.user_id, "not-it-at-all", "new-password-1")
+    await accounts.change_password(profile.account.user_id, PASSWORD, "new-password-1")
+    with pytest.raises(Unauthenticated):
+        await accounts.refresh(tokens.refresh_token)
+    await accounts.login(profile.account.username, "new-password-1", "c")

@@ -1,0 +1,112 @@
+"""Ratios, targets and comparison in the report, from hand-made results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from messenger.bench.report import compare, compute_ratios, evaluate_targets, render_markdown
+
+
+def _phase(scenario: str, connections: int, rps: float, p99: float = 5.0) -> dict[str, Any]:
+    latency = {
+        "count": 100,
+        "mean_ms": 1.0,
+        "p50_ms": 1.0,
+        "p95_ms": 2.0,
+        "p99_ms": p99,
+        "p999_ms": p99,
+        "max_ms": p99,
+    }
+    return {
+        "scenario": scenario,
+        "connections": connections,
+        "rps": rps,
+        "success_pct": 100.0,
+        "latency": latency,
+        "errors": {},
+        "error_samples": {},
+        "generator_cpu_share": 0.3,
+        "generator_core_share": 0.25,
+    }
+
+
+def _report(*phases: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "started_at": "now",
+        "target": "http://x",
+        "server": "api",
+        "shards": 3,
+        "machine": {"cores": 2, "platform": "linux", "python": "3.11"},
+        "config": {"duration": 1},
+        "phases": list(phases),
+        "ceilings": {
+            "pgbench": [
+                {
+                    "workload": "select",
+                    "path": "pgbouncer",
+                    "tps": 10_000.0,
+                    "per_shard_tps": {},
+                    "clients_per_shard": 1,
+                    "errors": [],
+                },
+                {
+                    "workload": "insert",
+                    "path": "pgbouncer",
+                    "tps": 5_000.0,
+                    "per_shard_tps": {},
+                    "clients_per_shard": 1,
+                    "errors": [],
+                },
+            ],
+            "empty_handler": [{"connections": 100, "rps": 20_000.0, "wrk_rps": 40_000.0}],
+        },
+    }
+
+
+def test_ratios_divide_each_phase_by_each_ceiling_of_the_run() -> None:
+    (ratio,) = compute_ratios(_report(_phase("read", 100, 4_000.0)))
+    assert ratio["pgbench_select_pgbouncer"] == pytest.approx(0.4)
+    assert ratio["pgbench_insert_pgbouncer"] == pytest.approx(0.8)
+    assert ratio["empty_handler_same_generator"] == pytest.approx(0.2)
+    assert ratio["empty_handler_wrk"] == pytest.approx(0.1)
+    assert ratio["pgbench_select_direct"] is None
+
+
+def test_a_missed_target_says_by_how_much() -> None:
+    targets = evaluate_targets(_report(_phase("read", 100, 4_000.0), _phase("create", 100, 3_000)))
+    get, create = targets[0], targets[1]
+    assert get["met"] is False and get["missed_by"] == pytest.approx(0.1)
+    assert create["met"] is True and create["missed_by"] is None
+
+
+def test_a_latency_target_is_met_below_the_goal() -> None:
+    targets = evaluate_targets(_report(_phase("read-heavy", 1_000, 1.0, p99=14.0)))
+    assert targets[2]["met"] is True
+
+
+def test_targets_without_their_phase_are_not_measured() -> None:
+    assert all(t["met"] is None for t in evaluate_targets(_report()))
+
+
+def test_comparison_pairs_scenario_and_level() -> None:
+    now = _report(_phase("mixed", 100, 1_100.0), _phase("mixed", 1_000, 900.0))
+    before = _report(_phase("mixed", 100, 1_000.0))
+    (row,) = compare(now, before)
+    assert (row["connections"], row["rps_change"]) == (100, pytest.approx(0.1))
+
+
+def test_markdown_has_every_section() -> None:
+    report = _report(_phase("read", 100, 4_000.0))
+    report["ratios"] = compute_ratios(report)
+    report["targets"] = evaluate_targets(report)
+    text = render_markdown(report)
+    for heading in ("## Results", "## Ceilings", "## Ours as a ratio", "## Targets"):
+        assert heading in text
+
+
+def test_targets_are_not_judged_on_the_fake_server() -> None:
+    report = _report(_phase("read", 100, 9_000.0))
+    report["server"] = "fake"
+    assert all(t["met"] is None for t in evaluate_targets(report))
