@@ -4,6 +4,7 @@ the API running in-process over them, and the relay driven by the test when it w
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -42,9 +43,18 @@ def rel_settings(cluster: LocalCluster, rel_topology: Topology) -> Settings:
 
 
 @pytest.fixture(scope="module")
-async def rel_api(rel_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def rel_app(rel_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with running_app(rel_settings) as client:
         yield client
+
+
+@pytest.fixture
+async def rel_api(rel_app: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The module's app with its view of the shards brought up to date (a test before may
+    have stopped a server, leaving breakers open that only the monitor closes)."""
+    router = rel_app.app.state.router  # type: ignore[attr-defined]
+    await asyncio.gather(*(router.check_shard(s) for s in router.shard_indexes))
+    return rel_app
 
 
 @pytest.fixture
