@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Annotated
 
 import typer
@@ -46,6 +47,7 @@ def references(
         shards = load_topology(topology)
     except TopologyError as exc:
         fail(str(exc))
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # the report names what is down
     report = asyncio.run(run_audit(shards, repair=repair, sample=sample))
     if as_json:
         console.print_json(json.dumps(report.to_json()))
