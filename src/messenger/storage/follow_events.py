@@ -28,7 +28,7 @@ BATCH = 1000
 # -- follow.created / follow.removed --------------------------------------------------------
 
 FORWARD_EDGE = """
-SELECT f.id, f.created_at, u.first_name, u.last_name
+SELECT f.id, f.created_at, u.first_name, u.last_name, f.followee_first_name, f.followee_last_name
 FROM follows f JOIN users u ON u.id = f.follower_id
 WHERE f.follower_id = %(follower)s AND f.followee_id = %(followee)s
 """
@@ -150,12 +150,12 @@ async def sync_follow(shards: ShardTransactions, follower: uuid.UUID, followee: 
             if forward is None:
                 await conn.execute(DELETE_REVERSE_EDGE, ids)
             else:
-                follow_id, created_at, first, last = forward
+                follow_id, created_at, first, last = forward[:4]
                 await conn.execute(UPSERT_REVERSE_EDGE, {
                     **ids, "id": follow_id, "created_at": created_at, "first": first, "last": last,
                 })
-        if forward is None and followee_names is not None:
-            return
+        if followee_names is not None and (forward is None or tuple(forward[4:]) == tuple(followee_names)):
+            return  # the follower's end is right as it is
         async with shards.transaction(source) as source_conn:
             if followee_names is None:
                 await source_conn.execute(DELETE_FORWARD_EDGE, ids)
