@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from messenger.api import accounts, conversations, ops, users, ws
+from messenger.api import accounts, conversations, ops, relations, users, ws
 from messenger.api.errors import EXCEPTION_HANDLERS
 from messenger.api.openapi import openapi_routes
 from messenger.metrics import Metrics
@@ -22,6 +22,7 @@ from messenger.services.background import BackgroundWork
 from messenger.services.live import LiveHub
 from messenger.services.messaging import MessagingService
 from messenger.services.passwords import Passwords
+from messenger.services.relations import FollowService
 from messenger.services.tokens import TokenSigner
 from messenger.services.users import UserService
 from messenger.settings import Settings
@@ -31,6 +32,7 @@ from messenger.storage.claims import ClaimStore
 from messenger.storage.conversation_log import ConversationLog
 from messenger.storage.conversations import ConversationStore
 from messenger.storage.cursor import CursorCodec
+from messenger.storage.follows import FollowStore
 from messenger.storage.freshness import FreshnessMarkers
 from messenger.storage.inbox import InboxStore
 from messenger.storage.messages import MessageStore
@@ -122,9 +124,9 @@ def create_app(settings: Settings) -> Starlette:
             app.state.router = router
             app.state.freshness = freshness
             app.state.schema_version = head or await shard_schema_version(router)
-            app.state.users = UserService(
-                UserRepository(router), CursorCodec(settings.cursor_secret), open_users=settings.open_users
-            )
+            cursors = CursorCodec(settings.cursor_secret)
+            app.state.users = UserService(UserRepository(router), cursors, open_users=settings.open_users)
+            app.state.follows = FollowService(FollowStore(router), cursors)
             app.state.tokens = TokenSigner(settings.token_secret, access_ttl_s=settings.access_ttl_s)
             app.state.accounts = AccountService(
                 ClaimStore(router), AccountStore(router), passwords, app.state.tokens,
@@ -155,8 +157,8 @@ def create_app(settings: Settings) -> Starlette:
             await pools.close()
 
     app = Starlette(
-        routes=[*users.routes, *accounts.routes, *conversations.routes, *ws.routes, *ops.routes,
-                *openapi_routes()],
+        routes=[*users.routes, *relations.routes, *accounts.routes, *conversations.routes,
+                *ws.routes, *ops.routes, *openapi_routes()],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )

@@ -21,6 +21,7 @@ from messenger.api.conversation_schemas import (
     ReadBody,
     ReadOut,
 )
+from messenger.api.relation_schemas import FollowOut, FollowPageOut
 from messenger.api.schemas import ErrorBody, UserCreate, UserOut, UserPage, UserPatch, UserReplace
 from messenger.domain.users import NAME_MAX_LENGTH, NAME_MIN_LENGTH
 from messenger.services.users import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
@@ -39,6 +40,7 @@ def _json(struct: type) -> dict[str, Any]:
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {
         400: "Malformed JSON or id, or `offset` given",
+        401: "No valid access token",
         404: "No such user (or route)",
         413: "Body larger than the limit",
         403: "Not allowed (e.g. not the sender, not an admin)",
@@ -53,7 +55,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 def build_openapi() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
-        [UserCreate, UserReplace, UserPatch, UserOut, UserPage, ErrorBody, *_MESSAGING_SCHEMAS],
+        [UserCreate, UserReplace, UserPatch, UserOut, UserPage, FollowOut, FollowPageOut, ErrorBody,
+         *_MESSAGING_SCHEMAS],
         ref_template=_REF,
     )
     user_id = {
@@ -123,6 +126,41 @@ def build_openapi() -> dict[str, Any]:
         },
     }
 
+    bearer = [{"bearer": []}]
+    follow = {
+        "put": {
+            "summary": "Follow this user as the caller", "operationId": "followUser",
+            "description": "Idempotent: 201 when the follow is new, 200 when it existed. The "
+                           "followee's followers list shows it once the relay has run (normally "
+                           "well under a second).",
+            "parameters": [user_id], "security": bearer,
+            "responses": {
+                "201": {"description": "Now following", "content": _json(FollowOut)},
+                "200": {"description": "Already following", "content": _json(FollowOut)},
+                **_errors(400, 401, 404, 422, 503),
+            },
+        },
+        "delete": {
+            "summary": "Stop following this user", "operationId": "unfollowUser",
+            "parameters": [user_id], "security": bearer,
+            "responses": {"204": {"description": "Not following (any more)"}, **_errors(400, 401, 422, 503)},
+        },
+    }
+
+    def follow_list(summary: str, operation: str) -> dict[str, Any]:
+        return {"get": {
+            "summary": summary, "operationId": operation,
+            "parameters": [
+                user_id,
+                {"name": "limit", "in": "query", "schema": {
+                    "type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE}},
+                {"name": "cursor", "in": "query", "schema": {"type": "string"},
+                 "description": "The previous page's next_cursor"},
+            ],
+            "responses": {"200": {"description": "A page, newest follow first",
+                                  "content": _json(FollowPageOut)}, **_errors(400, 404, 422, 503)},
+        }}
+
     def plain(summary: str) -> dict[str, Any]:
         return {"get": {"summary": summary, "responses": {"200": {"description": "OK"}}}}
 
@@ -132,6 +170,9 @@ def build_openapi() -> dict[str, Any]:
         "paths": {
             "/api/v1/users": collection,
             "/api/v1/users/{user_id}": item,
+            "/api/v1/users/{user_id}/follow": follow,
+            "/api/v1/users/{user_id}/following": follow_list("Whom this user follows", "listFollowing"),
+            "/api/v1/users/{user_id}/followers": follow_list("Who follows this user", "listFollowers"),
             "/api/v1/shards/stats": plain("Per-shard counts, shares, health, lag, pools"),
             "/health": plain("Liveness"),
             "/ready": plain("Readiness: every shard reachable, schema at head (503 if not)"),

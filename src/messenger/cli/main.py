@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from messenger.cli import bench, cluster, demo, migrate, relay, seed, serve
+from messenger.cli import bench, check, cluster, demo, migrate, relay, seed, serve
 
 app = typer.Typer(
     name="messenger",
@@ -19,6 +19,7 @@ serve.register(app)
 relay.register(app)
 bench.register(app)
 demo.register(app)
+check.register(app)
 
 
 if __name__ == "__main__":
