@@ -26,6 +26,7 @@ from messenger.storage.messaging_events import (
     apply_read_marker,
     remove_deleted_users_memberships,
     rename_sender_in_messages,
+    tombstone_deleted_senders,
 )
 from messenger.storage.relay import Handler
 from messenger.storage.transactions import ShardTransactions
@@ -36,6 +37,7 @@ USER_DELETED_STEPS: tuple[Handler, ...] = (
     free_deleted_users_claims,
     remove_deleted_users_follows,
     remove_deleted_users_memberships,
+    tombstone_deleted_senders,
 )
 
 # user.renamed: copies of the user's names kept elsewhere for speed.

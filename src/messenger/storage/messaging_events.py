@@ -65,6 +65,31 @@ async def remove_deleted_users_memberships(event: OutboxEvent, shards: ShardTran
                     await remove_locked_member(conn, locked, user_id, by=None, shard_of=shards.shard_for)
 
 
+DELETED_SENDER_NAME = "Deleted user"
+"""What a deleted user's kept messages show as their sender (as Discord does): the messages
+stay, with `sender_id` intact, so a conversation's history keeps its shape."""
+
+
+async def tombstone_deleted_senders(event: OutboxEvent, shards: ShardTransactions) -> None:
+    """user.deleted: their messages, on every shard, keep their text and lose their name."""
+    user_id = uuid.UUID(event.payload["user_id"])
+    for shard in shards.shard_indexes:
+        await rename_sender_everywhere_on(shards, shard, user_id, DELETED_SENDER_NAME)
+
+
+async def rename_sender_everywhere_on(
+    shards: ShardTransactions, shard: int, user_id: uuid.UUID, name: str
+) -> None:
+    """Set the sender name of every message of `user_id` on one shard, batch by batch."""
+    while True:
+        async with shards.transaction(shard) as conn:
+            cursor = await conn.execute(
+                RENAME_SENDER_BATCH, {"name": name, "user_id": user_id, "batch": RENAME_BATCH_SIZE}
+            )
+            if cursor.rowcount < RENAME_BATCH_SIZE:
+                return
+
+
 async def rename_sender_in_messages(event: OutboxEvent, shards: ShardTransactions) -> None:
     """user.renamed: the sender name copied into their messages becomes their current name
     (read now from their shard, so events applied late or twice still write the latest)."""
@@ -76,10 +101,4 @@ async def rename_sender_in_messages(event: OutboxEvent, shards: ShardTransaction
         return  # deleted since: user.deleted takes it from here
     name = display_name(*row)
     for shard in shards.shard_indexes:
-        while True:
-            async with shards.transaction(shard) as conn:
-                cursor = await conn.execute(
-                    RENAME_SENDER_BATCH, {"name": name, "user_id": user_id, "batch": RENAME_BATCH_SIZE}
-                )
-                if cursor.rowcount < RENAME_BATCH_SIZE:
-                    break
+        await rename_sender_everywhere_on(shards, shard, user_id, name)

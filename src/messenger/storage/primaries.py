@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncClientCursor, AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from messenger.cluster.topology import Topology
@@ -31,7 +31,13 @@ class PrimaryPools:
                 max_size=max_size,
                 timeout=ACQUIRE_TIMEOUT_S,
                 open=False,
-                kwargs={"prepare_threshold": None, "connect_timeout": CONNECT_TIMEOUT_S},
+                # The same client-side binding as the API's pools (storage/pools.py): handlers
+                # send several statements in one round trip, which server-side binding refuses.
+                kwargs={
+                    "prepare_threshold": None,
+                    "connect_timeout": CONNECT_TIMEOUT_S,
+                    "cursor_factory": AsyncClientCursor,
+                },
                 name=f"{s.name}-primary",
             )
             for s in topology.shards

@@ -9,6 +9,7 @@ from __future__ import annotations
 from messenger.storage.audit import ReferenceCheck
 from messenger.storage.claim_audit import AccountClaimsCheck, ClaimsCheck
 from messenger.storage.follow_audit import FollowCountsCheck, FollowersCheck, FollowsCheck
+from messenger.storage.messaging_audit import MembershipsCheck, MessageSendersCheck
 
 
 def reference_checks() -> tuple[ReferenceCheck, ...]:
@@ -19,4 +20,6 @@ def reference_checks() -> tuple[ReferenceCheck, ...]:
         ClaimsCheck("username"),
         ClaimsCheck("email"),
         AccountClaimsCheck(),
+        MembershipsCheck(),
+        MessageSendersCheck(),
     )

@@ -35,7 +35,9 @@ async def _check(pools: PrimaryPools, relay: OutboxRelay):  # type: ignore[no-un
 
 
 async def _counts(api: httpx.AsyncClient, user_id: str) -> tuple[int, int]:
-    body = (await api.get(f"{USERS_URL}/{user_id}")).json()
+    response = await api.get(f"{USERS_URL}/{user_id}")
+    assert response.status_code == 200, response.text
+    body = response.json()
     return body["following_count"], body["followers_count"]
 
 
