@@ -93,7 +93,15 @@ async def _chat(base: str, count: int) -> None:
                 _show(bob, frame)
                 if frame["type"] == "resumed":
                     break
-        inbox = await _ok(http.get("/api/v1/me/conversations", headers=bob.headers))
+        # The inbox is written by the outbox relay, a moment after the send: wait for it.
+        deadline = asyncio.get_running_loop().time() + 5
+        while True:
+            inbox = await _ok(http.get("/api/v1/me/conversations", headers=bob.headers))
+            latest = inbox["items"][0] if inbox["items"] else None
+            caught_up = latest is not None and latest["last_message_preview"] == "Call me when you are back"
+            if caught_up or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.1)
         for entry in inbox["items"]:
             console.print(f"\nBob's inbox: {entry['last_message_preview']!r}, {entry['unread_count']} unread")
 
