@@ -69,17 +69,22 @@ class Connection:
             self._writer.transport.abort()
         self._reader = self._writer = None
 
-    async def request(self, method: str, path: str, body: bytes | None = None) -> Response:
-        """Send one request and read its response; on any failure the connection is closed."""
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, headers: str = ""
+    ) -> Response:
+        """Send one request and read its response; on any failure the connection is closed.
+
+        `headers`: extra header lines, pre-formatted, each ending in CRLF (e.g. Authorization).
+        """
         if self._writer is None:
             await self.open()
         assert self._reader is not None and self._writer is not None
         if body is None:
-            head = f"{method} {path} HTTP/1.1\r\n{self._host_header}\r\n"
+            head = f"{method} {path} HTTP/1.1\r\n{self._host_header}{headers}\r\n"
             self._writer.write(head.encode())
         else:
             head = (
-                f"{method} {path} HTTP/1.1\r\n{self._host_header}"
+                f"{method} {path} HTTP/1.1\r\n{self._host_header}{headers}"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
             )
             self._writer.write(head.encode() + body)

@@ -17,6 +17,8 @@ CREATE_VS_INSERT_GOAL = 0.40
 READ_HEAVY_P99_GOAL_MS = 15.0
 READ_HEAVY_P99_LEVEL = 1_000
 HEADLINE_LEVEL = 10_000
+DELIVERY_P99_GOAL_MS = 50.0
+DELIVERY_SOCKETS = 1_000
 
 
 def _pgbench(report: dict[str, Any], workload: str, path: str) -> float:
@@ -133,6 +135,25 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         True,
         "%",
     )
+    delivered = [p for p in report["phases"] if (p.get("extra") or {}).get("delivery")]
+    if not delivered:
+        add(
+            f"message send → delivery p99 with {DELIVERY_SOCKETS:,} sockets",
+            None,
+            DELIVERY_P99_GOAL_MS,
+            False,
+            "ms",
+        )
+    for p in delivered:  # one row per level: every one is shown, none picked
+        d = p["extra"]["delivery"]
+        add(
+            f"message send → delivery p99 with {d['sockets']:,} sockets "
+            f"(goal at {DELIVERY_SOCKETS:,}), {p['connections']:,} HTTP connections",
+            d["latency"]["p99_ms"] if d["latency"]["count"] else None,
+            DELIVERY_P99_GOAL_MS,
+            False,
+            "ms",
+        )
     return targets
 
 
@@ -221,6 +242,42 @@ def render_markdown(report: dict[str, Any]) -> str:
     if samples:
         lines += ["", "Error samples:", ""]
         lines += [f"- {p['scenario']}@{p['connections']} {k}: `{v}`" for p, k, v in samples[:20]]
+    delivered = [p for p in report["phases"] if (p.get("extra") or {}).get("delivery")]
+    if delivered:
+        lines += [
+            "",
+            "## Message delivery (send completed → `message.created` on a socket)",
+            "",
+            (
+                "Each socket landed on whichever server worker accepted it, so most deliveries "
+                "cross workers through Redis. A frame arriving before its send's HTTP response "
+                "counts as 0 ms (early); expected = sockets of the conversation's members per "
+                "successful send. The last column is end to end: send request written → frame."
+            ),
+            "",
+            (
+                "| conns | sockets | users / groups | sends | frames | expected | missing | "
+                "early | p50 ms | p95 | p99 | max | socket errors | from send start p50/p99/max |"
+            ),
+            "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- "
+            "| --- |",
+        ]
+        for p in delivered:
+            d = p["extra"]["delivery"]
+            lat, e2e = d["latency"], d["from_send_start"]
+            errors = ", ".join(f"{k} {v}" for k, v in d["socket_errors"].items()) or "-"
+            lines.append(
+                f"| {p['connections']:,} | {d['sockets']:,} | {d['users']} / {d['groups']} | "
+                f"{d['sends']:,} | {d['frames']:,} | {d['expected']:,} | {d['missing']:,} | "
+                f"{d['early']:,} | {lat['p50_ms']:.1f} | {lat['p95_ms']:.1f} | "
+                f"{lat['p99_ms']:.1f} | {lat['max_ms']:.1f} | {errors} | "
+                f"{e2e['p50_ms']:.1f} / {e2e['p99_ms']:.1f} / {e2e['max_ms']:.1f} |"
+            )
+        lines += [
+            f"- socket {k}: `{v}`"
+            for p in delivered
+            for k, v in p["extra"]["delivery"].get("socket_error_samples", {}).items()
+        ]
     ceilings = report.get("ceilings", {})
     lines += ["", "## Ceilings (same run)", ""]
     if ceilings.get("pgbench"):

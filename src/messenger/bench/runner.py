@@ -19,6 +19,7 @@ import uvloop
 
 from messenger.bench import ceilings, report
 from messenger.bench.loadgen import Connection, Recorder, RequestFailed
+from messenger.bench.messaging import SetupFailed, run_messaging_phase
 from messenger.bench.phase import PhaseResult, Target, run_phase
 from messenger.bench.profile import ServerProfiler
 from messenger.bench.scenarios import SCENARIOS, USERS
@@ -32,9 +33,27 @@ from messenger.storage.distribution import measure_distribution
 from messenger.storage.migrator import migrate
 from messenger.storage.seed import seed_users
 
-DEFAULT_SCENARIOS = ("crud", "read", "create", "read-heavy", "write-heavy", "browse", "mixed")
+DEFAULT_SCENARIOS = (
+    "crud",
+    "read",
+    "create",
+    "read-heavy",
+    "write-heavy",
+    "browse",
+    "mixed",
+    "messaging",
+)
 DEFAULT_LEVELS = (100, 1_000, 10_000)
-SMOKE_SCENARIOS = ("smoke", "crud", "read", "create", "read-heavy", "browse", "mixed")
+SMOKE_SCENARIOS = (
+    "smoke",
+    "crud",
+    "read",
+    "create",
+    "read-heavy",
+    "browse",
+    "mixed",
+    "messaging",
+)
 PAUSE_BETWEEN_PHASES_S = 1.0
 SAMPLE_IDS = "SELECT id::text FROM users ORDER BY random() LIMIT %s"
 
@@ -70,6 +89,12 @@ class BenchConfig:
     sample_ids: int = 10_000
     profile: bool = False
     """Sample the server with py-spy during each phase; top frames go in the report."""
+    sockets: int = 1_000
+    """WebSockets open during the messaging scenario (delivery latency is measured on them)."""
+    messaging_users: int = 250
+    """Accounts the messaging scenario registers (per level); sockets go round-robin over them."""
+    group_size: int = 5
+    """Members per group conversation in the messaging scenario."""
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.scenarios if s not in SCENARIOS]
@@ -90,6 +115,8 @@ def smoke_config(**overrides: Any) -> BenchConfig:
         "ceiling_duration": 2.0,
         "pgbench_clients": 4,
         "sample_ids": 2_000,
+        "sockets": 50,
+        "messaging_users": 20,
     }
     return BenchConfig(**(values | overrides))
 
@@ -201,6 +228,10 @@ def _run_phases(
 ) -> list[PhaseResult]:
     results = []
     for name in config.scenarios:
+        scenario = SCENARIOS[name]
+        if scenario.kind == "messaging" and config.server == "fake" and config.url is None:
+            observer.note(f"{name}: skipped, the fake server has no messaging API")
+            continue
         for level in config.levels:
             profiler = None
             if config.profile and server_group is not None:
@@ -209,26 +240,85 @@ def _run_phases(
                 if not profiler.start():
                     observer.note("py-spy not found: no server profile")
                     profiler = None
-            observer.phase_started(f"{name} @ {level:,} connections", config.duration)
-            result = _run_async(
-                run_phase(
-                    target,
-                    SCENARIOS[name],
-                    level,
-                    config.duration,
-                    ids,
-                    timeout=config.timeout,
-                    think_time=config.think_time,
-                    on_tick=observer.phase_tick,
-                    server_group=server_group,
+            if scenario.kind == "messaging":
+                result = _run_messaging(config, target, scenario, level, observer, server_group)
+            else:
+                observer.phase_started(f"{name} @ {level:,} connections", config.duration)
+                result = _run_async(
+                    run_phase(
+                        target,
+                        scenario,
+                        level,
+                        config.duration,
+                        ids,
+                        timeout=config.timeout,
+                        think_time=config.think_time,
+                        on_tick=observer.phase_tick,
+                        server_group=server_group,
+                    )
                 )
-            )
             if profiler is not None:
                 result.extra["profile"] = profiler.finish()
             observer.phase_finished(result)
             results.append(result)
             time.sleep(PAUSE_BETWEEN_PHASES_S)
     return results
+
+
+def _run_messaging(
+    config: BenchConfig,
+    target: Target,
+    scenario: Any,
+    level: int,
+    observer: RunObserver,
+    server_group: int | None,
+) -> PhaseResult:
+    """Setup (accounts, groups, sockets) untimed, then the timed mix with delivery samples."""
+
+    class Started:
+        """Draws the progress bar only once the setup is done and the timed part begins."""
+
+        def __init__(self) -> None:
+            self.started = False
+
+        def tick(self, recorder: Recorder, fraction: float) -> None:
+            if not self.started:
+                self.started = True
+                label = f"{scenario.name} @ {level:,} connections, {config.sockets:,} sockets"
+                observer.phase_started(label, config.duration)
+            observer.phase_tick(recorder, fraction)
+
+    progress = Started()
+    try:
+        result: PhaseResult = _run_async(
+            run_messaging_phase(
+                target,
+                scenario,
+                level,
+                config.duration,
+                sockets=config.sockets,
+                users=config.messaging_users,
+                group_size=config.group_size,
+                timeout=config.timeout,
+                think_time=config.think_time,
+                on_tick=progress.tick,
+                server_group=server_group,
+                note=observer.note,
+            )
+        )
+    except SetupFailed as exc:
+        raise BenchError(f"messaging setup failed: {exc}") from None
+    if not progress.started:
+        observer.phase_started(scenario.name, config.duration)
+    d = result.extra["delivery"]
+    lat, e2e = d["latency"], d["from_send_start"]
+    observer.note(
+        f"delivery on {d['sockets']:,} sockets: {lat['count']:,} frames matched of "
+        f"{d['expected']:,} expected; after send completed p50 {lat['p50_ms']:.1f} ms, "
+        f"p99 {lat['p99_ms']:.1f} ms, max {lat['max_ms']:.1f} ms; from send start "
+        f"p99 {e2e['p99_ms']:.1f} ms"
+    )
+    return result
 
 
 def _empty_handler_ceiling(

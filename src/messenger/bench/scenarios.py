@@ -5,8 +5,10 @@ content: the id asked for, the names just written, the order of a page). A faile
 the iteration, as a real client's flow would stop, and counts as an error of its kind.
 
 Extension point: a scenario is a name, a description and an async `step(vu)`; register new
-ones in `SCENARIOS`. Messaging scenarios (send, history page, inbox, send-to-delivery delay
-over WebSocket) belong here once the messaging API exists.
+ones in `SCENARIOS`. The messaging scenario (send, history page, inbox) steps a `MessagingUser`
+(signed in, with its conversations); a scenario with `kind="messaging"` is run by
+`messenger.bench.messaging.run_messaging_phase`, which registers the accounts, creates the
+groups and opens the WebSockets that measure send-to-delivery delay before the timed part.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ import msgspec
 from messenger.bench.loadgen import Connection, Recorder, RequestFailed
 
 USERS = "/api/v1/users"
+CONVERSATIONS = "/api/v1/conversations"
+INBOX = "/api/v1/me/conversations"
+BENCH_BODY_PREFIX = "bench "
+"""Every benchmark message body is this prefix and its client_message_id (the delivery key)."""
+MESSAGE_FIELDS = ("id", "conversation_id", "sender_id", "client_message_id", "created_at")
 PAGE_LIMIT = 20
 FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken")
 LAST_NAMES = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson")
@@ -95,6 +102,8 @@ class VirtualUser:
     own_ids: list[str] = field(default_factory=list)
     cursor: str | None = None
     last_id: str | None = None
+    headers: str = ""
+    """Extra request header lines (the messaging scenario's Authorization)."""
 
     async def call(
         self,
@@ -110,7 +119,7 @@ class VirtualUser:
         payload = None if body is None else _encoder.encode(body)
         started = time.perf_counter()
         try:
-            response = await self.conn.request(method, path, payload)
+            response = await self.conn.request(method, path, payload, self.headers)
         except RequestFailed as failure:
             self.recorder.failure(op, failure, None, time.perf_counter())
             raise StepAborted from None
@@ -209,12 +218,121 @@ class VirtualUser:
             self.cursor = self.last_id = None
 
 
+def message_problem(
+    obj: Any, *, conversation_id: str, body: str | None = None, client_id: str | None = None
+) -> str | None:
+    """What is wrong with a message body, if anything."""
+    if not isinstance(obj, dict):
+        return "message is not an object"
+    for key in MESSAGE_FIELDS:
+        if not isinstance(obj.get(key), str):
+            return f"message field {key!r} missing or not a string"
+    if obj["conversation_id"] != conversation_id:
+        return f"message of {obj['conversation_id']}, expected {conversation_id}"
+    if not isinstance(obj.get("number"), int) or not isinstance(obj.get("seq"), int):
+        return "message number/seq missing"
+    if body is not None and obj.get("body") != body:
+        return f"message body {obj.get('body')!r}, expected {body!r}"
+    if client_id is not None and obj["client_message_id"] != client_id:
+        return "client_message_id not echoed"
+    return None
+
+
+def history_problem(obj: Any, *, conversation_id: str, limit: int) -> str | None:
+    """What is wrong with a history page (newest first), if anything."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("items"), list):
+        return "history page has no items list"
+    if not isinstance(obj.get("has_more"), bool):
+        return "history has_more is not a boolean"
+    items = obj["items"]
+    if len(items) > limit:
+        return f"{len(items)} messages on a page of {limit}"
+    previous = None
+    for item in items:
+        if problem := message_problem(item, conversation_id=conversation_id):
+            return problem
+        if previous is not None and uuid.UUID(item["id"]) >= previous:
+            return "history not newest first"
+        previous = uuid.UUID(item["id"])
+    return None
+
+
+def inbox_problem(obj: Any, *, limit: int) -> str | None:
+    """What is wrong with an inbox page, if anything."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("items"), list):
+        return "inbox has no items list"
+    cursor = obj.get("next_cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        return "inbox next_cursor is neither a string nor null"
+    if len(obj["items"]) > limit:
+        return f"{len(obj['items'])} inbox entries on a page of {limit}"
+    for entry in obj["items"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("conversation_id"), str):
+            return "inbox entry without conversation_id"
+        if not isinstance(entry.get("unread_count"), int) or entry["unread_count"] < 0:
+            return "inbox entry unread_count missing or negative"
+    return None
+
+
+def _no_delivery_tracking(
+    conversation_id: str, client_id: str, started: float, completed: float
+) -> None:
+    """The default: sends are not followed to the sockets."""
+
+
+@dataclass
+class MessagingUser(VirtualUser):
+    """A virtual user signed in as one account, sending into the groups it belongs to."""
+
+    user_id: str = ""
+    conversations: Sequence[str] = ()
+    sent: Callable[[str, str, float, float], None] = _no_delivery_tracking
+    """Told each send's conversation, client_message_id, start and completion (perf_counter)."""
+
+    async def send(self) -> None:
+        cid = self.rng.choice(self.conversations)
+        client_id = uuid.uuid4().hex
+        body = BENCH_BODY_PREFIX + client_id
+        started = time.perf_counter()
+        await self.call(
+            "send",
+            "POST",
+            f"{CONVERSATIONS}/{cid}/messages",
+            {"body": body, "client_message_id": client_id},
+            expect=201,
+            validate=lambda b: (
+                message_problem(b, conversation_id=cid, body=body, client_id=client_id)
+                or (None if b["sender_id"] == self.user_id else "sender_id is not the sender")
+            ),
+        )
+        self.sent(cid, client_id, started, time.perf_counter())
+
+    async def history(self) -> None:
+        cid = self.rng.choice(self.conversations)
+        await self.call(
+            "history",
+            "GET",
+            f"{CONVERSATIONS}/{cid}/messages?limit={PAGE_LIMIT}",
+            validate=lambda b: history_problem(b, conversation_id=cid, limit=PAGE_LIMIT),
+        )
+
+    async def inbox(self) -> None:
+        await self.call(
+            "inbox",
+            "GET",
+            f"{INBOX}?limit={PAGE_LIMIT}",
+            validate=lambda b: inbox_problem(b, limit=PAGE_LIMIT),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
     description: str
     step: Callable[[VirtualUser], Awaitable[None]]
     needs_known_ids: bool = True
+    kind: str = "users"
+    """users: run by `run_phase`; messaging: by `run_messaging_phase` (accounts, sockets)."""
 
 
 async def _smoke(vu: VirtualUser) -> None:
@@ -279,6 +397,17 @@ async def _mixed(vu: VirtualUser) -> None:
         await vu.delete(vu.rng.choice(vu.own_ids))
 
 
+async def _messaging(vu: VirtualUser) -> None:
+    assert isinstance(vu, MessagingUser)
+    r = vu.rng.random()
+    if r < 0.60:
+        await vu.send()
+    elif r < 0.85:
+        await vu.history()
+    else:
+        await vu.inbox()
+
+
 async def _empty(vu: VirtualUser) -> None:
     await vu.call("empty", "GET", "/")
 
@@ -295,5 +424,12 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("browse", "walk the listing page by page with cursors", _browse, False),
         Scenario("mixed", "80 % reads / 20 % writes: the seed's headline mix", _mixed),
         Scenario("empty", "GET / on the empty-handler ceiling app", _empty, False),
+        Scenario(
+            "messaging",
+            "60 % send, 25 % history page, 15 % inbox; send-to-WebSocket delivery delay",
+            _messaging,
+            False,
+            "messaging",
+        ),
     )
 }

@@ -32,6 +32,16 @@ def granian_command(target: str, port: int, workers: int, *, factory: bool = Fal
 
 
 API_FACTORY = "messenger.api.app:create_app_from_env"
+MESSAGING_ENV = {
+    "MESSENGER_SEND_RATE": "1000000",
+    "MESSENGER_SEND_BURST": "1000000",
+    "MESSENGER_LOGIN_ATTEMPTS_PER_CLIENT": "1000000",
+    "MESSENGER_LOGIN_FAILURES_PER_ACCOUNT": "1000000",
+}
+"""Set on the API server the harness starts: the per-user send rate limit (5/s by default) and
+the per-address sign-in limit (60 per 5 min, and every benchmark account signs in from
+127.0.0.1) would otherwise turn the messaging scenario into a measurement of 429s. A server
+given with --url needs the same settings."""
 
 
 def api_command(port: int, workers: int, topology_path: Path) -> tuple[list[str], dict[str, str]]:
@@ -41,7 +51,12 @@ def api_command(port: int, workers: int, topology_path: Path) -> tuple[list[str]
     setup of the empty-handler ceiling, so the two stay comparable.
     """
     # The seed's scenarios create, change and delete profile-only users without tokens.
-    env = {"MESSENGER_TOPOLOGY": str(topology_path), "MESSENGER_WORKERS": str(workers), "MESSENGER_OPEN_USERS": "1"}
+    env = {
+        "MESSENGER_TOPOLOGY": str(topology_path),
+        "MESSENGER_WORKERS": str(workers),
+        "MESSENGER_OPEN_USERS": "1",
+        **MESSAGING_ENV,
+    }
     if importlib.util.find_spec("messenger.cli.serve") is not None:
         command = [sys.executable, "-m", "messenger", "serve", "--port", str(port)]
         command += ["--workers", str(workers), "--topology", str(topology_path)]

@@ -146,6 +146,15 @@ def bench_command(
     profile: Annotated[
         bool, typer.Option(help="Sample the server with py-spy in each phase (top frames).")
     ] = False,
+    sockets: Annotated[
+        int | None,
+        typer.Option(help="WebSockets open in the messaging scenario (default 1,000; smoke 50)."),
+    ] = None,
+    messaging_users: Annotated[
+        int | None,
+        typer.Option(help="Accounts the messaging scenario registers (default 250; smoke 20)."),
+    ] = None,
+    group_size: Annotated[int, typer.Option(help="Members per messaging group.")] = 5,
 ) -> None:
     """Run the load scenarios and the ceilings, then write report.md, report.json and charts."""
     console = Console()
@@ -158,7 +167,12 @@ def bench_command(
         "think_time": think_time,
         "ceilings": ceilings,
         "profile": profile,
+        "group_size": group_size,
     }
+    if sockets is not None:
+        overrides["sockets"] = sockets
+    if messaging_users is not None:
+        overrides["messaging_users"] = messaging_users
     if workers:
         overrides["workers"] = workers
     try:

@@ -22,7 +22,10 @@ def test_harness_runs_end_to_end_and_writes_a_complete_report(cluster, tmp_path:
     run_dir = run_benchmark(config)
 
     report = json.loads((run_dir / "report.json").read_text())
-    assert [p["scenario"] for p in report["phases"]] == list(SMOKE_SCENARIOS)
+    # The fake server has no messaging API: the messaging scenario is skipped there.
+    assert [p["scenario"] for p in report["phases"]] == [
+        s for s in SMOKE_SCENARIOS if s != "messaging"
+    ]
     for phase in report["phases"]:
         assert phase["ok"] > 0, phase["scenario"]
         assert phase["success_pct"] == 100.0, (phase["scenario"], phase["error_samples"])
@@ -77,3 +80,39 @@ def test_harness_drives_the_real_api_with_every_body_valid(cluster, tmp_path: Pa
         assert phase["ok"] > 0, (phase["scenario"], phase["error_samples"])
         assert phase["errors"]["validation"] == 0, phase["error_samples"]
         assert phase["errors"]["protocol"] == 0, phase["error_samples"]
+
+
+def test_messaging_scenario_validates_every_response_and_samples_delivery(
+    cluster, tmp_path: Path
+) -> None:
+    config = smoke_config(
+        topology_path=cluster.topology_path,
+        server="api",
+        scenarios=("messaging",),
+        levels=(4,),
+        duration=2.0,
+        ceilings=False,
+        workers=2,
+        sockets=8,
+        messaging_users=6,
+        group_size=3,
+        out_root=tmp_path,
+    )
+    run_dir = run_benchmark(config)
+    report = json.loads((run_dir / "report.json").read_text())
+    (phase,) = report["phases"]
+    assert phase["scenario"] == "messaging"
+    assert phase["ok"] > 0, phase["error_samples"]
+    assert set(phase["by_operation"]) <= {"send", "history", "inbox"}
+    assert phase["by_operation"]["send"]["count"] > 0
+    for kind in ("validation", "protocol", "status"):
+        assert phase["errors"][kind] == 0, phase["error_samples"]
+    delivery = phase["extra"]["delivery"]
+    assert delivery["sockets"] == 8, delivery["socket_error_samples"]
+    assert delivery["users"] == 6 and delivery["groups"] == 2
+    assert delivery["latency"]["count"] > 0
+    assert delivery["matched"] <= delivery["frames"]
+    assert delivery["expected"] > 0
+    (target,) = [t for t in report["targets"] if t["target"].startswith("message send")]
+    assert target["value"] == delivery["latency"]["p99_ms"]
+    assert "## Message delivery" in (run_dir / "report.md").read_text()
