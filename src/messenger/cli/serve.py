@@ -16,18 +16,20 @@ from messenger.settings import ENV_PREFIX, available_cpus
 
 APP_FACTORY = "messenger.api.app:create_app_from_env"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Must be set before prometheus_client is first imported (it picks its value store then), so
+this module does not import messenger.metrics, and the workers import it after the fork."""
 BACKLOG = 4096
 """Connections the kernel holds before granian accepts them (capped by net.core.somaxconn):
 a burst of thousands of clients connecting at once must not see refused connections."""
-BACKPRESSURE = 128
-"""Requests each worker processes at once; granian holds the rest (unread, in its Rust side)
-until one finishes. Each in-flight request costs the worker's event loop time and memory, and
-the database cannot serve more than a few dozen at a time anyway, so beyond that it only
-stretches every request's latency. 2 workers, 1,000 connections, GET by id, same run: max
-latency 754 / 1351 ms at 128 against 2414 / 1752 ms with granian's default (backlog/workers
-= 1024); throughput within the noise."""
-"""Must be set before prometheus_client is first imported (it picks its value store then), so
-this module does not import messenger.metrics, and the workers import it after the fork."""
+BACKPRESSURE = 8192
+"""Requests each worker takes in at once. Deliberately far above what the database can serve:
+requests beyond granian's bound wait unread in its Rust side in no particular order, so some
+connections starve past the client's timeout, while requests taken in queue first-come,
+first-served for the pool's connections (storage/capacity.py). Same cluster, 2 workers, our
+generator, 15-20 s: at 1,000 connections 128 gave 97.5 % ok and p99 5.1 s against 100 % and
+0.85 s with 1,024 (granian's default, backlog/workers); at 10,000 connections 1,024 gave 79 %
+ok against 97.4 % with 8,192 (the rest: 10 s client timeouts, at ~1.2k req/s a closed loop of
+10,000 users waits 8 s on average)."""
 
 
 def resolve_workers(workers: str) -> int:
