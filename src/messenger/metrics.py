@@ -56,6 +56,24 @@ class Metrics:
             "db_replica_lag_seconds", "Replica replay lag as this worker's monitor sees it",
             ["shard"], multiprocess_mode="livemax", registry=r,
         )
+        # The outbox relay's state per shard, read from the shards when /metrics is scraped
+        # (so any worker answers with fresh numbers; the most recent write wins across workers).
+        self.outbox_pending = Gauge(
+            "outbox_pending_events", "Undelivered, not dead, events in the shard's outbox",
+            ["shard"], multiprocess_mode="mostrecent", registry=r,
+        )
+        self.outbox_oldest_age = Gauge(
+            "outbox_oldest_pending_age_seconds", "Age of the shard's oldest undelivered event",
+            ["shard"], multiprocess_mode="mostrecent", registry=r,
+        )
+        self.outbox_dead = Gauge(
+            "outbox_dead_letters", "Events parked after too many failed attempts (see messenger check)",
+            ["shard"], multiprocess_mode="mostrecent", registry=r,
+        )
+        self.outbox_scrape_errors = Counter(
+            "outbox_backlog_read_errors_total", "Scrapes that could not read a shard's outbox",
+            ["shard"], registry=r,
+        )
 
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 

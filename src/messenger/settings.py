@@ -101,6 +101,20 @@ class Settings:
     run_background: bool = True
     """Run the outbox relay and the claims sweeper inside this process."""
 
+    # Messaging and live delivery.
+    send_rate_per_s: float = 5.0
+    """Messages a user may send per second on average (token bucket in Redis)..."""
+    send_burst: int = 30
+    """...and in a burst."""
+    member_limit: int = 1000
+    ws_heartbeat_s: float = 25.0
+    """The server pings every this often and closes a socket it has not heard from in two."""
+    ws_queue_limit: int = 256
+    """Frames waiting for a socket's writer; a client that lets more pile up is disconnected."""
+    ws_max_frame_bytes: int = 16 * 1024
+    ws_resume_wait_s: float = 10.0
+    """How long events wait for the resume a client announced (`?resume=1`) before flowing anyway."""
+
     @classmethod
     def from_env(cls, topology_path: str | Path | None = None, *, workers: int | None = None) -> Settings:
         topology = load_topology(topology_path)
@@ -134,6 +148,11 @@ class Settings:
             login_attempts_per_client=int(_env("LOGIN_ATTEMPTS_PER_CLIENT", "60")),
             login_window_s=int(_env("LOGIN_WINDOW", "300")),
             run_background=_flag("BACKGROUND", True),
+            send_rate_per_s=float(_env("SEND_RATE", "5")),
+            send_burst=int(_env("SEND_BURST", "30")),
+            member_limit=int(_env("MEMBER_LIMIT", "1000")),
+            ws_heartbeat_s=float(_env("WS_HEARTBEAT", "25")),
+            ws_queue_limit=int(_env("WS_QUEUE_LIMIT", "256")),
         )
 
 

@@ -13,23 +13,31 @@ from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from messenger.api import accounts, ops, users
+from messenger.api import accounts, conversations, ops, relations, users, ws
 from messenger.api.errors import EXCEPTION_HANDLERS
 from messenger.api.openapi import openapi_routes
 from messenger.metrics import Metrics
 from messenger.services.accounts import AccountService, LoginLimits
 from messenger.services.background import BackgroundWork
+from messenger.services.live import LiveHub
+from messenger.services.messaging import MessagingService
 from messenger.services.passwords import Passwords
+from messenger.services.relations import FollowService
 from messenger.services.tokens import TokenSigner
 from messenger.services.users import UserService
 from messenger.settings import Settings
 from messenger.storage.accounts import AccountStore
 from messenger.storage.breaker import CircuitBreaker
 from messenger.storage.claims import ClaimStore
+from messenger.storage.conversation_log import ConversationLog
+from messenger.storage.conversations import ConversationStore
 from messenger.storage.cursor import CursorCodec
+from messenger.storage.follows import FollowStore
 from messenger.storage.freshness import FreshnessMarkers
+from messenger.storage.inbox import InboxStore
+from messenger.storage.messages import MessageStore
 from messenger.storage.pools import PoolSizing, ShardPools
-from messenger.storage.rate_limits import RateLimit
+from messenger.storage.rate_limits import RateLimit, TokenBucket
 from messenger.storage.router import ShardRouter
 from messenger.storage.schema import check_migrations, shard_schema_version
 from messenger.storage.users import UserRepository
@@ -105,6 +113,11 @@ def create_app(settings: Settings) -> Starlette:
             socket_connect_timeout=settings.redis_timeout_s,
         )
         passwords = Passwords()
+        conversation_log = ConversationLog(router)
+        hub = LiveHub(
+            conversation_log, redis_url=settings.topology.redis_url,
+            timeout_s=max(settings.redis_timeout_s, 0.5), queue_limit=settings.ws_queue_limit,
+        )
         background = BackgroundWork(router) if settings.run_background else None
         try:
             # Know every shard's state before the first request, then keep watching.
@@ -115,9 +128,9 @@ def create_app(settings: Settings) -> Starlette:
             app.state.router = router
             app.state.freshness = freshness
             app.state.schema_version = head or await shard_schema_version(router)
-            app.state.users = UserService(
-                UserRepository(router), CursorCodec(settings.cursor_secret), open_users=settings.open_users
-            )
+            cursors = CursorCodec(settings.cursor_secret)
+            app.state.users = UserService(UserRepository(router), cursors, open_users=settings.open_users)
+            app.state.follows = FollowService(FollowStore(router), cursors)
             app.state.tokens = TokenSigner(settings.token_secret, access_ttl_s=settings.access_ttl_s)
             app.state.accounts = AccountService(
                 ClaimStore(router), AccountStore(router), passwords, app.state.tokens,
@@ -127,10 +140,18 @@ def create_app(settings: Settings) -> Starlette:
                 ),
                 refresh_ttl_s=settings.refresh_ttl_s,
             )
+            app.state.hub = hub
+            app.state.messaging = MessagingService(
+                ConversationStore(router), MessageStore(router), InboxStore(router), conversation_log,
+                UserRepository(router), hub,
+                TokenBucket(redis, "send", rate=settings.send_rate_per_s, burst=settings.send_burst),
+                CursorCodec(settings.cursor_secret), member_limit=settings.member_limit,
+            )
             if background is not None:
                 background.start()
             yield
         finally:
+            await hub.close()
             if background is not None:
                 await background.stop()
             passwords.close()
@@ -140,7 +161,8 @@ def create_app(settings: Settings) -> Starlette:
             await pools.close()
 
     app = Starlette(
-        routes=[*users.routes, *accounts.routes, *ops.routes, *openapi_routes()],
+        routes=[*users.routes, *relations.routes, *accounts.routes, *conversations.routes,
+                *ws.routes, *ops.routes, *openapi_routes()],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )

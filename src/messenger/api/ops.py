@@ -11,6 +11,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from messenger.domain.errors import ShardUnavailable
+from messenger.metrics import Metrics
+from messenger.storage.relay import BACKLOG
 from messenger.storage.router import SCHEMA_VERSION_SQL, ShardRouter
 from messenger.storage.users import COUNT_USERS
 
@@ -109,9 +111,28 @@ async def shard_stats(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
+    await _read_outbox_backlog(_router(request), request.app.state.metrics)
     return Response(
         request.app.state.metrics.render(), 200, None, "text/plain; version=0.0.4; charset=utf-8"
     )
+
+
+async def _read_outbox_backlog(router: ShardRouter, metrics: Metrics) -> None:
+    """Set the outbox gauges from every shard (replicas are fine: a scrape is not a write)."""
+    results = await asyncio.gather(
+        *(router.read(shard, BACKLOG, ()) for shard in router.shard_indexes), return_exceptions=True
+    )
+    for shard, result in zip(router.shard_indexes, results, strict=True):
+        name = router.shard_name(shard)
+        if isinstance(result, BaseException):
+            if not isinstance(result, ShardUnavailable):
+                raise result
+            metrics.child(metrics.outbox_scrape_errors, name).inc()
+            continue
+        pending, age, dead = result[0]
+        metrics.child(metrics.outbox_pending, name).set(pending)
+        metrics.child(metrics.outbox_oldest_age, name).set(age)
+        metrics.child(metrics.outbox_dead, name).set(dead)
 
 
 routes = [

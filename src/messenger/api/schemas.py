@@ -43,6 +43,12 @@ class UserOut(msgspec.Struct):
     last_name: str
     created_at: datetime
     updated_at: datetime
+    following_count: Annotated[int, msgspec.Meta(description="Users this user follows")]
+    followers_count: Annotated[
+        int,
+        msgspec.Meta(description="Users following this user; follows reach it through the relay, "
+                     "normally within a second"),
+    ]
 
 
 class UserPage(msgspec.Struct):

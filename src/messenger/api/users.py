@@ -35,7 +35,7 @@ def _max_body(request: Request) -> int:
     return request.app.state.settings.max_body_bytes  # type: ignore[no-any-return]
 
 
-def _user_id(request: Request) -> uuid.UUID:
+def path_user_id(request: Request) -> uuid.UUID:
     try:
         return parse_id(request.path_params["user_id"])
     except InvalidInput:
@@ -62,13 +62,13 @@ async def create_user(request: Request) -> Response:
 
 async def get_user(request: Request) -> Response:
     user = await _service(request).get(
-        _user_id(request), token=request.headers.get(TOKEN_HEADER)
+        path_user_id(request), token=request.headers.get(TOKEN_HEADER)
     )
     return Response(_encode(user), 200, None, _JSON)
 
 
 async def replace_user(request: Request) -> Response:
-    user_id = _user_id(request)
+    user_id = path_user_id(request)
     body = await read_json(request, _replace, _max_body(request))
     written = await _service(request).replace(
         user_id, body.first_name, body.last_name, caller=caller(request)
@@ -77,7 +77,7 @@ async def replace_user(request: Request) -> Response:
 
 
 async def patch_user(request: Request) -> Response:
-    user_id = _user_id(request)
+    user_id = path_user_id(request)
     body = await read_json(request, _patch, _max_body(request))
     written = await _service(request).patch(
         user_id,
@@ -89,7 +89,7 @@ async def patch_user(request: Request) -> Response:
 
 
 async def delete_user(request: Request) -> Response:
-    token = await _service(request).delete(_user_id(request), caller=caller(request))
+    token = await _service(request).delete(path_user_id(request), caller=caller(request))
     return Response(None, 204, _written_headers(token))
 
 

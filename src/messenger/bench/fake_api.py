@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 
+from messenger.bench.empty_app import serve_lifespan
 from messenger.domain.ids import new_id
 
 PREFIX = "/api/v1/users"
@@ -52,13 +53,8 @@ def create_app() -> ASGIApp:
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await serve_lifespan(receive, send)
+            return
         method, path = scope["method"], scope["path"].rstrip("/")
         if path == "/health":
             return await respond(send, 200, {"status": "ok"})

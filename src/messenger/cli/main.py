@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from messenger.cli import bench, cluster, migrate, relay, seed, serve
+from messenger.cli import bench, check, cluster, demo, migrate, relay, seed, serve
 
 app = typer.Typer(
     name="messenger",
@@ -18,6 +18,8 @@ seed.register(app)
 serve.register(app)
 relay.register(app)
 bench.register(app)
+demo.register(app)
+check.register(app)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from messenger.cluster.topology import TopologyError, load_topology
+from messenger.cluster.topology import Topology, TopologyError, load_topology
 from messenger.storage.distribution import ShardShare, measure_distribution
 from messenger.storage.seed import DEFAULT_BATCH_SIZE, SeedError, seed_demo_if_empty, seed_users
 
@@ -47,6 +47,14 @@ def distribution_table(shares: list[ShardShare], title: str = "Users per shard")
     return table
 
 
+def _load(path: Path | None, console: Console) -> Topology:
+    try:
+        return load_topology(path)
+    except TopologyError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
 def seed_users_command(
     n: Annotated[int, typer.Argument(min=0, help="How many users to generate.")],
     topology: Annotated[
@@ -59,11 +67,7 @@ def seed_users_command(
 ) -> None:
     """Generate N users and COPY them into every shard's primary in parallel."""
     console = Console()
-    try:
-        topo = load_topology(topology)
-    except TopologyError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    topo = _load(topology, console)
     progress = Progress(
         TextColumn("[bold]seeding users"),
         BarColumn(),
@@ -98,11 +102,7 @@ def seed_demo_command(
 ) -> None:
     """Seed a few demo users, only when no shard holds any user yet (for `make run`)."""
     console = Console()
-    try:
-        topo = load_topology(topology)
-    except TopologyError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    topo = _load(topology, console)
     added = seed_demo_if_empty(topo, n)
     console.print(f"Seeded {added:,} demo users." if added else "Users exist already: not seeding.")
 

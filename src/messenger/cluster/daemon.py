@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from messenger.cluster.service_user import ServiceUser, give_to, run_as
+
 
 def pid_from_file(pidfile: Path) -> int | None:
     """The pid in `pidfile` if that process is alive, else None (a stale file is removed)."""
@@ -80,3 +82,19 @@ def wait_for_tcp(port: int, timeout: float = 15, what: str = "server") -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not open port {port} within {timeout:.0f} s")
         time.sleep(0.05)
+
+
+def prepare_files(user: ServiceUser, directory: Path, log_file: Path) -> None:
+    """The daemon's directory and log file, owned by the user it runs as."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.touch()
+    give_to(user, directory)
+    give_to(user, log_file)
+
+
+def start_daemon(user: ServiceUser, args: list[str], name: str, port: int) -> None:
+    """Run a self-daemonising server as `user` and wait until it listens on `port`."""
+    result = run_as(user, args)
+    if result.returncode != 0:
+        raise RuntimeError(f"{name} did not start: {result.stderr.strip() or result.stdout.strip()}")
+    wait_for_tcp(port, what=name)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from messenger.cluster.binaries import Binaries
-from messenger.cluster.daemon import pid_from_file, terminate, wait_for_tcp
+from messenger.cluster.daemon import pid_from_file, prepare_files, start_daemon, terminate
 from messenger.cluster.postgres import DATABASE, ROLE
-from messenger.cluster.service_user import ServiceUser, give_to, run_as
+from messenger.cluster.service_user import ServiceUser
 
 # Server connections per (database, user) pair. Two cores saturate long before 10 busy
 # backends per server; more only adds context switches and lock contention. Clients beyond
@@ -87,18 +87,12 @@ log_connections = 0
 log_disconnections = 0
 """
         )
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        self.log_file.touch()
-        give_to(self.user, self.directory)
-        give_to(self.user, self.log_file)
+        prepare_files(self.user, self.directory, self.log_file)
 
     def start(self) -> None:
         if self.is_running():
             return
-        result = run_as(self.user, [str(self.binaries.pgbouncer), "-d", str(self.directory / "pgbouncer.ini")])
-        if result.returncode != 0:
-            raise RuntimeError(f"{self.name} did not start: {result.stderr.strip() or result.stdout.strip()}")
-        wait_for_tcp(self.port, what=self.name)
+        start_daemon(self.user, [str(self.binaries.pgbouncer), "-d", str(self.directory / "pgbouncer.ini")], self.name, self.port)
 
     def stop(self) -> None:
         # SIGINT would wait for clients to leave; a local cluster wants it gone now.

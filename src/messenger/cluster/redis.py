@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from messenger.cluster.binaries import Binaries
-from messenger.cluster.daemon import pid_from_file, terminate, wait_for_tcp
-from messenger.cluster.service_user import ServiceUser, give_to, run_as
+from messenger.cluster.daemon import pid_from_file, prepare_files, start_daemon, terminate
+from messenger.cluster.service_user import ServiceUser
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,18 +47,12 @@ save ""
 appendonly no
 """
         )
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        self.log_file.touch()
-        give_to(self.user, self.directory)
-        give_to(self.user, self.log_file)
+        prepare_files(self.user, self.directory, self.log_file)
 
     def start(self) -> None:
         if self.is_running():
             return
-        result = run_as(self.user, [str(self.binaries.redis_server), str(self.directory / "redis.conf")])
-        if result.returncode != 0:
-            raise RuntimeError(f"redis did not start: {result.stderr.strip() or result.stdout.strip()}")
-        wait_for_tcp(self.port, what="redis")
+        start_daemon(self.user, [str(self.binaries.redis_server), str(self.directory / "redis.conf")], self.name, self.port)
 
     def stop(self) -> None:
         terminate(self.pidfile)

@@ -20,6 +20,8 @@ class User:
     last_name: str
     created_at: datetime
     updated_at: datetime
+    following_count: int = 0
+    followers_count: int = 0
 
 
 def clean_name(field: str, value: str) -> str:

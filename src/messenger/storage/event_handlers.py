@@ -15,15 +15,31 @@ from messenger.storage.account_events import (
     free_deleted_users_claims,
     settle_changed_login,
 )
+from messenger.storage.follow_events import (
+    refresh_renamed_users_copies,
+    remove_deleted_users_follows,
+    sync_reverse_edge,
+)
+from messenger.storage.inbox import INBOX_UPDATE, READ_MARKER
+from messenger.storage.messaging_events import (
+    apply_inbox_update,
+    apply_read_marker,
+    remove_deleted_users_memberships,
+    rename_sender_in_messages,
+)
 from messenger.storage.relay import Handler
 from messenger.storage.transactions import ShardTransactions
 
 # user.deleted: the user's own shard already lost everything of theirs by cascade; these
 # clean up what other shards hold about them.
-USER_DELETED_STEPS: tuple[Handler, ...] = (free_deleted_users_claims,)
+USER_DELETED_STEPS: tuple[Handler, ...] = (
+    free_deleted_users_claims,
+    remove_deleted_users_follows,
+    remove_deleted_users_memberships,
+)
 
 # user.renamed: copies of the user's names kept elsewhere for speed.
-USER_RENAMED_STEPS: tuple[Handler, ...] = ()
+USER_RENAMED_STEPS: tuple[Handler, ...] = (refresh_renamed_users_copies, rename_sender_in_messages)
 
 
 async def clean_up_deleted_user(event: OutboxEvent, shards: ShardTransactions) -> None:
@@ -41,4 +57,9 @@ HANDLERS: Mapping[str, Handler] = {
     "account.login_changed": settle_changed_login,
     "user.renamed": propagate_rename,
     "user.deleted": clean_up_deleted_user,
+    INBOX_UPDATE: apply_inbox_update,
+    READ_MARKER: apply_read_marker,
+    # One reconciling handler for both: it reads the follower's end and mirrors it.
+    "follow.created": sync_reverse_edge,
+    "follow.removed": sync_reverse_edge,
 }

@@ -57,6 +57,16 @@ SELECT count(*) FILTER (WHERE dead_at IS NULL),
 FROM outbox
 WHERE delivered_at IS NULL
 """
+DEAD_LETTERS = """
+SELECT id, aggregate, type, attempts, last_error, dead_at
+FROM outbox WHERE dead_at IS NOT NULL AND delivered_at IS NULL
+ORDER BY id LIMIT %s
+"""
+# A dead letter goes back in line as if new; its aggregate's later events still wait behind it.
+REQUEUE_DEAD = """
+UPDATE outbox SET dead_at = NULL, attempts = 0, next_attempt_at = now()
+WHERE dead_at IS NOT NULL AND delivered_at IS NULL
+"""
 
 
 Handler = Callable[[OutboxEvent, ShardTransactions], Awaitable[None]]
@@ -68,6 +78,16 @@ class Backlog:
     pending: int
     oldest_age_s: float
     dead: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: Any
+    aggregate: str
+    type: str
+    attempts: int
+    last_error: str | None
+    dead_at: Any
 
 
 @dataclass(slots=True)
@@ -129,21 +149,36 @@ class OutboxRelay:
         deadline = time.monotonic() + timeout_s
         while True:
             await self.run_once()
-            backlog = await self.backlog()
-            if all(b.pending == 0 for b in backlog):
+            try:
+                backlog: list[Backlog] | Exception = await self.backlog()
+            except Exception as exc:  # a shard coming back: its pool may need a moment
+                backlog = exc
+            if isinstance(backlog, list) and all(b.pending == 0 for b in backlog):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"outbox not drained in {timeout_s} s: {backlog}")
             await asyncio.sleep(0.05)
 
     async def backlog(self) -> list[Backlog]:
-        rows = []
-        for shard in self.shards.shard_indexes:
-            async with self.shards.transaction(shard) as conn:
-                cursor = await conn.execute(BACKLOG)
-                pending, age, dead = await cursor.fetchone()  # type: ignore[misc]
-            rows.append(Backlog(self.shards.shard_name(shard), int(pending), float(age), int(dead)))
-        return rows
+        return [await self.shard_backlog(shard) for shard in self.shards.shard_indexes]
+
+    async def shard_backlog(self, shard: int) -> Backlog:
+        """Pending events (count, age of the oldest) and dead letters in one shard's outbox."""
+        async with self.shards.transaction(shard) as conn:
+            cursor = await conn.execute(BACKLOG)
+            pending, age, dead = await cursor.fetchone()  # type: ignore[misc]
+        return Backlog(self.shards.shard_name(shard), int(pending), float(age), int(dead))
+
+    async def dead_letters(self, shard: int, limit: int = 10) -> list[DeadLetter]:
+        async with self.shards.transaction(shard) as conn:
+            cursor = await conn.execute(DEAD_LETTERS, (limit,))
+            return [DeadLetter(*row) for row in await cursor.fetchall()]
+
+    async def requeue_dead(self, shard: int) -> int:
+        """Put one shard's dead letters back in line (after fixing their cause); how many."""
+        async with self.shards.transaction(shard) as conn:
+            cursor = await conn.execute(REQUEUE_DEAD)
+            return cursor.rowcount
 
     async def _relay_shard(self, shard: int) -> tuple[int, int]:
         delivered: list[Any] = []

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +47,7 @@ from messenger.storage.ring import HashRing
 log = logging.getLogger(__name__)
 
 Rows = list[tuple[Any, ...]]
-Params = Sequence[Any]
+Params = Sequence[Any] | Mapping[str, Any]
 
 PRIMARY_POSITION_SQL = "SELECT pg_current_wal_lsn()::text"
 REPLICA_POSITION_SQL = "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text"

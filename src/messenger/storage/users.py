@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import uuid
 from collections.abc import Iterable
@@ -13,21 +14,35 @@ from messenger.storage.router import ShardRouter
 
 Order = Literal["asc", "desc"]
 
-_COLUMNS = "id, first_name, last_name, created_at, updated_at"
+_COLUMNS = "id, first_name, last_name, created_at, updated_at, following_count, followers_count"
 
 INSERT_USER = (
     f"INSERT INTO users (id, first_name, last_name) VALUES (%s, %s, %s) RETURNING {_COLUMNS}"
 )
 SELECT_USER = f"SELECT {_COLUMNS} FROM users WHERE id = %s"
-UPDATE_USER = (
-    "UPDATE users SET first_name = %s, last_name = %s, updated_at = now() "
-    f"WHERE id = %s RETURNING {_COLUMNS}"
+# A rename changes names that other shards keep copies of (follow lists), so when a name
+# really changes the same statement writes `user.renamed`, whose handlers refresh the copies.
+# `old` reads the row before the update (and locks it); the event carries only the id: its
+# handlers read the names at the source when they run, so events never race each other.
+_RENAME = """
+WITH old AS (SELECT first_name, last_name FROM users WHERE id = %(id)s FOR UPDATE),
+new AS (
+    UPDATE users SET first_name = {first}, last_name = {last}, updated_at = now()
+    FROM old WHERE id = %(id)s
+    RETURNING users.*, (users.first_name, users.last_name) IS DISTINCT FROM (old.first_name, old.last_name) AS renamed
+),
+event AS (
+    INSERT INTO outbox (id, aggregate, type, payload)
+    SELECT %(event_id)s, 'user:' || id, 'user.renamed', jsonb_build_object('user_id', id)
+    FROM new WHERE renamed
 )
+SELECT {columns} FROM new
+"""
+UPDATE_USER = _RENAME.format(first="%(first)s", last="%(last)s", columns=_COLUMNS)
 # PATCH: a NULL parameter keeps the column as it is.
-PATCH_USER = (
-    "UPDATE users SET first_name = coalesce(%s, first_name), "
-    "last_name = coalesce(%s, last_name), updated_at = now() "
-    f"WHERE id = %s RETURNING {_COLUMNS}"
+PATCH_USER = _RENAME.format(
+    first="coalesce(%(first)s, old.first_name)", last="coalesce(%(last)s, old.last_name)",
+    columns=_COLUMNS,
 )
 # Deleting a user cascades (in-shard foreign keys) to everything of theirs on this shard, and
 # the same statement writes the `user.deleted` event that cleans up the other shards.
@@ -45,6 +60,7 @@ LIST_USERS_ASC_AFTER = f"SELECT {_COLUMNS} FROM users WHERE id > %s ORDER BY id 
 LIST_USERS_DESC = f"SELECT {_COLUMNS} FROM users ORDER BY id DESC LIMIT %s"
 LIST_USERS_DESC_AFTER = f"SELECT {_COLUMNS} FROM users WHERE id < %s ORDER BY id DESC LIMIT %s"
 COUNT_USERS = "SELECT count(*) FROM users"
+SELECT_NAMES = "SELECT id, first_name, last_name FROM users WHERE id = ANY(%s)"
 
 
 def _user(row: tuple[Any, ...]) -> User:
@@ -86,9 +102,8 @@ class UserRepository:
         self, sql: str, user_id: uuid.UUID, first_name: str | None, last_name: str | None
     ) -> tuple[User | None, str | None]:
         key = str(user_id)
-        written = await self._router.write(
-            self._router.shard_for(key), sql, (first_name, last_name, user_id), key=key
-        )
+        params = {"first": first_name, "last": last_name, "id": user_id, "event_id": new_id()}
+        written = await self._router.write(self._router.shard_for(key), sql, params, key=key)
         return (_user(written.rows[0]) if written.rows else None), written.token
 
     async def remove(self, user_id: uuid.UUID) -> tuple[bool, str | None]:
@@ -126,6 +141,28 @@ class UserRepository:
             if len(out) == limit:
                 break
         return out
+
+    async def names(self, user_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, tuple[str, str]]:
+        """(first, last) name of each of these users that exists, one query per shard in parallel.
+
+        Replicas answer first; ids they do not know are asked of their primary, so a user
+        created a moment ago is found (an application-level foreign key check must not miss it).
+        """
+        by_shard: dict[int, list[uuid.UUID]] = {}
+        for user_id in user_ids:
+            by_shard.setdefault(self.shard_of(user_id), []).append(user_id)
+        shards = list(by_shard)
+        found: dict[uuid.UUID, tuple[str, str]] = {}
+        results = await asyncio.gather(*(self._router.read(s, SELECT_NAMES, (by_shard[s],)) for s in shards))
+        for rows in results:
+            found.update({row[0]: (row[1], row[2]) for row in rows})
+        for shard in shards:
+            missing = [u for u in by_shard[shard] if u not in found]
+            if missing:
+                async with self._router.transaction(shard) as conn:
+                    cursor = await conn.execute(SELECT_NAMES, (missing,))
+                    found.update({row[0]: (row[1], row[2]) for row in await cursor.fetchall()})
+        return found
 
     async def count_per_shard(self) -> list[int]:
         """Exact user count of every shard (a full count; for stats, not the hot path)."""

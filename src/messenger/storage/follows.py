@@ -1,0 +1,147 @@
+"""Follow edges: `follows` on the follower's shard, `followers` on the followee's shard.
+
+The request path writes only the follower's end, in one statement that also moves the
+follower's counter and writes the event (`follow.created` / `follow.removed`) from which the
+relay brings the followee's end in line (storage/follow_events.py). Each listing is one query
+on one shard. docs/relations.md explains the design.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from messenger.domain.ids import new_id
+from messenger.domain.relations import Follow, FollowEntry
+from messenger.storage.router import ShardRouter
+
+SELECT_NAMES = "SELECT first_name, last_name FROM users WHERE id = %s"
+
+# `me` makes a follow by a user that no longer exists a no-op (the token outlived its user).
+# A repeated follow conflicts on the primary key and changes nothing, so it writes no event.
+FOLLOW = """
+WITH me AS (SELECT id FROM users WHERE id = %(follower)s),
+added AS (
+    INSERT INTO follows (follower_id, followee_id, id, followee_first_name, followee_last_name)
+    SELECT id, %(followee)s, %(follow_id)s, %(first)s, %(last)s FROM me
+    ON CONFLICT (follower_id, followee_id) DO NOTHING
+    RETURNING created_at
+),
+counted AS (
+    UPDATE users SET following_count = following_count + 1
+    WHERE id = %(follower)s AND EXISTS (SELECT 1 FROM added)
+),
+event AS (
+    INSERT INTO outbox (id, aggregate, type, payload)
+    SELECT %(event_id)s, 'user:' || %(follower)s, 'follow.created',
+           jsonb_build_object('follower_id', %(follower)s, 'followee_id', %(followee)s)
+    FROM added
+)
+SELECT EXISTS (SELECT 1 FROM me),
+       EXISTS (SELECT 1 FROM added),
+       coalesce((SELECT created_at FROM added),
+                (SELECT created_at FROM follows
+                 WHERE follower_id = %(follower)s AND followee_id = %(followee)s),
+                now())
+"""
+UNFOLLOW = """
+WITH removed AS (
+    DELETE FROM follows WHERE follower_id = %(follower)s AND followee_id = %(followee)s
+    RETURNING id
+),
+counted AS (
+    UPDATE users SET following_count = following_count - 1
+    WHERE id = %(follower)s AND EXISTS (SELECT 1 FROM removed)
+),
+event AS (
+    INSERT INTO outbox (id, aggregate, type, payload)
+    SELECT %(event_id)s, 'user:' || %(follower)s, 'follow.removed',
+           jsonb_build_object('follower_id', %(follower)s, 'followee_id', %(followee)s)
+    FROM removed
+)
+SELECT EXISTS (SELECT 1 FROM removed)
+"""
+
+# Listings, newest follow first. The lateral join answers "no such user" (no row) and "no
+# follows" (one row of NULLs) in the same single query as the page itself.
+_PAGE = """
+SELECT f.other_id, f.first_name, f.last_name, f.created_at, f.id
+FROM users u
+LEFT JOIN LATERAL (
+    SELECT {other} AS other_id, {first} AS first_name, {last} AS last_name, created_at, id
+    FROM {table} WHERE {own} = u.id {bound}
+    ORDER BY id DESC LIMIT %(limit)s
+) f ON true
+WHERE u.id = %(user)s
+"""
+FOLLOWING_PAGE, FOLLOWING_PAGE_AFTER, FOLLOWERS_PAGE, FOLLOWERS_PAGE_AFTER = (
+    _PAGE.format(table=table, own=own, other=other, first=f"{prefix}_first_name",
+                 last=f"{prefix}_last_name", bound=bound)
+    for table, own, other, prefix in (
+        ("follows", "follower_id", "followee_id", "followee"),
+        ("followers", "followee_id", "follower_id", "follower"),
+    )
+    for bound in ("", "AND id < %(after)s")
+)
+
+
+def _entries(rows: list[tuple[Any, ...]]) -> list[FollowEntry] | None:
+    if not rows:
+        return None
+    return [FollowEntry(*row) for row in rows if row[0] is not None]
+
+
+class FollowStore:
+    """The request path: one statement per call, on one shard."""
+
+    def __init__(self, router: ShardRouter) -> None:
+        self._router = router
+
+    async def names(self, user_id: uuid.UUID) -> tuple[str, str] | None:
+        """The user's names, read on its shard (read-your-writes); None if there is no user."""
+        key = str(user_id)
+        rows = await self._router.read(self._router.shard_for(key), SELECT_NAMES, (user_id,), key=key)
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    async def follow(
+        self, follower_id: uuid.UUID, followee_id: uuid.UUID, followee_names: tuple[str, str]
+    ) -> Follow | None:
+        """Add the edge on the follower's shard; None when the follower does not exist."""
+        key = str(follower_id)
+        params = {
+            "follower": key, "followee": str(followee_id), "follow_id": new_id(),
+            "first": followee_names[0], "last": followee_names[1], "event_id": new_id(),
+        }
+        written = await self._router.write(self._router.shard_for(key), FOLLOW, params, key=key)
+        follower_exists, created, created_at = written.rows[0]
+        if not follower_exists:
+            return None
+        return Follow(follower_id, followee_id, created_at, created)
+
+    async def unfollow(self, follower_id: uuid.UUID, followee_id: uuid.UUID) -> bool:
+        key = str(follower_id)
+        params = {"follower": key, "followee": str(followee_id), "event_id": new_id()}
+        written = await self._router.write(self._router.shard_for(key), UNFOLLOW, params, key=key)
+        return bool(written.rows[0][0])
+
+    async def following(
+        self, user_id: uuid.UUID, after: uuid.UUID | None, limit: int
+    ) -> list[FollowEntry] | None:
+        """Whom the user follows, newest first; None when there is no such user."""
+        return await self._page(FOLLOWING_PAGE, FOLLOWING_PAGE_AFTER, user_id, after, limit)
+
+    async def followers(
+        self, user_id: uuid.UUID, after: uuid.UUID | None, limit: int
+    ) -> list[FollowEntry] | None:
+        """Who follows the user, newest first (as far as the relay has come)."""
+        return await self._page(FOLLOWERS_PAGE, FOLLOWERS_PAGE_AFTER, user_id, after, limit)
+
+    async def _page(
+        self, first: str, later: str, user_id: uuid.UUID, after: uuid.UUID | None, limit: int
+    ) -> list[FollowEntry] | None:
+        key = str(user_id)
+        params = {"user": user_id, "after": after, "limit": limit}
+        rows = await self._router.read(
+            self._router.shard_for(key), first if after is None else later, params, key=key
+        )
+        return _entries(rows)

@@ -1,0 +1,294 @@
+"""Messages on their conversation's shard: send, edit, delete, pages, read markers.
+
+A send is one transaction on the conversation's shard: lock the conversation (which numbers the
+message and its event), write the message, the conversation's last-message columns, the
+sender's read marker and the logged event in one statement, and the inbox event for the relay.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from psycopg import AsyncConnection
+
+from messenger.domain.conversation_events import (
+    MESSAGE_CREATED,
+    MESSAGE_DELETED,
+    MESSAGE_EDITED,
+    message_frame,
+)
+from messenger.domain.conversations import (
+    Conversation,
+    Message,
+    check_may_delete,
+    check_may_edit,
+    id_time,
+    next_message_id,
+    not_found,
+    peers,
+    preview,
+)
+from messenger.domain.errors import Conflict, NotFound
+from messenger.domain.ids import new_id
+from messenger.storage.conversation_log import (
+    CONVERSATION_COLUMNS,
+    LOCK_CONVERSATION,
+    append_event,
+    lock_for_member,
+)
+from messenger.storage.inbox import InboxUpdate, append_inbox_update, append_read
+from messenger.storage.router import ShardRouter
+
+MESSAGE_COLUMNS = (
+    "id, conversation_id, number, seq, sender_id, sender_name, body, client_message_id, "
+    "created_at, edited_at, deleted_at"
+)
+LOCK_FOR_SEND = f"""{LOCK_CONVERSATION};
+SELECT {CONVERSATION_COLUMNS}, me.role,
+       ARRAY(SELECT user_id FROM conversation_members WHERE conversation_id = c.id) AS members,
+       (SELECT m.id FROM messages m
+        WHERE m.conversation_id = c.id AND m.sender_id = %(sender)s
+          AND m.client_message_id = %(client_message_id)s) AS existing
+FROM conversations c
+LEFT JOIN conversation_members me ON me.conversation_id = c.id AND me.user_id = %(sender)s
+WHERE c.id = %(conversation_id)s
+"""
+SEND = """
+WITH msg AS (
+    INSERT INTO messages (id, conversation_id, number, seq, sender_id, sender_name, body,
+                          client_message_id, created_at)
+    VALUES (%(id)s, %(conversation_id)s, %(number)s, %(seq)s, %(sender)s, %(sender_name)s, %(body)s,
+            %(client_message_id)s, %(created_at)s)
+), conversation AS (
+    UPDATE conversations
+    SET last_seq = %(seq)s, message_count = %(number)s, last_message_id = %(id)s,
+        last_message_at = %(created_at)s
+    WHERE id = %(conversation_id)s
+), sender_read AS (
+    UPDATE conversation_members SET read_no = %(number)s, read_message_id = %(id)s
+    WHERE conversation_id = %(conversation_id)s AND user_id = %(sender)s
+)
+INSERT INTO conversation_events (conversation_id, seq, type, frame)
+VALUES (%(conversation_id)s, %(seq)s, 'message.created', %(frame)s)
+"""
+SELECT_MESSAGE = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %s AND id = %s"
+EDIT_MESSAGE = "UPDATE messages SET body = %s, edited_at = %s WHERE conversation_id = %s AND id = %s"
+TOMBSTONE_MESSAGE = "UPDATE messages SET body = NULL, deleted_at = %s WHERE conversation_id = %s AND id = %s"
+
+
+def _page_sql(bound: str, order: str) -> str:
+    # The membership check and one index range scan on (conversation_id, id), in one statement:
+    # no row means "not a member", a row of NULLs an empty page.
+    return f"""
+SELECT m.* FROM conversation_members me
+LEFT JOIN LATERAL (
+    SELECT {MESSAGE_COLUMNS} FROM messages
+    WHERE conversation_id = me.conversation_id {bound}
+    ORDER BY id {order} LIMIT %(limit)s
+) m ON true
+WHERE me.conversation_id = %(conversation_id)s AND me.user_id = %(user_id)s
+ORDER BY m.id {order}
+"""
+
+
+PAGE_NEWEST = _page_sql("", "DESC")
+PAGE_BEFORE = _page_sql("AND id < %(before)s", "DESC")
+PAGE_AFTER = _page_sql("AND id > %(after)s", "ASC")
+PAGE_BETWEEN = _page_sql("AND id > %(after)s AND id < %(before)s", "ASC")
+
+READ_STATE = """
+SELECT me.read_no, me.read_message_id, m.number,
+       ARRAY(SELECT user_id FROM conversation_members WHERE conversation_id = me.conversation_id)
+FROM conversation_members me
+LEFT JOIN messages m ON m.conversation_id = me.conversation_id AND m.id = %s
+WHERE me.conversation_id = %s AND me.user_id = %s
+FOR UPDATE OF me
+"""
+SET_READ = """
+UPDATE conversation_members SET read_no = %s, read_message_id = %s
+WHERE conversation_id = %s AND user_id = %s
+"""
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    message: Message
+    created: bool
+    """False when this was a retry of a send that had already succeeded."""
+    members: list[uuid.UUID]
+    frame: bytes | None
+    """The live event to publish; None when nothing changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMarker:
+    message_id: uuid.UUID | None
+    members: list[uuid.UUID]
+    changed: bool
+
+
+def _message(row: tuple[Any, ...]) -> Message:
+    return Message(*row)
+
+
+def _preview_update(
+    conversation: Conversation, members: list[uuid.UUID], message: Message, seq: int,
+    read_nos: list[int] | None = None,
+) -> InboxUpdate:
+    """What a message event changes in its members' inboxes: the preview when it is the latest
+    message (the relay compares numbers and seqs), the sender's own read marker."""
+    return InboxUpdate(
+        conversation_id=conversation.id, type=conversation.type, title=conversation.title,
+        users=members, peers=peers(conversation.type, members),
+        read_nos=read_nos or [0] * len(members),
+        active=True, membership_seq=0, last_message_no=message.number, preview_seq=seq,
+        last_message_id=message.id, last_message_at=message.created_at,
+        last_sender_id=message.sender_id, last_sender_name=message.sender_name,
+        last_message_preview=preview(message.body), activity_at=message.created_at,
+    )
+
+
+class MessageStore:
+    def __init__(self, router: ShardRouter) -> None:
+        self._router = router
+
+    def _shard(self, conversation_id: uuid.UUID) -> int:
+        return self._router.shard_for(str(conversation_id))
+
+    async def send(
+        self, conversation_id: uuid.UUID, sender: uuid.UUID, sender_name: str, body: str,
+        client_message_id: str,
+    ) -> Sent:
+        """Store a message; a send with a (sender, client_message_id) already stored returns
+        that message instead (the lock makes the check and the insert one step)."""
+        key = str(conversation_id)
+        async with self._router.transaction(self._shard(conversation_id), marks=[key]) as conn:
+            cursor = await conn.execute(LOCK_FOR_SEND, {
+                "sender": sender, "client_message_id": client_message_id, "conversation_id": conversation_id,
+            })
+            cursor.nextset()  # the state after the lock was granted, not before
+            row = await cursor.fetchone()
+            if row is None or row[10] is None:
+                raise not_found(conversation_id)
+            conversation, members, existing = Conversation(*row[:10]), list(row[11]), row[12]
+            if existing is not None:
+                original = await self._get(conn, conversation_id, existing)
+                return Sent(original, False, members, None)
+            message_id = next_message_id(new_id(), conversation.last_message_id)
+            seq, number = conversation.last_seq + 1, conversation.message_count + 1
+            message = Message(
+                message_id, conversation_id, number, seq, sender, sender_name, body, client_message_id,
+                id_time(message_id), None, None,
+            )
+            frame = _encode(message_frame(MESSAGE_CREATED, message, seq))
+            await conn.execute(SEND, {
+                "id": message_id, "conversation_id": conversation_id, "number": number, "seq": seq,
+                "sender": sender, "sender_name": sender_name, "body": body,
+                "client_message_id": client_message_id, "created_at": message.created_at,
+                "frame": frame.decode(),
+            })
+            read_nos = [number if m == sender else 0 for m in members]
+            await append_inbox_update(
+                conn, _preview_update(conversation, members, message, seq, read_nos), self._router.shard_for
+            )
+        return Sent(message, True, members, frame)
+
+    async def edit(
+        self, conversation_id: uuid.UUID, message_id: uuid.UUID, actor: uuid.UUID, body: str
+    ) -> Sent:
+        key = str(conversation_id)
+        async with self._router.transaction(self._shard(conversation_id), marks=[key]) as conn:
+            locked = await lock_for_member(conn, conversation_id, actor)
+            if locked is None or locked.role is None:
+                raise not_found(conversation_id)
+            current = await self._get(conn, conversation_id, message_id)
+            check_may_edit(actor, current.sender_id)
+            if current.deleted_at is not None:
+                raise Conflict("a deleted message cannot be edited", details={"id": str(message_id)})
+            edited_at = datetime.now(UTC)
+            await conn.execute(EDIT_MESSAGE, (body, edited_at, conversation_id, message_id))
+            message = replace(current, body=body, edited_at=edited_at)
+            frame = await append_event(conn, message_frame(MESSAGE_EDITED, message, locked.next_seq))
+            await append_inbox_update(
+                conn, _preview_update(locked.conversation, locked.members, message, locked.next_seq),
+                self._router.shard_for,
+            )
+        return Sent(message, True, locked.members, frame)
+
+    async def delete(self, conversation_id: uuid.UUID, message_id: uuid.UUID, actor: uuid.UUID) -> Sent:
+        """Tombstone a message (its place in the history stays); deleting it again changes nothing."""
+        key = str(conversation_id)
+        async with self._router.transaction(self._shard(conversation_id), marks=[key]) as conn:
+            locked = await lock_for_member(conn, conversation_id, actor)
+            if locked is None or locked.role is None:
+                raise not_found(conversation_id)
+            current = await self._get(conn, conversation_id, message_id)
+            check_may_delete(actor, current.sender_id, locked.role, locked.conversation.type)
+            if current.deleted_at is not None:
+                return Sent(current, False, locked.members, None)
+            deleted_at = datetime.now(UTC)
+            await conn.execute(TOMBSTONE_MESSAGE, (deleted_at, conversation_id, message_id))
+            message = replace(current, body=None, deleted_at=deleted_at)
+            frame = await append_event(conn, message_frame(MESSAGE_DELETED, message, locked.next_seq))
+            await append_inbox_update(
+                conn, _preview_update(locked.conversation, locked.members, message, locked.next_seq),
+                self._router.shard_for,
+            )
+        return Sent(message, True, locked.members, frame)
+
+    async def page(
+        self, conversation_id: uuid.UUID, user_id: uuid.UUID, *,
+        before: uuid.UUID | None, after: uuid.UUID | None, limit: int,
+    ) -> list[Message] | None:
+        """Up to `limit` messages between the bounds, newest first; None if not a member.
+
+        With `after`, the page is the `limit` messages right after it (so that paging forward
+        skips none), still listed newest first.
+        """
+        params = {"conversation_id": conversation_id, "user_id": user_id, "limit": limit,
+                  "before": before, "after": after}
+        if after is None:
+            sql = PAGE_NEWEST if before is None else PAGE_BEFORE
+        else:
+            sql = PAGE_AFTER if before is None else PAGE_BETWEEN
+        key = str(conversation_id)
+        rows = await self._router.read(self._shard(conversation_id), sql, params, key=key)
+        if not rows:
+            return None
+        messages = [_message(r) for r in rows if r[0] is not None]
+        if after is not None:
+            messages.reverse()
+        return messages
+
+    async def mark_read(
+        self, conversation_id: uuid.UUID, user_id: uuid.UUID, message_id: uuid.UUID
+    ) -> ReadMarker:
+        """Move the member's read marker forward to `message_id` (never back)."""
+        key = str(conversation_id)
+        async with self._router.transaction(self._shard(conversation_id), marks=[key]) as conn:
+            cursor = await conn.execute(READ_STATE, (message_id, conversation_id, user_id))
+            row = await cursor.fetchone()
+            if row is None:
+                raise not_found(conversation_id)
+            read_no, read_message_id, number, members = row
+            if number is None:
+                raise NotFound(f"message {message_id} not found", details={"id": str(message_id)})
+            if number <= read_no:
+                return ReadMarker(read_message_id, list(members), False)
+            await conn.execute(SET_READ, (number, message_id, conversation_id, user_id))
+            await append_read(conn, conversation_id, user_id, number, self._router.shard_for(str(user_id)))
+        return ReadMarker(message_id, list(members), True)
+
+    async def _get(self, conn: AsyncConnection[Any], conversation_id: uuid.UUID, message_id: uuid.UUID) -> Message:
+        cursor = await conn.execute(SELECT_MESSAGE, (conversation_id, message_id))
+        row = await cursor.fetchone()
+        if row is None:
+            raise NotFound(f"message {message_id} not found", details={"id": str(message_id)})
+        return _message(row)
+
