@@ -58,8 +58,15 @@ class Settings:
     replica_timeout: float = 0.75
     """Shorter than the primary's: a replica that does not answer has the primary to fall back on."""
     statement_timeout_ms: int = 1200
+    capacity_timeout_s: float = 10.0
+    """How long a call may queue for one of this worker's pooled connections to a shard. That
+    wait is overload, not an outage: it is not part of the deadlines above and never trips a
+    breaker; past it the client gets 503 shard_busy."""
     pool_max_size: int = 10
-    pool_min_size: int = 1
+    pool_min_size: int | None = None
+    """None: keep every pool full (min = max). Connections are opened once at start-up and
+    reused, instead of being opened under load, when opening one (SCRAM through PgBouncer)
+    costs more than the queries it would serve."""
 
     # Circuit breakers: after this many consecutive failures a (shard, role) fails fast for
     # `breaker_reset_after` seconds, then lets one probe through.
@@ -127,6 +134,7 @@ class Settings:
             primary_timeout=float(_env("PRIMARY_TIMEOUT", "1.5")),
             replica_timeout=float(_env("REPLICA_TIMEOUT", "0.75")),
             statement_timeout_ms=int(_env("STATEMENT_TIMEOUT_MS", "1200")),
+            capacity_timeout_s=float(_env("CAPACITY_TIMEOUT", "10")),
             read_your_writes=_env("READ_YOUR_WRITES", "1") not in ("0", "false", "no"),
             freshness_ttl_ms=int(_env("FRESHNESS_TTL_MS", "5000")),
             max_replica_lag_s=float(_env("MAX_REPLICA_LAG", "3.0")),

@@ -92,7 +92,11 @@ def create_app(settings: Settings) -> Starlette:
         head = await check_migrations(settings.topology)
         pools = ShardPools(
             settings.topology.shards,
-            PoolSizing(settings.pool_min_size, settings.pool_max_size, settings.primary_timeout),
+            PoolSizing(
+                settings.pool_min_size or settings.pool_max_size,
+                settings.pool_max_size,
+                settings.primary_timeout,
+            ),
             app_name="messenger-api",
         )
         await pools.open()

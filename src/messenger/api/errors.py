@@ -24,6 +24,7 @@ from messenger.domain.errors import (
     MessengerError,
     NotFound,
     RateLimited,
+    ShardBusy,
     ShardUnavailable,
     Unauthenticated,
 )
@@ -39,6 +40,7 @@ STATUS_BY_ERROR: dict[type[MessengerError], int] = {
     Forbidden: 403,
     RateLimited: 429,
     ShardUnavailable: 503,
+    ShardBusy: 503,
 }
 CODE_BY_HTTP_STATUS = {
     400: "bad_request",
@@ -98,7 +100,7 @@ async def handle_messenger_error(_request: Request, exc: Exception) -> Response:
     headers = None
     if isinstance(exc, RateLimited):
         headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
-    elif isinstance(exc, ShardUnavailable):
+    elif isinstance(exc, ShardUnavailable | ShardBusy):
         headers = {"Retry-After": "1"}
     return error_response(status, exc.code, exc.message, exc.details, headers)
 

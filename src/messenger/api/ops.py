@@ -49,8 +49,8 @@ async def ready(request: Request) -> Response:
 
 async def _check_shard(router: ShardRouter, shard: int, expected: str | None) -> dict[str, Any]:
     primary, replica = await asyncio.gather(
-        router.probe(shard, "primary", SCHEMA_VERSION_SQL),
-        router.probe(shard, "replica", "SELECT 1"),
+        router.probe(shard, "primary", SCHEMA_VERSION_SQL, queue=True),
+        router.probe(shard, "replica", "SELECT 1", queue=True),
         return_exceptions=True,
     )
     out: dict[str, Any] = {"shard": router.shard_name(shard), "index": shard}

@@ -52,3 +52,18 @@ class ShardUnavailable(MessengerError):
         super().__init__(message, details={"shard": shard, "role": role})
         self.shard = shard
         self.role = role
+
+
+class ShardBusy(MessengerError):
+    """This worker had no free connection to a shard within the wait bound: overload, not an
+    outage. The shard itself may be fine; the client should retry later."""
+
+    code = "shard_busy"
+
+    def __init__(self, shard: str, role: str, waited_s: float) -> None:
+        super().__init__(
+            f"{shard} {role} is busy: no connection free within {waited_s:g} s",
+            details={"shard": shard, "role": role},
+        )
+        self.shard = shard
+        self.role = role

@@ -37,6 +37,8 @@ class _Protocol(asyncio.Protocol):
         self.reader = hiredis.Reader()
         self.closed = False
         self.outgoing: list[bytes] = []
+        self.replies = 0
+        """Replies read so far: tells a stuck connection from a slow event loop."""
 
     def send(self, payload: bytes) -> None:
         """Queue a command; everything queued in one event-loop iteration goes out in one write
@@ -56,6 +58,7 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
+            self.replies += 1
             future = self.pending.popleft()
             if not future.done():
                 if isinstance(reply, hiredis.ReplyError):
@@ -98,10 +101,16 @@ class RespClient:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         protocol.pending.append(future)
         protocol.send(payload)
+        replies = protocol.replies
         try:
             return await asyncio.wait_for(future, self._timeout)
         except TimeoutError:
-            protocol.close()
+            # Replies come in order, and a late one for this (now cancelled) future is read
+            # and dropped. So only a connection that answered nothing at all while we waited
+            # is given up; one that did answer is just behind (a busy event loop), and
+            # reconnecting would fail every command queued on it and cost a connect.
+            if protocol.replies == replies:
+                protocol.close()
             raise RedisUnavailable("timed out") from None
 
     async def _connect(self) -> _Protocol:

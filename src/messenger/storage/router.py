@@ -8,10 +8,15 @@
   replica has not replayed that write yet (checked in the same round trip as the row fetch),
   or (c) the markers cannot be read (Redis down). Then the primary answers; the client sees
   no difference.
-- Every call has a deadline (pool acquire + statement, client side) and a server-side
-  statement_timeout; failures open a per (shard, role) circuit breaker so a dead server costs
-  one timeout, not one per request. A monitor per shard probes both servers a few times a
-  second, which closes the breakers again as soon as a server is back.
+- A call first waits for a permit of its pool (capacity.py): that wait is overload, has its
+  own long bound (`capacity_timeout_s`, then 503 shard_busy) and never counts as a failure.
+  Holding a permit, the call has a deadline for talking to the server (getting its pooled
+  connection, which may mean connecting, plus the statement), and a server-side
+  statement_timeout. Only failures of that part (timeouts, refused or broken connections,
+  server errors) count on a per (shard, role) circuit breaker, so a dead server costs one
+  timeout, not one per request; when the breaker opens, calls queued for its permits fail at
+  once. A monitor per shard probes both servers a few times a second, which closes the
+  breakers again as soon as a server is back.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from messenger.cluster.topology import Topology
-from messenger.domain.errors import ShardUnavailable
+from messenger.domain.errors import ShardBusy, ShardUnavailable
 from messenger.metrics import Metrics
 from messenger.settings import Settings
 from messenger.storage.breaker import CircuitBreaker
+from messenger.storage.capacity import Capacity, CapacityTimeout
 from messenger.storage.freshness import FreshnessMarkers, FreshnessUnknown, lsn_to_int
 from messenger.storage.pools import ROLES, Role, ShardPools
 from messenger.storage.ring import HashRing
@@ -99,6 +105,12 @@ class ShardRouter:
                 failure_threshold=settings.breaker_failures,
                 reset_after=settings.breaker_reset_after,
             )
+            for s in topology.shards
+            for role in ROLES
+        }
+        # One permit per pooled connection: a call holding one never waits for the pool.
+        self._capacity = {
+            (s.index, role): Capacity(pools.get(s.index, role).max_size)
             for s in topology.shards
             for role in ROLES
         }
@@ -189,20 +201,23 @@ class ShardRouter:
         """
         name = self._names[shard]
         breaker = self._breakers[(shard, "primary")]
-        if not breaker.allow():
-            raise ShardUnavailable(name, "primary", "circuit open after recent failures")
+        capacity = await self._admit(shard, "primary", probe=False)
         pool = self._pools.get(shard, "primary")
         begin = asyncio.ensure_future(self._begin(pool))
         try:
             done, _ = await asyncio.wait((begin,), timeout=self._timeouts["primary"])
             if not done:
-                begin.add_done_callback(lambda work: self._give_back(pool, work))
+                begin.add_done_callback(lambda work: self._give_back(pool, work, capacity))
                 raise TimeoutError
             conn = begin.result()
         except _FAILURES as exc:
-            breaker.record_failure()
-            self._metrics.child(self._metrics.query_errors, name, "primary", "begin").inc()
+            if begin.done():
+                capacity.release()
+            self._failed(shard, "primary", "begin")
             raise ShardUnavailable(name, "primary", _reason(exc)) from None
+        except BaseException:  # our caller went away: the BEGIN may still bring a connection
+            begin.add_done_callback(lambda work: self._give_back(pool, work, capacity))
+            raise
         try:
             try:
                 yield conn
@@ -218,23 +233,32 @@ class ShardRouter:
                 for key in marks:
                     await self._freshness.mark(key, lsn)
         except _FAILURES as exc:
-            breaker.record_failure()
-            self._metrics.child(self._metrics.query_errors, name, "primary", type(exc).__name__).inc()
+            self._failed(shard, "primary", type(exc).__name__)
             raise ShardUnavailable(name, "primary", _reason(exc)) from None
         finally:
-            await pool.putconn(conn)
+            try:
+                await pool.putconn(conn)
+            finally:
+                capacity.release()
         breaker.record_success()
 
-    def _give_back(self, pool: AsyncConnectionPool, begin: asyncio.Future[AsyncConnection[Any]]) -> None:
-        """A BEGIN that answered after its caller gave up: roll back, return the connection."""
+    def _give_back(
+        self, pool: AsyncConnectionPool, begin: asyncio.Future[AsyncConnection[Any]], capacity: Capacity
+    ) -> None:
+        """A BEGIN that answered after its caller gave up: roll back, return the connection
+        and then its permit."""
         if begin.cancelled() or begin.exception() is not None:
+            capacity.release()
             return
         conn = begin.result()
 
         async def give_back() -> None:
-            with suppress(Exception):
-                await conn.rollback()
-            await pool.putconn(conn)
+            try:
+                with suppress(Exception):
+                    await conn.rollback()
+                await pool.putconn(conn)
+            finally:
+                capacity.release()
 
         task = asyncio.ensure_future(give_back())
         self._abandoned.add(task)  # type: ignore[arg-type]
@@ -310,21 +334,22 @@ class ShardRouter:
     # -- the one place that talks to a pool -----------------------------------------------
 
     async def _execute(
-        self, shard: int, role: Role, sql: str, params: Params, *, probe: bool = False
+        self, shard: int, role: Role, sql: str, params: Params, *, probe: bool = False,
+        queue: bool = True,
     ) -> list[Rows]:
         """Run `sql` (possibly several statements) and return the rows of each result that has
         any columns. Probes bypass an open breaker; every outcome is recorded on it."""
         breaker = self._breakers[(shard, role)]
         name = self._names[shard]
-        if not probe and not breaker.allow():
-            self._metrics.child(self._metrics.query_errors, name, role, "circuit_open").inc()
-            raise ShardUnavailable(name, role, "circuit open after recent failures")
+        capacity = await self._admit(shard, role, probe=probe, queue=queue)
         started = time.perf_counter()
         # The deadline is enforced outside the query's task: cancelling a psycopg query makes
         # it send a cancel request and wait up to 10 s for the server to confirm, which a dead
         # server never does. So on timeout the task is left to clean up (its connection is
-        # then discarded) and the caller gets its answer now.
+        # then discarded) and the caller gets its answer now. The permit goes back only when
+        # the task is over: until then its connection is not free.
         work = asyncio.ensure_future(self._run(shard, role, sql, params))
+        work.add_done_callback(lambda _: capacity.release())
         try:
             done, _ = await asyncio.wait((work,), timeout=self._timeouts[role])
             if not done:
@@ -332,9 +357,7 @@ class ShardRouter:
                 raise TimeoutError
             sets = work.result()
         except _FAILURES as exc:
-            breaker.record_failure()
-            kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
-            self._metrics.child(self._metrics.query_errors, name, role, kind).inc()
+            self._failed(shard, role, "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__)
             raise ShardUnavailable(name, role, _reason(exc)) from None
         except BaseException:
             # Not the server's fault (a bug, a constraint, a cancelled request): the server
@@ -345,6 +368,47 @@ class ShardRouter:
         breaker.record_success()
         self._metrics.child(self._metrics.query_seconds, name, role).observe(time.perf_counter() - started)
         return sets
+
+    async def _admit(self, shard: int, role: Role, *, probe: bool, queue: bool = True) -> Capacity:
+        """Wait for a permit of the (shard, role) pool, then for the breaker's consent.
+
+        The breaker is asked only once a permit is held, so that in its half-open state the
+        one probe it lets through is a call that really goes to the server. Probes bypass the
+        breaker; the monitor's do not queue either (`queue=False`): a pool with every
+        connection busy is answering, and the monitor keeps what it knew.
+        """
+        breaker = self._breakers[(shard, role)]
+        name = self._names[shard]
+        capacity = self._capacity[(shard, role)]
+        if not queue:
+            if not capacity.try_acquire():
+                raise ShardBusy(name, role, 0)
+            return capacity
+        if not probe and breaker.is_open:
+            self._metrics.child(self._metrics.query_errors, name, role, "circuit_open").inc()
+            raise ShardUnavailable(name, role, "circuit open after recent failures")
+        try:
+            await capacity.acquire(self._settings.capacity_timeout_s)
+        except CapacityTimeout:
+            self._metrics.child(self._metrics.query_errors, name, role, "busy").inc()
+            raise ShardBusy(name, role, self._settings.capacity_timeout_s) from None
+        if not probe and not breaker.allow():
+            capacity.release()
+            self._metrics.child(self._metrics.query_errors, name, role, "circuit_open").inc()
+            raise ShardUnavailable(name, role, "circuit open after recent failures")
+        return capacity
+
+    def _failed(self, shard: int, role: Role, kind: str) -> None:
+        """Record a server-side failure; if it opened the breaker, fail the calls queued for
+        this pool now rather than after they waited for connections stuck on a dead server."""
+        breaker = self._breakers[(shard, role)]
+        breaker.record_failure()
+        self._metrics.child(self._metrics.query_errors, self._names[shard], role, kind).inc()
+        if breaker.tripped:
+            name = self._names[shard]
+            self._capacity[(shard, role)].reject_waiting(
+                lambda: ShardUnavailable(name, role, "circuit open after recent failures")
+            )
 
     async def _run(self, shard: int, role: Role, sql: str, params: Params) -> list[Rows]:
         async with self._pools.get(shard, role).connection() as conn:
@@ -395,9 +459,15 @@ class ShardRouter:
 
     # -- health ---------------------------------------------------------------------------
 
-    async def probe(self, shard: int, role: Role, sql: str) -> Rows:
-        """One query on a given server regardless of its breaker (health checks)."""
-        sets = await self._execute(shard, role, self._wrap("read", sql), (), probe=True)
+    async def probe(self, shard: int, role: Role, sql: str, *, queue: bool = False) -> Rows:
+        """One query on a given server regardless of its breaker (health checks).
+
+        With `queue`, wait for a free connection like any call (a readiness check under load
+        must not report a busy shard as down); without it, raise ShardBusy at once.
+        """
+        sets = await self._execute(
+            shard, role, self._wrap("read", sql), (), probe=True, queue=queue
+        )
         return sets[-1]
 
     def state(self, shard: int) -> ReplicaState:
@@ -407,7 +477,10 @@ class ShardRouter:
         return self._breakers[(shard, role)].tripped
 
     def pool_stats(self, shard: int, role: Role) -> dict[str, int]:
-        return self._pools.stats(shard, role)
+        stats = self._pools.stats(shard, role)
+        # Calls queue for permits here, in front of the pool (which then rarely has waiters).
+        stats["waiting"] = stats.get("waiting", 0) + self._capacity[(shard, role)].waiting
+        return stats
 
     def start_monitor(self) -> None:
         for shard in self.shard_indexes:
@@ -432,12 +505,15 @@ class ShardRouter:
         """Probe a shard's primary and replica once and update its state: reachability (which
         also closes their breakers when they answer) and the replica's lag."""
         primary, replica = await asyncio.gather(
-            self.probe(shard, "primary", PRIMARY_POSITION_SQL),
-            self.probe(shard, "replica", REPLICA_POSITION_SQL),
+            self.probe(shard, "primary", PRIMARY_POSITION_SQL, queue=False),
+            self.probe(shard, "replica", REPLICA_POSITION_SQL, queue=False),
             return_exceptions=True,
         )
         now = time.monotonic()
         state = self._state[shard]
+        if isinstance(primary, ShardBusy) or isinstance(replica, ShardBusy):
+            # Every connection of a pool is busy, so its server answers; nothing new is known.
+            return state
         state.checked_at = now
         state.primary_up = not isinstance(primary, BaseException)
         state.replica_up = not isinstance(replica, BaseException)

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from messenger.domain.errors import ShardUnavailable
+from messenger.domain.errors import ShardBusy, ShardUnavailable
 from messenger.domain.ids import new_id
 from messenger.metrics import Metrics
 from messenger.settings import Settings
@@ -207,3 +207,55 @@ def _accepts(dsn: str) -> bool:
     except psycopg.Error:
         return False
     return True
+
+
+SLOW_READ = "SELECT pg_sleep(0.3), 1"
+
+
+async def test_calls_queued_for_a_busy_pool_succeed_and_do_not_trip_the_breaker(
+    cluster: Any,
+) -> None:
+    # One connection, five calls of 0.3 s each: the last waits about 1.2 s for the pool,
+    # beyond the replica's deadline (0.75 s). Waiting is not the server's failure.
+    async with make_router(cluster, PoolSizing(1, 1, 1.0)) as router:
+        shard = router.shard_indexes[0]
+        results = await asyncio.gather(*(router.read(shard, SLOW_READ, ()) for _ in range(5)))
+        assert all(rows == [("", 1)] for rows in results)
+        assert not router.breaker_open(shard, "replica")
+        assert not router.breaker_open(shard, "primary")
+
+
+async def test_a_wait_for_capacity_beyond_its_bound_is_shard_busy_not_a_failure(
+    cluster: Any,
+) -> None:
+    async with make_router(cluster, PoolSizing(1, 1, 1.0), capacity_timeout_s=0.1) as router:
+        shard = router.shard_indexes[0]
+        holder = asyncio.create_task(router.read(shard, SLOW_READ, ()))
+        await asyncio.sleep(0.05)
+        with pytest.raises(ShardBusy) as busy:
+            await router.read(shard, "SELECT 1", ())
+        assert busy.value.shard == router.shard_name(shard)
+        await holder
+        assert not router.breaker_open(shard, "replica")
+        assert await router.read(shard, "SELECT 1", ()) == [(1,)]
+
+
+async def test_calls_queued_for_a_dead_primary_fail_when_its_breaker_opens(cluster: Any) -> None:
+    async with make_router(cluster, PoolSizing(2, 2, 1.0)) as router:
+        shard = router.shard_indexes[-1]
+        cluster.stop_server(shard, "primary")
+        try:
+            started = time.monotonic()
+            outcomes = await asyncio.gather(
+                *(
+                    router.write(shard, INSERT_USER, (_id_on(router, shard), "a", "b"), key=None)
+                    for _ in range(20)
+                ),
+                return_exceptions=True,
+            )
+            # The two holding connections time out (1.5 s), the breaker opens, and the 18
+            # queued behind them fail at that moment instead of queueing on.
+            assert time.monotonic() - started < 2.0
+            assert all(isinstance(o, ShardUnavailable) for o in outcomes), outcomes
+        finally:
+            cluster.start_server(shard, "primary")
