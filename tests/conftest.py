@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,15 @@ from messenger.storage.migrator import migrate
 from tests.support.ports import free_base_port
 
 TEST_SHARDS = 3
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A terminated run (CI's timeout, `kill`) tears its cluster down like Ctrl-C does: pytest
+    # runs session finalizers on KeyboardInterrupt but not on a bare SIGTERM.
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,9 @@ async def pools(relay_topology: Topology) -> AsyncIterator[PrimaryPools]:
     async with PrimaryPools(relay_topology) as pools:
         yield pools
         for shard in relay_topology.shards:  # leave nothing behind for the next test
-            with psycopg.connect(shard.primary_dsn, autocommit=True) as conn:
+            # Bounded: an interrupted test may leave a server stopped or a lock held.
+            with psycopg.connect(shard.primary_dsn, autocommit=True, connect_timeout=5,
+                                 options="-c statement_timeout=10000") as conn:
                 conn.execute("TRUNCATE relay_probe, outbox, applied_events")
 
 
