@@ -44,10 +44,10 @@ from messenger.bench.loadgen import (
 )
 from messenger.bench.phase import (
     CONNECT_CONCURRENCY,
-    CONNECT_RETRY_PAUSE_S,
     LatencySummary,
     PhaseResult,
     Target,
+    run_virtual_user,
     summarise,
 )
 from messenger.bench.scenarios import (
@@ -55,7 +55,6 @@ from messenger.bench.scenarios import (
     CONVERSATIONS,
     MessagingUser,
     Scenario,
-    StepAborted,
 )
 
 PASSWORD = "bench-password-1"
@@ -352,22 +351,7 @@ async def run_messaging_phase(
             conversations=mine,
             sent=tracker.sent,
         )
-        try:
-            while time.perf_counter() < deadline:
-                if not vu.conn.is_open:
-                    try:
-                        async with gate:
-                            await vu.conn.open()
-                    except RequestFailed as failure:
-                        recorder.failure("connect", failure, None, time.perf_counter())
-                        await asyncio.sleep(CONNECT_RETRY_PAUSE_S)
-                        continue
-                with contextlib.suppress(StepAborted):
-                    await scenario.step(vu)
-                if think_time:
-                    await asyncio.sleep(think_time * (0.5 + vu.rng.random()))
-        finally:
-            vu.conn.close()
+        await run_virtual_user(vu, scenario, deadline, gate, think_time)
 
     meter = CpuMeter(server_group)
     try:

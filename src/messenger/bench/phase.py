@@ -175,23 +175,31 @@ async def run_phase(
             known_ids=known_ids,
             rng=random.Random(base.getrandbits(64)),
         )
-        try:
-            while time.perf_counter() < deadline:
-                if not vu.conn.is_open:
-                    try:
-                        async with gate:
-                            await vu.conn.open()
-                    except RequestFailed as failure:
-                        recorder.failure("connect", failure, None, time.perf_counter())
-                        await asyncio.sleep(CONNECT_RETRY_PAUSE_S)
-                        continue
-                with contextlib.suppress(StepAborted):
-                    await scenario.step(vu)
-                if think_time:
-                    await asyncio.sleep(think_time * (0.5 + vu.rng.random()))
-        finally:
-            vu.conn.close()
+        await run_virtual_user(vu, scenario, deadline, gate, think_time)
 
     meter = CpuMeter(server_group)
     wall = await drive(user_loop, connections, duration, recorder, on_tick)
     return summarise(scenario.name, connections, wall, recorder, meter.stop())
+
+
+async def run_virtual_user(
+    vu: VirtualUser, scenario: Scenario, deadline: float, gate: asyncio.Semaphore, think_time: float
+) -> None:
+    """One connection's loop until the deadline: (re)connect through `gate`, run the
+    scenario's step, pause for the think time; failures are the recorder's, never fatal."""
+    try:
+        while time.perf_counter() < deadline:
+            if not vu.conn.is_open:
+                try:
+                    async with gate:
+                        await vu.conn.open()
+                except RequestFailed as failure:
+                    vu.recorder.failure("connect", failure, None, time.perf_counter())
+                    await asyncio.sleep(CONNECT_RETRY_PAUSE_S)
+                    continue
+            with contextlib.suppress(StepAborted):
+                await scenario.step(vu)
+            if think_time:
+                await asyncio.sleep(think_time * (0.5 + vu.rng.random()))
+    finally:
+        vu.conn.close()

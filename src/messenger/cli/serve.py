@@ -83,6 +83,12 @@ def serve(
     os.environ[ENV_PREFIX + "WORKERS"] = str(count)
     metrics_dir = tempfile.mkdtemp(prefix="messenger-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
+    # The `messenger` entry point imports every command, and some import prometheus_client,
+    # which chose its single-process value store then: choose again now that the directory
+    # is set, before any worker (forked from this process) creates a metric.
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()
     console.print(
         f"serving on http://{host}:{port} with {count} worker(s) over {len(topo.shards)} shards "
         f"(schema {report.head})"

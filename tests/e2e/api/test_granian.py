@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,52 +14,16 @@ import httpx
 import pytest
 
 from messenger.cluster.topology import dump_topology
-from tests.e2e.api.conftest import USERS_URL, lagging_replicas, wait_for
+from tests.e2e.api.conftest import USERS_URL, lagging_replicas
 from tests.support.ports import free_port
 from tests.support.scratch import scratch_topology
-
-# `serve` as the lead's CLI will mount it: a typer group with the command registered on it.
-LAUNCHER = """
-import typer
-from messenger.cli.serve import register
-app = typer.Typer()
-@app.callback()
-def main() -> None: pass
-register(app)
-app()
-"""
+from tests.support.servers import serving
 
 
 @pytest.fixture(scope="module")
 def server(cluster: Any) -> Iterator[tuple[str, int]]:
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[3] / "src"), MESSENGER_OPEN_USERS="1")
-    process = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, "serve", "--port", str(port), "--workers", "2",
-         "--topology", str(cluster.topology_path)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            output = process.stdout.read().decode() if process.stdout else ""
-            raise AssertionError(f"server exited with {process.returncode}:\n{output}")
-        try:
-            return httpx.get(f"{base}/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(ready, 60, "granian to serve /ready")
-        yield base, process.pid
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
+    with serving(cluster.topology_path) as running:
+        yield running
 
 
 def _children(pid: int) -> list[int]:
@@ -117,7 +80,7 @@ def test_serve_refuses_to_start_when_shards_are_behind_head(cluster: Any, tmp_pa
         dump_topology(empty, path)
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[3] / "src"), MESSENGER_OPEN_USERS="1")
         result = subprocess.run(
-            [sys.executable, "-c", LAUNCHER, "serve", "--port", str(free_port()),
+            [sys.executable, "-m", "messenger", "serve", "--port", str(free_port()),
              "--topology", str(path)],
             env=env, capture_output=True, text=True, timeout=60, check=False,
         )

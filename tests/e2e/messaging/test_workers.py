@@ -4,57 +4,23 @@ worker reaches sockets held by the other through Redis pub/sub."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from messenger.services.tokens import TokenSigner
-from tests.e2e.api.conftest import wait_for
-from tests.e2e.api.test_granian import LAUNCHER
 from tests.e2e.messaging.support import LiveClient, new_user, open_direct, send
-from tests.support.ports import free_port
+from tests.support.servers import serving
 
 
 @pytest.fixture(scope="module")
 def two_workers(cluster: Any) -> Iterator[str]:
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[3] / "src"), MESSENGER_OPEN_USERS="1",
-               MESSENGER_SEND_RATE="1000", MESSENGER_SEND_BURST="1000")
-    process = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, "serve", "--port", str(port), "--workers", "2",
-         "--topology", str(cluster.topology_path)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            output = process.stdout.read().decode() if process.stdout else ""
-            raise AssertionError(f"server exited with {process.returncode}:\n{output}")
-        try:
-            return httpx.get(f"{base}/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(ready, 60, "granian to serve /ready")
+    with serving(cluster.topology_path, MESSENGER_SEND_RATE="1000", MESSENGER_SEND_BURST="1000") as (base, _):
         yield base
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
 
 
 async def test_a_message_sent_on_one_worker_reaches_sockets_on_every_worker(
