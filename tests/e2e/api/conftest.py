@@ -4,9 +4,8 @@ throwaway cluster, and direct access to its servers to check what was really wri
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from messenger.api.app import create_app
 from messenger.cluster.topology import Topology
 from messenger.settings import Settings
+from tests.support.waiting import wait_for
 
 USERS_URL = "/api/v1/users"
 
@@ -117,30 +117,6 @@ def lagging_replicas(topology: Topology, delay: str = "2s") -> Iterator[None]:
     finally:
         set_replica_delay(topology, None)
         wait_replicas_caught_up(topology)
-
-
-def wait_for(condition: Callable[[], Any], deadline_s: float, what: str) -> Any:
-    end = time.monotonic() + deadline_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
-        time.sleep(0.05)
-
-
-async def wait_for_async(
-    condition: Callable[[], Awaitable[Any]], deadline_s: float, what: str
-) -> Any:
-    end = time.monotonic() + deadline_s
-    while True:
-        value = await condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def with_redis_url(settings: Settings, url: str) -> Settings:

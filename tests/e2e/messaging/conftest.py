@@ -20,8 +20,8 @@ from messenger.services.tokens import TokenSigner
 from messenger.settings import Settings
 from messenger.storage.ring import HashRing
 from tests.e2e.api.conftest import settings, topology  # noqa: F401  (session fixtures reused)
-from tests.e2e.messaging.support import wait_until
 from tests.support.ports import free_port
+from tests.support.waiting import wait_for_async as wait_until
 
 
 @dataclass(frozen=True)

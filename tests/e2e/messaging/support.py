@@ -84,18 +84,6 @@ async def inbox(http: httpx.AsyncClient, caller: Caller, **params: Any) -> dict[
     return response.json()  # type: ignore[no-any-return]
 
 
-async def wait_until(condition: Any, deadline_s: float, what: str) -> Any:
-    """Await `condition()` (a coroutine function) until it returns something truthy."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = await condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 class LiveClient:
     """A WebSocket client that reads JSON frames, skipping the server's heartbeat pings."""
 

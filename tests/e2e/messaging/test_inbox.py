@@ -21,8 +21,8 @@ from tests.e2e.messaging.support import (
     new_users,
     open_direct,
     send,
-    wait_until,
 )
+from tests.support.waiting import wait_for_async as wait_until
 
 RELAY_DEADLINE_S = 20
 

@@ -27,8 +27,8 @@ from tests.e2e.messaging.support import (
     new_users,
     open_direct,
     send,
-    wait_until,
 )
+from tests.support.waiting import wait_for_async as wait_until
 
 
 async def _closed_with(connection: Any, timeout: float = 10.0) -> int | None:
