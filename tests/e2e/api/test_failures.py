@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from messenger.settings import Settings
-from tests.e2e.api.conftest import USERS_URL, running_app, wait_for_async
+from tests.e2e.api.conftest import USERS_URL, running_app
+from tests.support.waiting import wait_for_async
 
 SERVICE_DEADLINE_S = 2.0
 

@@ -10,7 +10,8 @@ import httpx
 import psycopg
 
 from messenger.cluster.topology import Topology
-from tests.e2e.api.conftest import USERS_URL, wait_for_async
+from tests.e2e.api.conftest import USERS_URL
+from tests.support.waiting import wait_for_async
 
 RENAME_BOUND_S = 10.0
 """Rename → every copy updated. Measured ~0.1-0.3 s on an idle 2-core box (relay idle poll

@@ -9,8 +9,9 @@ from dataclasses import replace
 from typing import Any
 
 from messenger.settings import Settings
-from tests.e2e.api.conftest import USERS_URL, running_app, wait_for_async
+from tests.e2e.api.conftest import USERS_URL, running_app
 from tests.e2e.api.test_failures import id_on_shard, users_on_every_shard
+from tests.support.waiting import wait_for_async
 
 
 async def test_a_burst_larger_than_the_pools_queues_and_succeeds(settings: Settings) -> None:

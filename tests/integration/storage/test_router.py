@@ -22,7 +22,8 @@ from messenger.storage.freshness import FreshnessMarkers
 from messenger.storage.pools import PoolSizing, ShardPools
 from messenger.storage.router import ShardRouter
 from messenger.storage.users import INSERT_USER, SELECT_USER
-from tests.e2e.api.conftest import lagging_replicas, wait_for, wait_for_async
+from tests.e2e.api.conftest import lagging_replicas
+from tests.support.waiting import wait_for, wait_for_async
 
 SMALL_POOLS = PoolSizing(1, 4, 1.0)
 
