@@ -39,7 +39,7 @@ from messenger.storage.messages import MessageStore
 from messenger.storage.pools import PoolSizing, ShardPools
 from messenger.storage.rate_limits import RateLimit, TokenBucket
 from messenger.storage.router import ShardRouter
-from messenger.storage.schema import check_migrations, shard_schema_version
+from messenger.storage.schema import check_migrations
 from messenger.storage.users import UserRepository
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def create_app(settings: Settings) -> Starlette:
             app.state.metrics = metrics
             app.state.router = router
             app.state.freshness = freshness
-            app.state.schema_version = head or await shard_schema_version(router)
+            app.state.schema_version = head
             cursors = CursorCodec(settings.cursor_secret)
             app.state.users = UserService(UserRepository(router), cursors, open_users=settings.open_users)
             app.state.follows = FollowService(FollowStore(router), cursors)

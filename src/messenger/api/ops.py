@@ -13,7 +13,7 @@ from starlette.routing import Route
 from messenger.domain.errors import ShardUnavailable
 from messenger.metrics import Metrics
 from messenger.storage.relay import BACKLOG
-from messenger.storage.router import SCHEMA_VERSION_SQL, ShardRouter
+from messenger.storage.router import ShardRouter
 from messenger.storage.users import COUNT_USERS
 
 _encode = msgspec.json.Encoder().encode
@@ -49,8 +49,8 @@ async def ready(request: Request) -> Response:
 
 async def _check_shard(router: ShardRouter, shard: int, expected: str | None) -> dict[str, Any]:
     primary, replica = await asyncio.gather(
-        router.probe(shard, "primary", SCHEMA_VERSION_SQL, queue=True),
-        router.probe(shard, "replica", "SELECT 1", queue=True),
+        router.schema_version(shard),
+        router.ping(shard, "replica"),
         return_exceptions=True,
     )
     out: dict[str, Any] = {"shard": router.shard_name(shard), "index": shard}
@@ -58,7 +58,7 @@ async def _check_shard(router: ShardRouter, shard: int, expected: str | None) ->
         out["primary"] = {"up": False, "error": _describe(primary)}
         version = None
     else:
-        version = primary[0][0] if primary else None
+        version = primary
         out["primary"] = {"up": True}
     out["replica"] = (
         {"up": False, "error": _describe(replica)}

@@ -459,6 +459,15 @@ class ShardRouter:
 
     # -- health ---------------------------------------------------------------------------
 
+    async def schema_version(self, shard: int) -> str | None:
+        """The primary's migration revision (readiness checks; waits for capacity like any call)."""
+        rows = await self.probe(shard, "primary", SCHEMA_VERSION_SQL, queue=True)
+        return rows[0][0] if rows else None
+
+    async def ping(self, shard: int, role: Role) -> None:
+        """Raise unless the server answers (readiness checks; waits for capacity like any call)."""
+        await self.probe(shard, role, "SELECT 1", queue=True)
+
     async def probe(self, shard: int, role: Role, sql: str, *, queue: bool = False) -> Rows:
         """One query on a given server regardless of its breaker (health checks).
 
