@@ -10,8 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from messenger.cluster.pgbouncer import DEFAULT_POOL_SIZE
-from messenger.cluster.topology import Topology, load_topology
+from messenger.topology import PGBOUNCER_POOL_SIZE, Topology, load_topology
 
 ENV_PREFIX = "MESSENGER_"
 
@@ -122,7 +121,7 @@ class Settings:
         # Every worker has its own pool per shard and role; together they should not queue
         # beyond PgBouncer's server pool (default_pool_size per database, see
         # cluster/pgbouncer.py), so each gets an equal slice of it, at least 2.
-        bouncer_pool = int(_env("PGBOUNCER_POOL_SIZE", str(DEFAULT_POOL_SIZE)))
+        bouncer_pool = int(_env("PGBOUNCER_POOL_SIZE", str(PGBOUNCER_POOL_SIZE)))
         pool_max = int(_env("POOL_MAX_SIZE", "0")) or max(2, bouncer_pool // n_workers)
         secret = _env("CURSOR_SECRET", "")
         token_secret = _env("TOKEN_SECRET", "")

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import psycopg
 
-from messenger.cluster.topology import Topology
+from messenger.topology import Topology
 
 
 def _with_dbname(dsn: str, dbname: str) -> str:

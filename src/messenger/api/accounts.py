@@ -7,7 +7,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from messenger.api.account_schemas import (
+from messenger.api.auth import require_caller
+from messenger.api.bodies import read_json
+from messenger.api.schemas.accounts import (
     AccountCreate,
     AccountOut,
     LoginBody,
@@ -17,8 +19,6 @@ from messenger.api.account_schemas import (
     RefreshBody,
     TokensOut,
 )
-from messenger.api.auth import require_caller
-from messenger.api.bodies import read_json
 from messenger.domain.errors import InvalidInput
 from messenger.services.accounts import AccountService, Profile, Registration, TokenPair
 

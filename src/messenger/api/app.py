@@ -13,33 +13,33 @@ from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from messenger.api import accounts, conversations, ops, relations, users, ws
+from messenger.api import accounts, conversations, follows, ops, users, ws
 from messenger.api.errors import EXCEPTION_HANDLERS
 from messenger.api.openapi import openapi_routes
+from messenger.background import BackgroundWork
 from messenger.metrics import Metrics
 from messenger.services.accounts import AccountService, LoginLimits
-from messenger.services.background import BackgroundWork
+from messenger.services.cursor import CursorCodec
+from messenger.services.follows import FollowService
 from messenger.services.live import LiveHub
 from messenger.services.messaging import MessagingService
 from messenger.services.passwords import Passwords
-from messenger.services.relations import FollowService
 from messenger.services.tokens import TokenSigner
 from messenger.services.users import UserService
 from messenger.settings import Settings
 from messenger.storage.accounts import AccountStore
-from messenger.storage.breaker import CircuitBreaker
 from messenger.storage.claims import ClaimStore
 from messenger.storage.conversation_log import ConversationLog
 from messenger.storage.conversations import ConversationStore
-from messenger.storage.cursor import CursorCodec
 from messenger.storage.follows import FollowStore
-from messenger.storage.freshness import FreshnessMarkers
 from messenger.storage.inbox import InboxStore
 from messenger.storage.messages import MessageStore
-from messenger.storage.pools import PoolSizing, ShardPools
-from messenger.storage.rate_limits import RateLimit, TokenBucket
-from messenger.storage.router import ShardRouter
+from messenger.storage.redis.rate_limits import RateLimit, TokenBucket
 from messenger.storage.schema import check_migrations
+from messenger.storage.shards.breaker import CircuitBreaker
+from messenger.storage.shards.freshness import FreshnessMarkers
+from messenger.storage.shards.pools import PoolSizing, ShardPools
+from messenger.storage.shards.router import ShardRouter
 from messenger.storage.users import UserRepository
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def create_app(settings: Settings) -> Starlette:
             await pools.close()
 
     app = Starlette(
-        routes=[*users.routes, *relations.routes, *accounts.routes, *conversations.routes,
+        routes=[*users.routes, *follows.routes, *accounts.routes, *conversations.routes,
                 *ws.routes, *ops.routes, *openapi_routes()],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,

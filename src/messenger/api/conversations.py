@@ -15,14 +15,14 @@ from starlette.routing import Route
 
 from messenger.api.auth import require_caller
 from messenger.api.bodies import read_json
-from messenger.api.conversation_schemas import (
+from messenger.api.errors import HttpError
+from messenger.api.schemas.conversations import (
     ConversationCreate,
     MembersAdd,
     MessageCreate,
     MessagePatch,
     ReadBody,
 )
-from messenger.api.errors import HttpError
 from messenger.domain.errors import InvalidInput
 from messenger.domain.ids import parse_id
 from messenger.services.messaging import DEFAULT_PAGE_SIZE, MessagingService

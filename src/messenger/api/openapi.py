@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from messenger.api.conversation_schemas import (
+from messenger.api.schemas.conversations import (
     ConversationCreate,
     ConversationOut,
     InboxPageOut,
@@ -21,8 +21,15 @@ from messenger.api.conversation_schemas import (
     ReadBody,
     ReadOut,
 )
-from messenger.api.relation_schemas import FollowOut, FollowPageOut
-from messenger.api.schemas import ErrorBody, UserCreate, UserOut, UserPage, UserPatch, UserReplace
+from messenger.api.schemas.follows import FollowOut, FollowPageOut
+from messenger.api.schemas.users import (
+    ErrorBody,
+    UserCreate,
+    UserOut,
+    UserPage,
+    UserPatch,
+    UserReplace,
+)
 from messenger.domain.users import NAME_MAX_LENGTH, NAME_MIN_LENGTH
 from messenger.services.users import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 

@@ -12,8 +12,8 @@ from starlette.routing import Route
 
 from messenger.domain.errors import ShardUnavailable
 from messenger.metrics import Metrics
-from messenger.storage.relay import BACKLOG
-from messenger.storage.router import ShardRouter
+from messenger.storage.relay.runner import BACKLOG
+from messenger.storage.shards.router import ShardRouter
 from messenger.storage.users import COUNT_USERS
 
 _encode = msgspec.json.Encoder().encode

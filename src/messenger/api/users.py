@@ -12,7 +12,7 @@ from starlette.routing import Route
 from messenger.api.auth import caller
 from messenger.api.bodies import read_json
 from messenger.api.errors import HttpError
-from messenger.api.schemas import UserCreate, UserPatch, UserReplace
+from messenger.api.schemas.users import UserCreate, UserPatch, UserReplace
 from messenger.domain.errors import InvalidInput
 from messenger.domain.ids import parse_id
 from messenger.services.users import DEFAULT_PAGE_SIZE, UserService

@@ -31,7 +31,7 @@ from messenger.services.live import (
 )
 from messenger.services.messaging import MessagingService
 from messenger.services.tokens import AccessClaims, TokenSigner
-from messenger.storage.live_bus import LiveUnavailable
+from messenger.storage.redis.live_bus import LiveUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psycopg
 
-from messenger.cluster.topology import ShardConfig, Topology
+from messenger.topology import ShardConfig, Topology
 
 PGBENCH_CANDIDATES = ("pgbench", "/usr/lib/postgresql/15/bin/pgbench")
 SCHEMA = "bench_ceiling"

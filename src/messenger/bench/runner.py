@@ -28,10 +28,10 @@ from messenger.bench.wrk import wrk_rps
 from messenger.cluster.daemon import port_is_free
 from messenger.cluster.layout import ClusterLayout
 from messenger.cluster.local import LocalCluster
-from messenger.cluster.topology import Topology, load_topology
-from messenger.storage.distribution import measure_distribution
+from messenger.storage.bulk.distribution import measure_distribution
+from messenger.storage.bulk.seed import seed_users
 from messenger.storage.migrator import migrate
-from messenger.storage.seed import seed_users
+from messenger.topology import Topology, load_topology
 
 DEFAULT_SCENARIOS = (
     "crud",

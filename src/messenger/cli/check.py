@@ -11,12 +11,12 @@ import typer
 from rich.table import Table
 
 from messenger.cli.console import console, fail
-from messenger.cluster.topology import Topology, TopologyError, load_topology
-from messenger.storage.audit import PROBLEMS, AuditReport, audit
-from messenger.storage.event_handlers import HANDLERS
-from messenger.storage.primaries import PrimaryPools
-from messenger.storage.reference_checks import reference_checks
-from messenger.storage.relay import OutboxRelay
+from messenger.storage.audit.checks import reference_checks
+from messenger.storage.audit.runner import PROBLEMS, AuditReport, audit
+from messenger.storage.relay.handlers import HANDLERS
+from messenger.storage.relay.runner import OutboxRelay
+from messenger.storage.shards.primaries import PrimaryPools
+from messenger.topology import Topology, TopologyError, load_topology
 
 group = typer.Typer(help="Audit the cluster's data.", no_args_is_help=True)
 
@@ -32,7 +32,7 @@ async def run_audit(topology: Topology, *, repair: bool = False, sample: int = 5
 
 @group.command()
 def references(
-    repair: Annotated[bool, typer.Option("--repair", help="Fix what is safe to fix (see docs/relations.md).")] = False,
+    repair: Annotated[bool, typer.Option("--repair", help="Fix what is safe to fix (see docs/follows.md).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
     sample: Annotated[int, typer.Option("--sample", min=0, help="Findings shown per kind and shard.")] = 5,
     topology: Annotated[str | None, typer.Option("--topology", envvar="MESSENGER_TOPOLOGY")] = None,

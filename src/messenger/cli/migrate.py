@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 
 from messenger.cli.console import console, fail
-from messenger.cluster.topology import Topology, TopologyError, load_topology
 from messenger.storage.migrator import ShardOutcome, check_drift, migrate, new_revision
+from messenger.topology import Topology, TopologyError, load_topology
 
 TopologyOption = Annotated[
     str | None,

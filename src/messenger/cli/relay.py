@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
+from messenger.background import BackgroundWork
 from messenger.cli.console import console, fail
-from messenger.cluster.topology import TopologyError, load_topology
-from messenger.services.background import BackgroundWork
-from messenger.storage.primaries import PrimaryPools
+from messenger.storage.shards.primaries import PrimaryPools
+from messenger.topology import TopologyError, load_topology
 
 
 def register(app: typer.Typer) -> None:

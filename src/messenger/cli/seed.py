@@ -18,9 +18,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from messenger.cluster.topology import Topology, TopologyError, load_topology
-from messenger.storage.distribution import ShardShare, measure_distribution
-from messenger.storage.seed import DEFAULT_BATCH_SIZE, SeedError, seed_demo_if_empty, seed_users
+from messenger.storage.bulk.distribution import ShardShare, measure_distribution
+from messenger.storage.bulk.seed import (
+    DEFAULT_BATCH_SIZE,
+    SeedError,
+    seed_demo_if_empty,
+    seed_users,
+)
+from messenger.topology import Topology, TopologyError, load_topology
 
 
 def distribution_table(shares: list[ShardShare], title: str = "Users per shard") -> Table:

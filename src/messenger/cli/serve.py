@@ -11,8 +11,8 @@ from typing import Annotated
 import typer
 
 from messenger.cli.console import console, fail
-from messenger.cluster.topology import TOPOLOGY_ENV, TopologyError, load_topology
 from messenger.settings import ENV_PREFIX, available_cpus
+from messenger.topology import TOPOLOGY_ENV, TopologyError, load_topology
 
 APP_FACTORY = "messenger.api.app:create_app_from_env"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -25,7 +25,7 @@ BACKPRESSURE = 8192
 """Requests each worker takes in at once. Deliberately far above what the database can serve:
 requests beyond granian's bound wait unread in its Rust side in no particular order, so some
 connections starve past the client's timeout, while requests taken in queue first-come,
-first-served for the pool's connections (storage/capacity.py). Same cluster, 2 workers, our
+first-served for the pool's connections (storage/shards/capacity.py). Same cluster, 2 workers, our
 generator, 15-20 s: at 1,000 connections 128 gave 97.5 % ok and p99 5.1 s against 100 % and
 0.85 s with 1,024 (granian's default, backlog/workers); at 10,000 connections 1,024 gave 79 %
 ok against 97.4 % with 8,192 (the rest: 10 s client timeouts, at ~1.2k req/s a closed loop of

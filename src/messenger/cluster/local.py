@@ -26,7 +26,7 @@ from messenger.cluster.pgbouncer import PgBouncerServer
 from messenger.cluster.postgres import DATABASE, PostgresServer, wait_until_accepting
 from messenger.cluster.redis import RedisServer
 from messenger.cluster.service_user import ServiceUser, give_to, grant_traverse, service_user
-from messenger.cluster.topology import ShardConfig, Topology, dump_topology
+from messenger.topology import ShardConfig, Topology, dump_topology
 
 DEFAULT_SHARDS = 5
 Progress = Callable[[str], None]

@@ -10,11 +10,9 @@ from messenger.cluster.binaries import Binaries
 from messenger.cluster.daemon import pid_from_file, prepare_files, start_daemon, terminate
 from messenger.cluster.postgres import DATABASE, ROLE
 from messenger.cluster.service_user import ServiceUser
+from messenger.topology import PGBOUNCER_POOL_SIZE
 
-# Server connections per (database, user) pair. Two cores saturate long before 10 busy
-# backends per server; more only adds context switches and lock contention. Clients beyond
-# that queue inside PgBouncer (up to max_client_conn), which is what it is for.
-DEFAULT_POOL_SIZE = 10
+DEFAULT_POOL_SIZE = PGBOUNCER_POOL_SIZE  # why 10: see topology.py
 RESERVE_POOL_SIZE = 5
 MAX_CLIENT_CONN = 10000
 

@@ -30,7 +30,7 @@ from messenger.services.tokens import (
 )
 from messenger.storage.accounts import AccountStore, NewAccount
 from messenger.storage.claims import Claim, ClaimKind, ClaimStore
-from messenger.storage.rate_limits import RateLimit
+from messenger.storage.redis.rate_limits import RateLimit
 
 Step = Callable[[str], Awaitable[None]]
 

@@ -32,7 +32,7 @@ import msgspec
 
 from messenger.domain.errors import MessengerError
 from messenger.storage.conversation_log import LoggedEvent
-from messenger.storage.live_bus import LiveBus, LiveUnavailable
+from messenger.storage.redis.live_bus import LiveBus, LiveUnavailable
 
 log = logging.getLogger(__name__)
 

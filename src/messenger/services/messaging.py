@@ -30,12 +30,12 @@ from messenger.domain.conversations import (
 )
 from messenger.domain.errors import InvalidInput, NotFound
 from messenger.domain.ids import new_id, parse_id
+from messenger.services.cursor import CursorCodec
 from messenger.storage.conversation_log import ConversationLog
 from messenger.storage.conversations import Change, ConversationStore, ConversationView
-from messenger.storage.cursor import CursorCodec
 from messenger.storage.inbox import InboxStore
 from messenger.storage.messages import MessageStore, ReadMarker, Sent
-from messenger.storage.rate_limits import TokenBucket
+from messenger.storage.redis.rate_limits import TokenBucket
 from messenger.storage.users import UserRepository
 
 DEFAULT_PAGE_SIZE = 50

@@ -2,7 +2,7 @@
 
 Each takes plain values (already decoded by the API), applies the domain's rules and calls the
 repository; none knows about HTTP or SQL. Writes return a consistency token that a client may
-send back on its reads (read-your-writes also holds without it, see storage/router.py).
+send back on its reads (read-your-writes also holds without it, see storage/shards/router.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from messenger.domain.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from messenger.domain.ids import new_id, parse_id
 from messenger.domain.users import User, clean_name
-from messenger.storage.cursor import CursorCodec
+from messenger.services.cursor import CursorCodec
 from messenger.storage.users import Order, UserRepository
 
 DEFAULT_PAGE_SIZE = 20

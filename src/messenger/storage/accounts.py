@@ -15,7 +15,7 @@ from messenger.domain.accounts import Account
 from messenger.domain.errors import NotFound
 from messenger.domain.ids import new_id
 from messenger.storage.outbox import append_event
-from messenger.storage.transactions import ShardTransactions
+from messenger.storage.shards.transactions import ShardTransactions
 from messenger.storage.users import DELETE_USER
 
 INSERT_USER = """

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from psycopg import AsyncConnection
 
 from messenger.domain.errors import Conflict
-from messenger.storage.transactions import ShardTransactions
+from messenger.storage.shards.transactions import ShardTransactions
 
 ClaimKind = Literal["username", "email"]
 KINDS: tuple[ClaimKind, ...] = ("username", "email")

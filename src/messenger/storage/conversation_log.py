@@ -19,7 +19,7 @@ from psycopg import AsyncConnection
 
 from messenger.domain.conversation_events import Frame
 from messenger.domain.conversations import Conversation
-from messenger.storage.router import ShardRouter
+from messenger.storage.shards.router import ShardRouter
 
 CONVERSATION_COLUMNS = (
     "c.id, c.type, c.title, c.created_by, c.created_at, c.member_count, c.last_seq, "

@@ -38,7 +38,7 @@ from messenger.storage.conversation_log import (
     lock_for_member,
 )
 from messenger.storage.inbox import InboxUpdate, append_inbox_update
-from messenger.storage.router import ShardRouter
+from messenger.storage.shards.router import ShardRouter
 
 MEMBER_COLUMNS = "m.user_id, m.role, m.joined_at, m.read_message_id"
 

@@ -2,8 +2,8 @@
 
 The request path writes only the follower's end, in one statement that also moves the
 follower's counter and writes the event (`follow.created` / `follow.removed`) from which the
-relay brings the followee's end in line (storage/follow_events.py). Each listing is one query
-on one shard. docs/relations.md explains the design.
+relay brings the followee's end in line (storage/relay/follows.py). Each listing is one query
+on one shard. docs/follows.md explains the design.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from messenger.domain.follows import Follow, FollowEntry
 from messenger.domain.ids import new_id
-from messenger.domain.relations import Follow, FollowEntry
-from messenger.storage.router import ShardRouter
+from messenger.storage.shards.router import ShardRouter
 
 SELECT_NAMES = "SELECT first_name, last_name FROM users WHERE id = %s"
 

@@ -1,7 +1,7 @@
 """The inbox: one row per (user, conversation) on the user's shard, written by the relay.
 
 Listing one's conversations is one index range scan on one's own shard. The relay applies
-conversation events here (storage/messaging_events.py); every column it writes either only grows
+conversation events here (storage/relay/messaging.py); every column it writes either only grows
 (`last_message_no`, `read_no`, `activity_at`) or is guarded by the conversation's event number
 (`membership_seq`, `preview_seq`), so an event applied twice, or two events applied out of
 order, leave the same row: the relay needs no ledger for these effects.
@@ -20,7 +20,7 @@ from psycopg import AsyncConnection
 
 from messenger.domain.conversations import InboxEntry
 from messenger.storage.outbox import append_event
-from messenger.storage.router import ShardRouter
+from messenger.storage.shards.router import ShardRouter
 
 _PREVIEW_COLUMNS = (
     "last_message_id", "last_message_at", "last_sender_id", "last_sender_name", "last_message_preview",

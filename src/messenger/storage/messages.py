@@ -41,7 +41,7 @@ from messenger.storage.conversation_log import (
     lock_for_member,
 )
 from messenger.storage.inbox import InboxUpdate, append_inbox_update, append_read
-from messenger.storage.router import ShardRouter
+from messenger.storage.shards.router import ShardRouter
 
 MESSAGE_COLUMNS = (
     "id, conversation_id, number, seq, sender_id, sender_name, body, client_message_id, "

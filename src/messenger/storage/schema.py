@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from messenger.cluster.topology import Topology
 from messenger.storage.migrator import check_drift
+from messenger.topology import Topology
 
 
 class SchemaDrift(RuntimeError):

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from messenger.domain.ids import new_id
 from messenger.domain.users import User
-from messenger.storage.router import ShardRouter
+from messenger.storage.shards.router import ShardRouter
 
 Order = Literal["asc", "desc"]
 

@@ -15,8 +15,8 @@ import psycopg
 import pytest
 
 from messenger.api.app import create_app
-from messenger.cluster.topology import Topology
 from messenger.settings import Settings
+from messenger.topology import Topology
 from tests.support.waiting import wait_for
 
 USERS_URL = "/api/v1/users"

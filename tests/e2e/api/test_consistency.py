@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import httpx
 
-from messenger.cluster.topology import Topology
 from messenger.settings import Settings
+from messenger.topology import Topology
 from tests.e2e.api.conftest import (
     USERS_URL,
     lagging_replicas,

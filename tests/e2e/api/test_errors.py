@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from messenger.cluster.topology import Topology
+from messenger.topology import Topology
 from tests.e2e.api.conftest import USERS_URL, rows_with_name, unique_name
 
 

@@ -9,7 +9,7 @@ import uuid
 import httpx
 import psycopg
 
-from messenger.cluster.topology import Topology
+from messenger.topology import Topology
 from tests.e2e.api.conftest import USERS_URL
 from tests.support.waiting import wait_for_async
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from messenger.cluster.topology import dump_topology
+from messenger.topology import dump_topology
 from tests.e2e.api.conftest import USERS_URL, lagging_replicas
 from tests.support.ports import free_port
 from tests.support.scratch import scratch_topology

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from messenger.api.app import create_app
-from messenger.cluster.topology import Topology
 from messenger.settings import Settings
 from messenger.storage.schema import SchemaDrift
+from messenger.topology import Topology
 from tests.e2e.api.conftest import USERS_URL
 from tests.support.scratch import scratch_topology
 

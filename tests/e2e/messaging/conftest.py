@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from messenger.api.app import create_app
 from messenger.services.tokens import TokenSigner
 from messenger.settings import Settings
-from messenger.storage.ring import HashRing
+from messenger.storage.shards.ring import HashRing
 from tests.e2e.api.conftest import settings, topology  # noqa: F401  (session fixtures reused)
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for_async as wait_until

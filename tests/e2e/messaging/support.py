@@ -14,7 +14,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from messenger.services.tokens import TokenSigner
-from messenger.storage.ring import HashRing
+from messenger.storage.shards.ring import HashRing
 
 CONVERSATIONS = "/api/v1/conversations"
 INBOX = "/api/v1/me/conversations"

@@ -9,7 +9,7 @@ import httpx
 
 from messenger.domain.conversations import direct_conversation_id
 from messenger.services.tokens import TokenSigner
-from messenger.storage.ring import HashRing
+from messenger.storage.shards.ring import HashRing
 from tests.e2e.messaging.conftest import ChatServer
 from tests.e2e.messaging.support import (
     CONVERSATIONS,

@@ -10,7 +10,7 @@ import httpx
 import psycopg
 
 from messenger.services.tokens import TokenSigner
-from messenger.storage.ring import HashRing
+from messenger.storage.shards.ring import HashRing
 from tests.e2e.messaging.conftest import ChatServer
 from tests.e2e.messaging.support import (
     CONVERSATIONS,

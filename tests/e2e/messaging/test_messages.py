@@ -11,10 +11,10 @@ import httpx
 import psycopg
 import pytest
 
-from messenger.cluster.topology import Topology
 from messenger.services.tokens import TokenSigner
 from messenger.settings import Settings
-from messenger.storage.ring import HashRing
+from messenger.storage.shards.ring import HashRing
+from messenger.topology import Topology
 from tests.e2e.messaging.conftest import serving
 from tests.e2e.messaging.support import (
     CONVERSATIONS,

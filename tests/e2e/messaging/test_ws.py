@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 
 from messenger.services.tokens import TokenSigner
 from messenger.settings import Settings
-from messenger.storage.live_bus import channel
-from messenger.storage.ring import HashRing
+from messenger.storage.redis.live_bus import channel
+from messenger.storage.shards.ring import HashRing
 from tests.e2e.messaging.conftest import ChatServer, serving
 from tests.e2e.messaging.support import (
     CONVERSATIONS,

@@ -11,7 +11,7 @@ import psycopg
 from messenger.cluster.local import LocalCluster
 from messenger.cluster.status import cluster_status
 from messenger.storage.migrator import head_revision
-from messenger.storage.ring import HashRing
+from messenger.storage.shards.ring import HashRing
 
 
 def test_up_again_is_idempotent_and_fast(cluster: LocalCluster) -> None:

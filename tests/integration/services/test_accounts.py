@@ -18,10 +18,10 @@ from messenger.services.passwords import Passwords
 from messenger.services.tokens import TokenSigner
 from messenger.storage.accounts import AccountStore
 from messenger.storage.claims import ClaimStore
-from messenger.storage.event_handlers import HANDLERS
-from messenger.storage.primaries import PrimaryPools
-from messenger.storage.rate_limits import RateLimit
-from messenger.storage.relay import OutboxRelay
+from messenger.storage.redis.rate_limits import RateLimit
+from messenger.storage.relay.handlers import HANDLERS
+from messenger.storage.relay.runner import OutboxRelay
+from messenger.storage.shards.primaries import PrimaryPools
 
 PASSWORD = "s3cret-pass"
 

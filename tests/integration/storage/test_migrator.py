@@ -10,7 +10,7 @@ import psycopg
 
 from messenger.cluster.local import LocalCluster
 from messenger.storage.migrator import check_drift, head_revision, migrate, shard_revision
-from messenger.storage.ring import ring_position
+from messenger.storage.shards.ring import ring_position
 from tests.support.scratch import scratch_topology
 
 

@@ -6,7 +6,7 @@ import pytest
 from messenger.api.bodies import is_json
 from messenger.api.errors import invalid_body
 from messenger.api.openapi import build_openapi
-from messenger.api.schemas import UserCreate
+from messenger.api.schemas.users import UserCreate
 
 
 @pytest.mark.parametrize(

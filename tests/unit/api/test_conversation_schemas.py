@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from messenger.api.conversation_schemas import (
+from messenger.api.schemas.conversations import (
     ConversationInfo,
     InboxEntryOut,
     MemberOut,

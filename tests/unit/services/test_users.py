@@ -10,8 +10,8 @@ import pytest
 
 from messenger.domain.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from messenger.domain.users import User
+from messenger.services.cursor import CursorCodec
 from messenger.services.users import MAX_PAGE_SIZE, UserService
-from messenger.storage.cursor import CursorCodec
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -5,7 +5,7 @@ Revises: 0004
 Create Date: 2026-11-27
 
 A follow is a self-referential many-to-many edge whose two ends usually live on different
-shards (docs/relations.md). Each end keeps the rows it lists, on its own shard:
+shards (docs/follows.md). Each end keeps the rows it lists, on its own shard:
 
 - `follows` (who a user follows) on the follower's shard, written by the request; its
   in-shard end (follower_id) has a foreign key, its cross-shard end (followee_id) has none.

@@ -1,0 +1,104 @@
+"""Relay handlers of messaging: inbox fan-out, and clean-up steps for user events.
+
+Inbox updates are applied per member shard, one transaction each; the upsert is idempotent and
+order-insensitive by construction (storage/inbox.py), so a retry after a shard was down, or a
+second relay delivering the same event, changes nothing more.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+
+from messenger.domain.conversations import display_name
+from messenger.domain.events import OutboxEvent
+from messenger.storage.conversation_log import lock_for_member
+from messenger.storage.conversations import MEMBERSHIPS_OF, remove_locked_member
+from messenger.storage.inbox import advance_read, apply_update, decode_update
+from messenger.storage.shards.transactions import ShardTransactions
+
+USER_NAMES = "SELECT first_name, last_name FROM users WHERE id = %s"
+# In batches, each its own transaction: a prolific sender's rename must not hold one huge
+# transaction (nor exceed the relay's apply timeout in one statement).
+RENAME_SENDER_BATCH = """
+UPDATE messages SET sender_name = %(name)s
+WHERE (conversation_id, id) IN (
+    SELECT conversation_id, id FROM messages
+    WHERE sender_id = %(user_id)s AND sender_name <> %(name)s
+    LIMIT %(batch)s
+)
+"""
+RENAME_BATCH_SIZE = 500
+
+
+async def apply_inbox_update(event: OutboxEvent, shards: ShardTransactions) -> None:
+    """conversation.inbox: upsert each member's inbox row on the member's shard."""
+    update = decode_update(event.payload)
+    by_shard: dict[int, set[uuid.UUID]] = defaultdict(set)
+    for user_id in update.users:
+        by_shard[shards.shard_for(str(user_id))].add(user_id)
+    for shard, users in sorted(by_shard.items()):
+        async with shards.transaction(shard, marks=[str(u) for u in users]) as conn:
+            await apply_update(conn, update.only(users))
+
+
+async def apply_read_marker(event: OutboxEvent, shards: ShardTransactions) -> None:
+    """conversation.read: the reader's unread count on their own shard."""
+    p = event.payload
+    user_id = uuid.UUID(p["user_id"])
+    async with shards.transaction(shards.shard_for(str(user_id)), marks=[str(user_id)]) as conn:
+        await advance_read(conn, user_id, uuid.UUID(p["conversation_id"]), int(p["read_no"]))
+
+
+async def remove_deleted_users_memberships(event: OutboxEvent, shards: ShardTransactions) -> None:
+    """user.deleted: leave every conversation they were in, on whatever shard it lives; their
+    fellow members see `member.removed` (by: null) in the conversation's history."""
+    user_id = uuid.UUID(event.payload["user_id"])
+    for shard in shards.shard_indexes:
+        async with shards.transaction(shard) as conn:
+            cursor = await conn.execute(MEMBERSHIPS_OF, (user_id,))
+            conversation_ids = [row[0] for row in await cursor.fetchall()]
+        for conversation_id in conversation_ids:
+            async with shards.transaction(shard, marks=[str(conversation_id)]) as conn:
+                locked = await lock_for_member(conn, conversation_id, user_id)
+                if locked is not None and locked.role is not None:
+                    await remove_locked_member(conn, locked, user_id, by=None, shard_of=shards.shard_for)
+
+
+DELETED_SENDER_NAME = "Deleted user"
+"""What a deleted user's kept messages show as their sender (as Discord does): the messages
+stay, with `sender_id` intact, so a conversation's history keeps its shape."""
+
+
+async def tombstone_deleted_senders(event: OutboxEvent, shards: ShardTransactions) -> None:
+    """user.deleted: their messages, on every shard, keep their text and lose their name."""
+    user_id = uuid.UUID(event.payload["user_id"])
+    for shard in shards.shard_indexes:
+        await rename_sender_everywhere_on(shards, shard, user_id, DELETED_SENDER_NAME)
+
+
+async def rename_sender_everywhere_on(
+    shards: ShardTransactions, shard: int, user_id: uuid.UUID, name: str
+) -> None:
+    """Set the sender name of every message of `user_id` on one shard, batch by batch."""
+    while True:
+        async with shards.transaction(shard) as conn:
+            cursor = await conn.execute(
+                RENAME_SENDER_BATCH, {"name": name, "user_id": user_id, "batch": RENAME_BATCH_SIZE}
+            )
+            if cursor.rowcount < RENAME_BATCH_SIZE:
+                return
+
+
+async def rename_sender_in_messages(event: OutboxEvent, shards: ShardTransactions) -> None:
+    """user.renamed: the sender name copied into their messages becomes their current name
+    (read now from their shard, so events applied late or twice still write the latest)."""
+    user_id = uuid.UUID(event.payload["user_id"])
+    async with shards.transaction(shards.shard_for(str(user_id))) as conn:
+        cursor = await conn.execute(USER_NAMES, (user_id,))
+        row = await cursor.fetchone()
+    if row is None:
+        return  # deleted since: user.deleted takes it from here
+    name = display_name(*row)
+    for shard in shards.shard_indexes:
+        await rename_sender_everywhere_on(shards, shard, user_id, name)

@@ -1,0 +1,219 @@
+"""The outbox relay: delivers each shard's cross-shard events, at least once, in order.
+
+One relay design for the whole project (DESIGN.md, "Reads and writes"):
+
+- A change and its event commit together on the source shard (`outbox.append_event`).
+- A relay pass over a shard takes a transaction-level advisory lock on it (`try`: another
+  relay holding it means that shard is being served, so this one moves on), claims a batch of
+  pending events in id order with `FOR UPDATE SKIP LOCKED`, applies each through its handler to
+  whatever shards it targets, and marks it delivered, all before committing. Several relay
+  processes are safe: they share the shards between them, and one shard's events apply in order.
+- A handler applies its effect on a target shard in one transaction together with a row in
+  that shard's `applied_events` ledger (`outbox.first_application`), so re-delivery after a crash
+  or a retry never applies an effect twice.
+- A failure (a target shard down, a bug) is retried with exponential backoff; later events of
+  the same aggregate wait behind it so they never overtake it. After `max_attempts` the event is
+  parked as a dead letter for `messenger check` and /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from messenger.domain.events import OutboxEvent
+from messenger.storage.shards.transactions import ShardTransactions
+
+log = logging.getLogger(__name__)
+
+RELAY_LOCK_KEY = 7_146_918_423  # + shard index: one relay pass per source shard at a time
+
+CLAIM_BATCH = """
+SELECT id, aggregate, type, payload, attempts, next_attempt_at <= now() AS due
+FROM outbox
+WHERE delivered_at IS NULL AND dead_at IS NULL
+ORDER BY id
+LIMIT %s
+FOR UPDATE SKIP LOCKED
+"""
+MARK_DELIVERED = "UPDATE outbox SET delivered_at = now(), last_error = NULL WHERE id = ANY(%s)"
+MARK_FAILED = """
+UPDATE outbox
+SET attempts = attempts + 1,
+    last_error = %s,
+    next_attempt_at = now() + make_interval(secs => %s),
+    dead_at = CASE WHEN attempts + 1 >= %s THEN now() END
+WHERE id = %s
+"""
+BACKLOG = """
+SELECT count(*) FILTER (WHERE dead_at IS NULL),
+       COALESCE(EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE dead_at IS NULL)), 0)::float8,
+       count(*) FILTER (WHERE dead_at IS NOT NULL)
+FROM outbox
+WHERE delivered_at IS NULL
+"""
+DEAD_LETTERS = """
+SELECT id, aggregate, type, attempts, last_error, dead_at
+FROM outbox WHERE dead_at IS NOT NULL AND delivered_at IS NULL
+ORDER BY id LIMIT %s
+"""
+# A dead letter goes back in line as if new; its aggregate's later events still wait behind it.
+REQUEUE_DEAD = """
+UPDATE outbox SET dead_at = NULL, attempts = 0, next_attempt_at = now()
+WHERE dead_at IS NOT NULL AND delivered_at IS NULL
+"""
+
+
+Handler = Callable[[OutboxEvent, ShardTransactions], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    shard: str
+    pending: int
+    oldest_age_s: float
+    dead: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: Any
+    aggregate: str
+    type: str
+    attempts: int
+    last_error: str | None
+    dead_at: Any
+
+
+@dataclass(slots=True)
+class PassResult:
+    delivered: int = 0
+    failed: int = 0
+    skipped_shards: list[str] = field(default_factory=list)
+
+
+def backoff_seconds(attempts: int, base: float = 0.5, cap: float = 60.0) -> float:
+    """Delay before the next try after `attempts` failed ones: 0.5 s, 1 s, 2 s, … up to a minute."""
+    return min(cap, base * (2 ** max(0, attempts - 1)))
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        shards: ShardTransactions,
+        handlers: Mapping[str, Handler],
+        *,
+        batch_size: int = 100,
+        max_attempts: int = 12,
+        apply_timeout_s: float = 5.0,
+    ) -> None:
+        self.shards = shards
+        self.handlers = dict(handlers)
+        self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        self.apply_timeout_s = apply_timeout_s
+
+    async def run_once(self) -> PassResult:
+        """One pass over every shard's outbox; a shard that is down is skipped, not fatal."""
+        result = PassResult()
+        for shard in self.shards.shard_indexes:
+            try:
+                delivered, failed = await self._relay_shard(shard)
+            except Exception as exc:  # the source shard itself is unreachable: try it next pass
+                log.debug("relay: %s skipped: %s", self.shards.shard_name(shard), exc)
+                result.skipped_shards.append(self.shards.shard_name(shard))
+                continue
+            result.delivered += delivered
+            result.failed += failed
+        return result
+
+    async def run_forever(self, idle_interval_s: float = 0.1, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                outcome = await self.run_once()
+            except Exception:  # never let the loop die; each pass logs its own trouble
+                log.exception("relay pass failed")
+                outcome = PassResult()
+            if outcome.delivered == 0:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=idle_interval_s)
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Relay until every shard's backlog is empty (for tests and tools)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            await self.run_once()
+            try:
+                backlog: list[Backlog] | Exception = await self.backlog()
+            except Exception as exc:  # a shard coming back: its pool may need a moment
+                backlog = exc
+            if isinstance(backlog, list) and all(b.pending == 0 for b in backlog):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"outbox not drained in {timeout_s} s: {backlog}")
+            await asyncio.sleep(0.05)
+
+    async def backlog(self) -> list[Backlog]:
+        return [await self.shard_backlog(shard) for shard in self.shards.shard_indexes]
+
+    async def shard_backlog(self, shard: int) -> Backlog:
+        """Pending events (count, age of the oldest) and dead letters in one shard's outbox."""
+        async with self.shards.transaction(shard) as conn:
+            cursor = await conn.execute(BACKLOG)
+            pending, age, dead = await cursor.fetchone()  # type: ignore[misc]
+        return Backlog(self.shards.shard_name(shard), int(pending), float(age), int(dead))
+
+    async def dead_letters(self, shard: int, limit: int = 10) -> list[DeadLetter]:
+        async with self.shards.transaction(shard) as conn:
+            cursor = await conn.execute(DEAD_LETTERS, (limit,))
+            return [DeadLetter(*row) for row in await cursor.fetchall()]
+
+    async def requeue_dead(self, shard: int) -> int:
+        """Put one shard's dead letters back in line (after fixing their cause); how many."""
+        async with self.shards.transaction(shard) as conn:
+            cursor = await conn.execute(REQUEUE_DEAD)
+            return cursor.rowcount
+
+    async def _relay_shard(self, shard: int) -> tuple[int, int]:
+        delivered: list[Any] = []
+        failed = 0
+        async with self.shards.transaction(shard) as conn:
+            cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (RELAY_LOCK_KEY + shard,))
+            row = await cursor.fetchone()
+            if not row or not row[0]:
+                return 0, 0  # another relay is on this shard right now
+            cursor = await conn.execute(CLAIM_BATCH, (self.batch_size,))
+            blocked: set[str] = set()  # aggregates with an earlier event still pending
+            for event_id, aggregate, type_, payload, attempts, due in await cursor.fetchall():
+                if aggregate in blocked or not due:
+                    blocked.add(aggregate)
+                    continue
+                event = OutboxEvent(event_id, aggregate, type_, payload, attempts)
+                try:
+                    await asyncio.wait_for(self._apply(event), timeout=self.apply_timeout_s)
+                except Exception as exc:
+                    failed += 1
+                    blocked.add(aggregate)
+                    reason = f"{type(exc).__name__}: {exc}"[:500]
+                    log.info("relay: %s %s failed (attempt %d): %s", type_, event_id, attempts + 1, reason)
+                    await conn.execute(
+                        MARK_FAILED, (reason, backoff_seconds(attempts + 1), self.max_attempts, event_id)
+                    )
+                    continue
+                delivered.append(event_id)
+            if delivered:
+                await conn.execute(MARK_DELIVERED, (delivered,))
+        return len(delivered), failed
+
+    async def _apply(self, event: OutboxEvent) -> None:
+        handler = self.handlers.get(event.type)
+        if handler is None:
+            raise LookupError(f"no handler for event type {event.type!r}")
+        await handler(event, self.shards)
+

@@ -1,0 +1,74 @@
+"""Connection pools: per shard, one to its primary (rw) and one to its replica (ro), both
+through the shard's PgBouncer in transaction mode.
+
+PgBouncer 1.18 cannot keep prepared statements in transaction mode, so nothing is prepared
+(`prepare_threshold=None`). Queries use client-side parameter binding (simple query protocol):
+that lets one round trip carry `SET LOCAL statement_timeout`, the statement and, for writes,
+the commit and the WAL position after it (see router.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Literal
+
+from psycopg import AsyncClientCursor, AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from messenger.topology import ShardConfig
+
+Role = Literal["primary", "replica"]
+ROLES: tuple[Role, Role] = ("primary", "replica")
+CONNECT_TIMEOUT_S = 2
+"""libpq's connect_timeout (whole seconds, 2 at least); calls are bounded tighter by the router."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSizing:
+    min_size: int
+    max_size: int
+    acquire_timeout: float
+
+
+class ShardPools:
+    """The pools of one worker process. Built from the topology, opened by the app's lifespan."""
+
+    def __init__(self, shards: tuple[ShardConfig, ...], sizing: PoolSizing, *, app_name: str) -> None:
+        self._pools: dict[tuple[int, Role], AsyncConnectionPool] = {}
+        for shard in shards:
+            for role, dsn in (("primary", shard.rw_dsn), ("replica", shard.ro_dsn)):
+                self._pools[(shard.index, role)] = AsyncConnectionPool(
+                    dsn,
+                    min_size=sizing.min_size,
+                    max_size=sizing.max_size,
+                    timeout=sizing.acquire_timeout,
+                    open=False,
+                    name=f"{shard.name}-{role}",
+                    kwargs={
+                        "autocommit": True,
+                        "prepare_threshold": None,
+                        "cursor_factory": AsyncClientCursor,
+                        "connect_timeout": CONNECT_TIMEOUT_S,
+                        "application_name": app_name,
+                    },
+                    connection_class=AsyncConnection,
+                    reconnect_timeout=3600.0,
+                )
+
+    async def open(self) -> None:
+        """Start every pool without waiting for connections: a shard that is down at start-up
+        is reported by /ready and recovers on its own, it does not stop the server."""
+        await asyncio.gather(*(pool.open(wait=False) for pool in self._pools.values()))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(pool.close(timeout=2.0) for pool in self._pools.values()))
+
+    def get(self, shard: int, role: Role) -> AsyncConnectionPool:
+        return self._pools[(shard, role)]
+
+    def stats(self, shard: int, role: Role) -> dict[str, int]:
+        """In-use and idle connections of this worker's pool."""
+        raw = self._pools[(shard, role)].get_stats()
+        size, idle = raw.get("pool_size", 0), raw.get("pool_available", 0)
+        return {"in_use": size - idle, "idle": idle, "waiting": raw.get("requests_waiting", 0)}
