@@ -46,7 +46,11 @@ test: setup
 test-unit: venv
 	$(BIN)/pytest tests/unit
 
+# Style (ruff), the layers of DESIGN.md (import-linter, contracts in pyproject.toml) and types
+# (mypy --strict with warn_unused_ignores).
 lint: venv
 	$(BIN)/ruff check src tests
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 include mk/bench.mk

@@ -163,7 +163,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[*users.routes, *follows.routes, *accounts.routes, *conversations.routes,
                 *ws.routes, *ops.routes, *openapi_routes()],
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False

@@ -133,7 +133,7 @@ def build_openapi() -> dict[str, Any]:
         },
     }
 
-    bearer = [{"bearer": []}]
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     follow = {
         "put": {
             "summary": "Follow this user as the caller", "operationId": "followUser",
@@ -205,7 +205,7 @@ _NOT_MEMBER = (
 
 def messaging_paths() -> dict[str, Any]:
     """Conversations, messages, the inbox and the WebSocket. All need `Authorization: Bearer`."""
-    security = [{"bearer": []}]
+    security: list[dict[str, list[str]]] = [{"bearer": []}]
 
     def op(summary: str, *, body: type | None = None, ok: tuple[str, str, type | None] = ("200", "OK", None),
            params: list[dict[str, Any]] | None = None, errors: tuple[int, ...] = (400, 404, 503)) -> dict[str, Any]:

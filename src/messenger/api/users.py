@@ -15,6 +15,7 @@ from messenger.api.errors import HttpError
 from messenger.api.schemas.users import UserCreate, UserPatch, UserReplace
 from messenger.domain.errors import InvalidInput
 from messenger.domain.ids import parse_id
+from messenger.domain.users import Order
 from messenger.services.users import DEFAULT_PAGE_SIZE, UserService
 
 PREFIX = "/api/v1/users"
@@ -25,6 +26,7 @@ _create = msgspec.json.Decoder(UserCreate)
 _replace = msgspec.json.Decoder(UserReplace)
 _patch = msgspec.json.Decoder(UserPatch)
 _JSON = "application/json"
+_ORDERS: dict[str, Order] = {"asc": "asc", "desc": "desc"}
 
 
 def _service(request: Request) -> UserService:
@@ -107,8 +109,8 @@ async def list_users(request: Request) -> Response:
         limit = int(raw_limit)
     except ValueError:
         raise HttpError(422, "invalid_input", "limit must be an integer", {"field": "limit"}) from None
-    order = query.get("order") or "asc"
-    if order not in ("asc", "desc"):
+    order = _ORDERS.get(query.get("order") or "asc")
+    if order is None:
         raise HttpError(422, "invalid_input", "order must be asc or desc", {"field": "order"})
     page = await _service(request).list(limit=limit, order=order, cursor=query.get("cursor") or None)
     return Response(_encode({"items": page.items, "next_cursor": page.next_cursor}), 200, None, _JSON)

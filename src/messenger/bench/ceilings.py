@@ -84,7 +84,7 @@ def find_pgbench() -> str | None:
 def _execute(dsn: str, statements: list[str]) -> None:
     with psycopg.connect(dsn, autocommit=True, connect_timeout=5, prepare_threshold=None) as conn:
         for sql in statements:
-            conn.execute(sql)  # type: ignore[arg-type]  # constants defined above
+            conn.execute(sql)
 
 
 def _wait_for_replica(shard: ShardConfig) -> None:
@@ -94,7 +94,7 @@ def _wait_for_replica(shard: ShardConfig) -> None:
     while True:
         try:
             with psycopg.connect(shard.replica_dsn, connect_timeout=5) as conn:
-                row = conn.execute(REPLICA_READY).fetchone()  # type: ignore[arg-type]
+                row = conn.execute(REPLICA_READY).fetchone()
                 if row and row[0] == ACCOUNTS:
                     return
         except psycopg.Error:

@@ -82,11 +82,11 @@ def create_app() -> ASGIApp:
             return await respond(send, 200, {"items": items, "next_cursor": next_cursor})
         if path.startswith(PREFIX + "/"):
             uid = path[len(PREFIX) + 1 :]
-            user = users.get(uid)
-            if user is None:
+            stored = users.get(uid)
+            if stored is None:
                 return await respond(send, 404, error("not_found", f"no user {uid}"))
             if method == "GET":
-                return await respond(send, 200, user)
+                return await respond(send, 200, stored)
             if method == "DELETE":
                 del users[uid]
                 order.pop(bisect.bisect_left(order, uid))
@@ -97,9 +97,9 @@ def create_app() -> ASGIApp:
                     return await respond(send, 422, error("invalid_input", "object required"))
                 for key in ("first_name", "last_name"):
                     if isinstance(body.get(key), str):
-                        user[key] = body[key]
-                user["updated_at"] = datetime.now(UTC).isoformat()
-                return await respond(send, 200, user)
+                        stored[key] = body[key]
+                stored["updated_at"] = datetime.now(UTC).isoformat()
+                return await respond(send, 200, stored)
         return await respond(send, 404, error("not_found", "no such route"))
 
     return app

@@ -397,7 +397,7 @@ def run_benchmark(config: BenchConfig, observer: RunObserver | None = None) -> P
                 command = granian_command(
                     "messenger.bench.fake_api:create_app", port, 1, factory=True
                 )
-                env = {}
+                env: dict[str, str] = {}
             else:
                 if topology is None or topology.path is None:
                     raise BenchError("serving the API needs a topology file")

@@ -117,13 +117,14 @@ def _csv(value: str, cast: type) -> list[Any]:
     return [cast(v.strip().replace("_", "")) for v in value.split(",") if v.strip()]
 
 
+_DEFAULT_LEVELS_TEXT = ",".join(map(str, DEFAULT_LEVELS))
+
+
 def bench_command(
     scenarios: Annotated[
         str, typer.Option(help=f"Comma-separated, from: {', '.join(sorted(SCENARIOS))}.")
     ] = ",".join(DEFAULT_SCENARIOS),
-    levels: Annotated[str, typer.Option(help="Concurrency levels (open connections).")] = ",".join(
-        str(v) for v in DEFAULT_LEVELS
-    ),
+    levels: Annotated[str, typer.Option(help="Concurrency levels (open connections).")] = _DEFAULT_LEVELS_TEXT,
     duration: Annotated[float, typer.Option(help="Seconds per scenario and level.")] = 30.0,
     topology: Annotated[
         Path | None, typer.Option("--topology", help="Use this running cluster.")

@@ -88,7 +88,7 @@ def serve(
     # is set, before any worker (forked from this process) creates a metric.
     from prometheus_client import values
 
-    values.ValueClass = values.get_value_class()
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     console.print(
         f"serving on http://{host}:{port} with {count} worker(s) over {len(topo.shards)} shards "
         f"(schema {report.head})"

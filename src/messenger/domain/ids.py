@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from uuid_utils import _uuid7_int
+from uuid_utils import _uuid7_int  # type: ignore[attr-defined]
 
 from messenger.domain.errors import InvalidInput
 
@@ -43,8 +43,8 @@ _CANONICAL_UUID = re.compile(
 
 # uuid.UUID is immutable through __setattr__; its slot descriptors set the fields directly.
 _new_uuid = object.__new__
-_set_int = uuid.UUID.int.__set__
-_set_is_safe = uuid.UUID.is_safe.__set__
+_set_int = uuid.UUID.int.__set__  # type: ignore[attr-defined,misc]
+_set_is_safe = uuid.UUID.is_safe.__set__  # type: ignore[attr-defined,misc]
 _UNKNOWN = uuid.SafeUUID.unknown
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from messenger.domain.errors import InvalidInput
+
+Order = Literal["asc", "desc"]
+"""Listing order of users: by id, which is creation time (UUIDv7)."""
 
 NAME_MIN_LENGTH = 1
 NAME_MAX_LENGTH = 100

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from messenger.domain.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from messenger.domain.ids import new_id, parse_id
-from messenger.domain.users import User, clean_name
+from messenger.domain.users import Order, User, clean_name
 from messenger.services.cursor import CursorCodec
-from messenger.storage.users import Order, UserRepository
+from messenger.storage.users import UserRepository
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -122,7 +122,7 @@ class UserService:
                 raise InvalidInput(
                     "cursor does not belong to this listing order", details={"field": "cursor"}
                 )
-            after = parse_id(state["a"])
+            after = parse_id(str(state["a"]))
         items = await self._users.page(after, limit, order)
         next_cursor = (
             self._cursors.encode({"a": str(items[-1].id), "o": order})

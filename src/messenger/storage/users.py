@@ -6,13 +6,11 @@ import asyncio
 import heapq
 import uuid
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any
 
 from messenger.domain.ids import new_id
-from messenger.domain.users import User
+from messenger.domain.users import Order, User
 from messenger.storage.shards.router import ShardRouter
-
-Order = Literal["asc", "desc"]
 
 _COLUMNS = "id, first_name, last_name, created_at, updated_at, following_count, followers_count"
 

@@ -176,7 +176,7 @@ class LiveBus:
                 )
             except (OSError, TimeoutError) as exc:
                 raise LiveUnavailable(f"cannot connect to Redis at {self._host}:{self._port}: {exc}") from None
-            subscriber.transport = transport  # type: ignore[assignment]  # uvloop: see resp.py
+            subscriber.transport = transport  # uvloop: see resp.py
             if self._password is not None:
                 answer: asyncio.Future[object] = loop.create_future()
                 subscriber.replies.append(answer)

@@ -127,7 +127,7 @@ class RespClient:
             except (OSError, TimeoutError) as exc:
                 raise RedisUnavailable(f"cannot connect to {self._host}:{self._port}: {exc}") from None
             # uvloop may return before it has called connection_made().
-            protocol.transport = transport  # type: ignore[assignment]
+            protocol.transport = transport
             if self._password is not None:
                 auth = ("AUTH", self._username, self._password) if self._username else ("AUTH", self._password)
                 await self._send(protocol, _encode(auth))

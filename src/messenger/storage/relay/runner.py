@@ -99,7 +99,7 @@ class PassResult:
 
 def backoff_seconds(attempts: int, base: float = 0.5, cap: float = 60.0) -> float:
     """Delay before the next try after `attempts` failed ones: 0.5 s, 1 s, 2 s, … up to a minute."""
-    return min(cap, base * (2 ** max(0, attempts - 1)))
+    return min(cap, base * 2.0 ** max(0, attempts - 1))
 
 
 class OutboxRelay:

@@ -83,7 +83,7 @@ class FreshnessMarkers:
 
     async def ping(self) -> bool:
         try:
-            return await self._client.command("PING") == b"PONG"
+            return bool(await self._client.command("PING") == b"PONG")
         except RedisUnavailable:
             return False
 

@@ -37,7 +37,8 @@ class ShardPools:
     def __init__(self, shards: tuple[ShardConfig, ...], sizing: PoolSizing, *, app_name: str) -> None:
         self._pools: dict[tuple[int, Role], AsyncConnectionPool] = {}
         for shard in shards:
-            for role, dsn in (("primary", shard.rw_dsn), ("replica", shard.ro_dsn)):
+            endpoints: tuple[tuple[Role, str], ...] = (("primary", shard.rw_dsn), ("replica", shard.ro_dsn))
+            for role, dsn in endpoints:
                 self._pools[(shard.index, role)] = AsyncConnectionPool(
                     dsn,
                     min_size=sizing.min_size,

@@ -262,7 +262,7 @@ class ShardRouter:
 
         task = asyncio.ensure_future(give_back())
         self._abandoned.add(task)  # type: ignore[arg-type]
-        task.add_done_callback(self._abandoned.discard)  # type: ignore[arg-type]
+        task.add_done_callback(self._abandoned.discard)
 
     async def _begin(self, pool: AsyncConnectionPool) -> AsyncConnection[Any]:
         conn = await pool.getconn()
