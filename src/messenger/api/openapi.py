@@ -30,8 +30,9 @@ from messenger.api.schemas.users import (
     UserPatch,
     UserReplace,
 )
+from messenger.domain.pages import MAX_PAGE_SIZE
 from messenger.domain.users import NAME_MAX_LENGTH, NAME_MIN_LENGTH
-from messenger.services.users import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from messenger.services.users import DEFAULT_PAGE_SIZE
 
 _REF = "#/components/schemas/{name}"
 

@@ -14,11 +14,11 @@ from typing import Literal
 from messenger.domain.errors import InvalidInput, NotFound, Unauthenticated
 from messenger.domain.follows import Follow, FollowEntry, check_not_self
 from messenger.domain.ids import parse_id
+from messenger.domain.pages import check_page_limit
 from messenger.services.cursor import CursorCodec
 from messenger.storage.follows import FollowStore
 
 DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
 
 Direction = Literal["following", "followers"]
 
@@ -54,8 +54,7 @@ class FollowService:
         self, direction: Direction, user_id: uuid.UUID, *, limit: int, cursor: str | None
     ) -> FollowPage:
         """One page of a follow list, newest first; the cursor is bound to list and user."""
-        if not 1 <= limit <= MAX_PAGE_SIZE:
-            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}", details={"field": "limit"})
+        check_page_limit(limit)
         after = None
         if cursor is not None:
             state = self._cursors.decode(cursor)

@@ -30,6 +30,7 @@ from messenger.domain.conversations import (
 )
 from messenger.domain.errors import InvalidInput, NotFound
 from messenger.domain.ids import new_id, parse_id
+from messenger.domain.pages import check_page_limit
 from messenger.services.cursor import CursorCodec
 from messenger.storage.conversation_log import ConversationLog
 from messenger.storage.conversations import Change, ConversationStore, ConversationView
@@ -39,7 +40,6 @@ from messenger.storage.redis.rate_limits import TokenBucket
 from messenger.storage.users import UserRepository
 
 DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 100
 MEMBERS_CACHE_S = 5.0
 """How long a worker trusts its copy of a conversation's member list (typing indicators only)."""
 
@@ -171,8 +171,7 @@ class MessagingService:
         self, caller: uuid.UUID, conversation_id: uuid.UUID, *,
         before: uuid.UUID | None, after: uuid.UUID | None, limit: int,
     ) -> MessagePage:
-        if not 1 <= limit <= MAX_PAGE_SIZE:
-            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}", details={"field": "limit"})
+        check_page_limit(limit)
         if before is not None and after is not None and after >= before:
             raise InvalidInput("after must be older than before", details={"field": "after"})
         items = await self._messages.page(
@@ -200,8 +199,7 @@ class MessagingService:
         """The conversation's events after `after_seq`, as the socket would have sent them."""
         if after_seq < 0:
             raise InvalidInput("after must be a seq (0 or more)", details={"field": "after"})
-        if not 1 <= limit <= self._log.page_size:
-            raise InvalidInput(f"limit must be between 1 and {self._log.page_size}", details={"field": "limit"})
+        check_page_limit(limit, self._log.page_size)
         events = await self._log.after(conversation_id, caller, after_seq, limit)
         if events is None:
             raise not_found(conversation_id)
@@ -211,8 +209,7 @@ class MessagingService:
 
     async def inbox(self, caller: uuid.UUID, *, cursor: str | None, limit: int) -> InboxPage:
         """The caller's conversations by last activity, from their own shard."""
-        if not 1 <= limit <= MAX_PAGE_SIZE:
-            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}", details={"field": "limit"})
+        check_page_limit(limit)
         after = None
         if cursor is not None:
             state = self._cursors.decode(cursor)

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 from messenger.domain.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from messenger.domain.ids import new_id, parse_id
+from messenger.domain.pages import check_page_limit
 from messenger.domain.users import Order, User, clean_name
 from messenger.services.cursor import CursorCodec
 from messenger.storage.users import UserRepository
 
 DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +111,7 @@ class UserService:
         The cursor carries the last id served and the order; one made for the other order,
         or tampered with, is refused.
         """
-        if not 1 <= limit <= MAX_PAGE_SIZE:
-            raise InvalidInput(
-                f"limit must be between 1 and {MAX_PAGE_SIZE}", details={"field": "limit"}
-            )
+        check_page_limit(limit)
         after = None
         if cursor is not None:
             state = self._cursors.decode(cursor)

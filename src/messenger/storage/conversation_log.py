@@ -99,7 +99,7 @@ async def lock_for_member(
     return Locked(Conversation(*row[:10]), row[10], list(row[11]))
 
 
-async def append_event(conn: AsyncConnection[Any], frame: Frame) -> bytes:
+async def append_frame(conn: AsyncConnection[Any], frame: Frame) -> bytes:
     """Log `frame` at its seq (the caller holds the conversation's lock); its encoding is returned
     so that the live copy sent after the commit is the same bytes as the replayed one."""
     encoded = _encode(frame)

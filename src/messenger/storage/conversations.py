@@ -34,7 +34,7 @@ from messenger.domain.errors import Conflict, Forbidden, NotFound
 from messenger.storage.conversation_log import (
     CONVERSATION_COLUMNS,
     Locked,
-    append_event,
+    append_frame,
     lock_for_member,
 )
 from messenger.storage.inbox import InboxUpdate, append_inbox_update
@@ -193,7 +193,7 @@ class ConversationStore:
             )
             added = [_member(r) for r in await cursor.fetchall()]
             await conn.execute(ADD_TO_MEMBER_COUNT, (len(added), conversation_id))
-            frame = await append_event(conn, members_added_frame(conversation_id, seq, added, actor))
+            frame = await append_frame(conn, members_added_frame(conversation_id, seq, added, actor))
             await append_inbox_update(
                 conn, await _joined(conn, locked, [m.user_id for m in added], seq), self._router.shard_for
             )
@@ -232,7 +232,7 @@ async def remove_locked_member(
     cursor = await conn.execute(PROMOTE_IF_NO_ADMIN, {"id": conversation_id})
     promoted = await cursor.fetchone()
     seq = locked.next_seq
-    frame = await append_event(conn, member_removed_frame(
+    frame = await append_frame(conn, member_removed_frame(
         conversation_id, seq, user_id, by, promoted[0] if promoted else None
     ))
     conversation = locked.conversation
@@ -254,7 +254,7 @@ async def _created(
         INSERT_MEMBERS, (conversation.id, 0, [u for u, _ in roles], [r for _, r in roles])
     )
     members = [_member(r) for r in await cursor.fetchall()]
-    frame = await append_event(conn, conversation_created_frame(conversation, members))
+    frame = await append_frame(conn, conversation_created_frame(conversation, members))
     locked = Locked(conversation, "admin", [m.user_id for m in members])
     await append_inbox_update(conn, await _joined(conn, locked, locked.members, conversation.last_seq), shard_of)
     return Change(ConversationView(conversation, members), locked.members, frame)

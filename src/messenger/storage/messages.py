@@ -37,7 +37,7 @@ from messenger.domain.ids import new_id
 from messenger.storage.conversation_log import (
     CONVERSATION_COLUMNS,
     LOCK_CONVERSATION,
-    append_event,
+    append_frame,
     lock_for_member,
 )
 from messenger.storage.inbox import InboxUpdate, append_inbox_update, append_read
@@ -214,7 +214,7 @@ class MessageStore:
             edited_at = datetime.now(UTC)
             await conn.execute(EDIT_MESSAGE, (body, edited_at, conversation_id, message_id))
             message = replace(current, body=body, edited_at=edited_at)
-            frame = await append_event(conn, message_frame(MESSAGE_EDITED, message, locked.next_seq))
+            frame = await append_frame(conn, message_frame(MESSAGE_EDITED, message, locked.next_seq))
             await append_inbox_update(
                 conn, _preview_update(locked.conversation, locked.members, message, locked.next_seq),
                 self._router.shard_for,
@@ -235,7 +235,7 @@ class MessageStore:
             deleted_at = datetime.now(UTC)
             await conn.execute(TOMBSTONE_MESSAGE, (deleted_at, conversation_id, message_id))
             message = replace(current, body=None, deleted_at=deleted_at)
-            frame = await append_event(conn, message_frame(MESSAGE_DELETED, message, locked.next_seq))
+            frame = await append_frame(conn, message_frame(MESSAGE_DELETED, message, locked.next_seq))
             await append_inbox_update(
                 conn, _preview_update(locked.conversation, locked.members, message, locked.next_seq),
                 self._router.shard_for,

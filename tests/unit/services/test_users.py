@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from messenger.domain.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
+from messenger.domain.pages import MAX_PAGE_SIZE
 from messenger.domain.users import User
 from messenger.services.cursor import CursorCodec
-from messenger.services.users import MAX_PAGE_SIZE, UserService
+from messenger.services.users import UserService
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -17,11 +17,10 @@ import logging
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
-from urllib.parse import unquote, urlparse
 
 import hiredis
 
-from messenger.storage.redis.resp import RespClient
+from messenger.storage.redis.resp import RedisAddress, RespClient, encode_command
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +29,6 @@ CHANNEL_PREFIX = b"live:user:"
 
 class LiveUnavailable(Exception):
     """The live bus (Redis) cannot be reached: no socket can be served right now."""
-
-
-def _command(args: tuple[bytes | str, ...]) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode() if isinstance(arg, str) else arg
-        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(parts)
 
 
 def channel(user_id: uuid.UUID) -> bytes:
@@ -91,7 +82,7 @@ class _Subscriber(asyncio.Protocol):
 
     def send(self, *args: bytes | str) -> None:
         if self.transport is not None and not self.closed:
-            self.transport.write(_command(args))
+            self.transport.write(encode_command(args))
 
     def close(self) -> None:
         self.closed = True
@@ -104,11 +95,7 @@ class LiveBus:
         self, url: str, *, timeout_s: float,
         on_frame: Callable[[uuid.UUID, bytes], None], on_lost: Callable[[], None],
     ) -> None:
-        parsed = urlparse(url)
-        self._host = parsed.hostname or "127.0.0.1"
-        self._port = parsed.port or 6379
-        self._username = unquote(parsed.username) if parsed.username else None
-        self._password = unquote(parsed.password) if parsed.password else None
+        self._address = RedisAddress.parse(url)
         self._timeout_s = timeout_s
         self._on_frame = on_frame
         self._on_lost = on_lost
@@ -167,23 +154,22 @@ class LiveBus:
             if self._subscriber is not None and not self._subscriber.closed:
                 return self._subscriber
             loop = asyncio.get_running_loop()
+            address = self._address
             try:
                 transport, subscriber = await asyncio.wait_for(
                     loop.create_connection(
-                        lambda: _Subscriber(self._message, self._on_lost), self._host, self._port
+                        lambda: _Subscriber(self._message, self._on_lost), address.host, address.port
                     ),
                     self._timeout_s * 4,
                 )
             except (OSError, TimeoutError) as exc:
-                raise LiveUnavailable(f"cannot connect to Redis at {self._host}:{self._port}: {exc}") from None
+                raise LiveUnavailable(f"cannot connect to Redis at {address.host}:{address.port}: {exc}") from None
             subscriber.transport = transport  # uvloop: see resp.py
-            if self._password is not None:
+            auth = address.auth_command()
+            if auth is not None:
                 answer: asyncio.Future[object] = loop.create_future()
                 subscriber.replies.append(answer)
-                if self._username:
-                    subscriber.send("AUTH", self._username, self._password)
-                else:
-                    subscriber.send("AUTH", self._password)
+                subscriber.send(*auth)
                 try:
                     reply = await asyncio.wait_for(answer, self._timeout_s * 4)
                 except (TimeoutError, LiveUnavailable) as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -22,12 +23,41 @@ class RedisUnavailable(Exception):
     """Redis could not answer in time (down, refused, timed out, or an error reply)."""
 
 
-def _encode(args: tuple[bytes | str, ...]) -> bytes:
+def encode_command(args: tuple[bytes | str, ...]) -> bytes:
+    """One command in RESP: an array of bulk strings."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
         data = arg.encode() if isinstance(arg, str) else arg
         parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisAddress:
+    """Where a `redis://[user:password@]host[:port][/db]` URL points, and how to log in."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    db: int
+
+    @classmethod
+    def parse(cls, url: str) -> RedisAddress:
+        parsed = urlparse(url)
+        return cls(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 6379,
+            username=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None,
+            db=int(parsed.path.lstrip("/") or 0),
+        )
+
+    def auth_command(self) -> tuple[str, ...] | None:
+        """The AUTH command for this address, or None when it has no password."""
+        if self.password is None:
+            return None
+        return ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
 
 
 class _Protocol(asyncio.Protocol):
@@ -81,12 +111,7 @@ class _Protocol(asyncio.Protocol):
 
 class RespClient:
     def __init__(self, url: str, *, timeout: float) -> None:
-        parsed = urlparse(url)
-        self._host = parsed.hostname or "127.0.0.1"
-        self._port = parsed.port or 6379
-        self._password = unquote(parsed.password) if parsed.password else None
-        self._username = unquote(parsed.username) if parsed.username else None
-        self._db = int(parsed.path.lstrip("/") or 0)
+        self._address = RedisAddress.parse(url)
         self._timeout = timeout
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
@@ -95,7 +120,7 @@ class RespClient:
         protocol = self._protocol
         if protocol is None or protocol.closed:
             protocol = await self._connect()
-        return await self._send(protocol, _encode(args))
+        return await self._send(protocol, encode_command(args))
 
     async def _send(self, protocol: _Protocol, payload: bytes) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -120,19 +145,20 @@ class RespClient:
             if self._protocol is not None and not self._protocol.closed:
                 return self._protocol
             loop = asyncio.get_running_loop()
+            address = self._address
             try:
                 transport, protocol = await asyncio.wait_for(
-                    loop.create_connection(_Protocol, self._host, self._port), self._timeout
+                    loop.create_connection(_Protocol, address.host, address.port), self._timeout
                 )
             except (OSError, TimeoutError) as exc:
-                raise RedisUnavailable(f"cannot connect to {self._host}:{self._port}: {exc}") from None
+                raise RedisUnavailable(f"cannot connect to {address.host}:{address.port}: {exc}") from None
             # uvloop may return before it has called connection_made().
             protocol.transport = transport
-            if self._password is not None:
-                auth = ("AUTH", self._username, self._password) if self._username else ("AUTH", self._password)
-                await self._send(protocol, _encode(auth))
-            if self._db:
-                await self._send(protocol, _encode(("SELECT", str(self._db))))
+            auth = address.auth_command()
+            if auth is not None:
+                await self._send(protocol, encode_command(auth))
+            if address.db:
+                await self._send(protocol, encode_command(("SELECT", str(address.db))))
             self._protocol = protocol
             return protocol
 
