@@ -128,10 +128,10 @@ def create_app(settings: Settings) -> Starlette:
             app.state.router = router
             app.state.freshness = freshness
             app.state.schema_version = head
-            cursors = CursorCodec(settings.cursor_secret)
+            cursors = CursorCodec(settings.cursor_keys)
             app.state.users = UserService(UserRepository(router), cursors, open_users=settings.open_users)
             app.state.follows = FollowService(FollowStore(router), cursors)
-            app.state.tokens = TokenSigner(settings.token_secret, access_ttl_s=settings.access_ttl_s)
+            app.state.tokens = TokenSigner(settings.token_keys, access_ttl_s=settings.access_ttl_s)
             app.state.accounts = AccountService(
                 ClaimStore(router), AccountStore(router), passwords, app.state.tokens,
                 LoginLimits(
@@ -145,7 +145,7 @@ def create_app(settings: Settings) -> Starlette:
                 ConversationStore(router), MessageStore(router), InboxStore(router), conversation_log,
                 UserRepository(router), hub,
                 TokenBucket(redis, "send", rate=settings.send_rate_per_s, burst=settings.send_burst),
-                CursorCodec(settings.cursor_secret), member_limit=settings.member_limit,
+                CursorCodec(settings.cursor_keys), member_limit=settings.member_limit,
             )
             if background is not None:
                 background.start()

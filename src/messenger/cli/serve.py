@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from messenger.cli.console import console, fail
-from messenger.settings import ENV_PREFIX, available_cpus
+from messenger.settings import ENV_PREFIX, SettingsError, available_cpus, load_keys
 from messenger.topology import TOPOLOGY_ENV, TopologyError, load_topology
 
 APP_FACTORY = "messenger.api.app:create_app_from_env"
@@ -73,6 +73,10 @@ def serve(
         topo = load_topology(topology)
     except TopologyError as exc:
         fail(str(exc))
+    try:  # the workers would each fail (and be respawned) on the same missing key
+        load_keys(topo, dev=os.environ.get(ENV_PREFIX + "PROFILE") == "dev")
+    except SettingsError as exc:
+        fail(f"refusing to serve: {exc}")
     report = check_drift(topo)
     if not report.ok:
         fail(f"refusing to serve: {report.message}")

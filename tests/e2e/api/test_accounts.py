@@ -94,7 +94,9 @@ async def test_tampered_expired_and_foreign_tokens_are_401(api: httpx.AsyncClien
     tokens = await _login(api, me["account"]["username"])
     head, body, sig = tokens["access_token"].split(".")
     expired = jwt.encode({"sub": me["id"], "iat": int(time.time()) - 2000, "exp": int(time.time()) - 1000,
-                          "iss": "messenger", "typ": "access"}, settings.token_secret, algorithm="HS256")
+                          "sid": str(uuid.uuid4()), "iss": "messenger", "typ": "access"},
+                         settings.token_keys.current.secret, algorithm="HS256",
+                         headers={"kid": settings.token_keys.current.kid})
     for header in (f"Bearer {head}.{body}.{sig[::-1]}", f"Bearer {expired}", "Bearer garbage", "Basic abc"):
         response = await api.get("/api/v1/me", headers={"Authorization": header})
         assert response.status_code == 401, header

@@ -81,7 +81,7 @@ async def new_user(api: httpx.AsyncClient, first: str = "Ada", *, shard: int | N
 
 
 def bearer(api: httpx.AsyncClient, user_id: str) -> dict[str, str]:
-    token = api.app.state.tokens.issue_access(uuid.UUID(user_id))  # type: ignore[attr-defined]
+    token = api.app.state.tokens.issue_access(uuid.UUID(user_id), uuid.uuid4())  # type: ignore[attr-defined]
     return {"Authorization": f"Bearer {token}"}
 
 
