@@ -54,6 +54,16 @@ class ShardUnavailable(MessengerError):
         self.role = role
 
 
+class CommitUncertain(ShardUnavailable):
+    """The shard failed at or after COMMIT (the reply lost, the position read after it failing):
+    the transaction may have committed. A caller must not undo what depends on it having failed
+    (e.g. release a registration's claims); what it wrote is settled later from the shard."""
+
+    def __init__(self, shard: str, reason: str = "") -> None:
+        super().__init__(shard, "primary", reason)
+        self.details["commit"] = "unknown"
+
+
 class ShardBusy(MessengerError):
     """This worker had no free connection to a shard within the wait bound: overload, not an
     outage. The shard itself may be fine; the client should retry later."""

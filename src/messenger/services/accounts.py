@@ -18,7 +18,13 @@ from messenger.domain.accounts import (
     normalize_email,
     normalize_username,
 )
-from messenger.domain.errors import InvalidInput, MessengerError, NotFound, Unauthenticated
+from messenger.domain.errors import (
+    CommitUncertain,
+    InvalidInput,
+    MessengerError,
+    NotFound,
+    Unauthenticated,
+)
 from messenger.domain.ids import new_id
 from messenger.domain.users import clean_name
 from messenger.services.passwords import Passwords
@@ -106,6 +112,11 @@ class AccountService:
             account, _ = await self._accounts.create(NewAccount(
                 user_id, account_id, first_name, last_name, username, email, password_hash, reservation,
             ))
+        except CommitUncertain:
+            # The account may exist: releasing its claims would let the name be registered again
+            # on another shard. They stay pending; the relay confirms them from the account's
+            # event if it committed, else the sweeper deletes them once they expire.
+            raise
         except Exception:
             await self._release_all(claims)
             raise
@@ -165,7 +176,7 @@ class AccountService:
     async def _issue(self, user_id: uuid.UUID, family_id: uuid.UUID) -> TokenPair:
         refresh = new_refresh_token(user_id)
         await self._accounts.add_refresh(user_id, family_id, new_id(), refresh_token_hash(refresh), self._refresh_ttl_s)
-        return TokenPair(self._signer.issue_access(user_id), refresh, self._signer.access_ttl_s, user_id)
+        return TokenPair(self._signer.issue_access(user_id, family_id), refresh, self._signer.access_ttl_s, user_id)
 
     async def refresh(self, token: str) -> TokenPair:
         user_id = refresh_token_user(token)
@@ -179,7 +190,9 @@ class AccountService:
             raise Unauthenticated("refresh token already used: every token of this session is revoked")
         if record.expired:
             raise Unauthenticated("refresh token expired")
-        return TokenPair(self._signer.issue_access(user_id), successor, self._signer.access_ttl_s, user_id)
+        return TokenPair(
+            self._signer.issue_access(user_id, record.family_id), successor, self._signer.access_ttl_s, user_id
+        )
 
     async def logout(self, token: str) -> None:
         user_id = refresh_token_user(token)
@@ -226,6 +239,8 @@ class AccountService:
                     new_email or current.account.email,
                     reservation,
                 )
+            except CommitUncertain:
+                raise  # as in register: the claims stay pending for the relay or the sweeper
             except Exception:
                 await self._release_all(changes)
                 raise

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg import errors as pg_errors
+
 from messenger.domain.accounts import Account
-from messenger.domain.errors import NotFound
+from messenger.domain.errors import Conflict, NotFound
 from messenger.domain.ids import new_id
 from messenger.storage.outbox import append_event
 from messenger.storage.shards.transactions import ShardTransactions
@@ -89,6 +91,12 @@ class RefreshRecord:
     revoked: bool
 
 
+def _taken() -> Conflict:
+    """An account on this shard already has the value: the claims should have said so (one left
+    behind by a failure); the client sees the usual 409, never a 500."""
+    return Conflict("username or email is already taken", details={"fields": ["username", "email"]})
+
+
 def _account(row: tuple[Any, ...]) -> Account:
     return Account(id=row[0], user_id=row[1], username=row[2], email=row[3], created_at=row[4], updated_at=row[5])
 
@@ -105,9 +113,12 @@ class AccountStore:
         async with self.shards.transaction(self._shard(new.user_id), marks=[str(new.user_id)]) as conn:
             cursor = await conn.execute(INSERT_USER, (new.user_id, new.first_name, new.last_name))
             created_at, updated_at = await cursor.fetchone()  # type: ignore[misc]
-            await conn.execute(
-                INSERT_ACCOUNT, (new.account_id, new.user_id, new.username, new.email, new.password_hash)
-            )
+            try:
+                await conn.execute(
+                    INSERT_ACCOUNT, (new.account_id, new.user_id, new.username, new.email, new.password_hash)
+                )
+            except pg_errors.UniqueViolation:
+                raise _taken() from None
             await conn.execute(INSERT_LINK, (new.user_id, new.account_id))
             await append_event(conn, f"user:{new.user_id}", "account.registered", {
                 "user_id": str(new.user_id), "username": new.username, "email": new.email,
@@ -147,7 +158,10 @@ class AccountStore:
             if row is None:
                 raise NotFound("account not found")
             old_username, old_email = row
-            await conn.execute(UPDATE_LOGIN, (username, email, user_id))
+            try:
+                await conn.execute(UPDATE_LOGIN, (username, email, user_id))
+            except pg_errors.UniqueViolation:
+                raise _taken() from None
             await append_event(conn, f"user:{user_id}", "account.login_changed", {
                 "user_id": str(user_id), "reservation_id": str(reservation_id),
                 "username": username, "email": email,

@@ -6,24 +6,28 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import datetime
 
 import psycopg
 import pytest
 from redis.asyncio import Redis
 
 from messenger.cluster.local import LocalCluster
-from messenger.domain.errors import Conflict, InvalidInput, RateLimited, Unauthenticated
+from messenger.domain.accounts import Account
+from messenger.domain.errors import CommitUncertain, Conflict, InvalidInput, RateLimited, Unauthenticated
+from messenger.domain.keys import KeySet
 from messenger.services.accounts import AccountService, LoginLimits, Registration
 from messenger.services.passwords import Passwords
 from messenger.services.tokens import TokenSigner
-from messenger.storage.accounts import AccountStore
-from messenger.storage.claims import ClaimStore
+from messenger.storage.accounts import AccountStore, NewAccount
+from messenger.storage.claims import Claim, ClaimStore
 from messenger.storage.redis.rate_limits import RateLimit
 from messenger.storage.relay.handlers import HANDLERS
 from messenger.storage.relay.runner import OutboxRelay
 from messenger.storage.shards.primaries import PrimaryPools
 
 PASSWORD = "s3cret-pass"
+KEYS = KeySet.single(b"t" * 32)
 
 
 class SimulatedCrash(BaseException):
@@ -53,7 +57,7 @@ def service(pools: PrimaryPools, passwords: Passwords, redis: Redis | None = Non
     if redis is not None:
         tag = uuid.uuid4().hex[:8]
         limits = LoginLimits(RateLimit(redis, f"acct-{tag}", 3, 60), RateLimit(redis, f"client-{tag}", 100, 60))
-    return AccountService(ClaimStore(pools), AccountStore(pools), passwords, TokenSigner(b"t" * 32), limits, **kwargs)  # type: ignore[arg-type]
+    return AccountService(ClaimStore(pools), AccountStore(pools), passwords, TokenSigner(KEYS), limits, **kwargs)  # type: ignore[arg-type]
 
 
 def unique(prefix: str = "u") -> str:
@@ -181,6 +185,97 @@ async def test_an_expired_claim_is_settled_inline_by_the_next_registration(
         await service(pools, passwords).register(registration(username=request.username))
     _expire_pending_claims(cluster)
     await service(pools, passwords).register(registration(username=request.username))  # no sweeper needed
+
+
+class CommitReplyLost(AccountStore):
+    """Writes that commit and then fail as if the COMMIT's reply had been lost (or the position
+    read after it had failed): the rows are there, the caller sees a 503 (the router's side of
+    this is tests/integration/storage/shards/test_router.py)."""
+
+    async def create(self, new: NewAccount) -> tuple[Account, datetime]:
+        await super().create(new)
+        raise CommitUncertain("shard_x", "simulated: the COMMIT reply was lost")
+
+    async def change_login(self, user_id: uuid.UUID, username: str, email: str, reservation_id: uuid.UUID) -> tuple[str, str]:
+        await super().change_login(user_id, username, email, reservation_id)
+        raise CommitUncertain("shard_x", "simulated: the COMMIT reply was lost")
+
+
+def _claim_states(cluster: LocalCluster, kind: str, value: str) -> list[str]:
+    states = []
+    for shard in cluster.topology.shards:
+        with psycopg.connect(shard.primary_dsn) as conn:
+            states += [r[0] for r in conn.execute(f"SELECT state FROM {kind}_claims WHERE {kind} = %s", (value,))]
+    return states
+
+
+async def test_a_registration_whose_commit_may_have_succeeded_keeps_its_names(
+    pools: PrimaryPools, passwords: Passwords, cluster: LocalCluster
+) -> None:
+    uncertain = AccountService(
+        ClaimStore(pools), CommitReplyLost(pools), passwords,
+        TokenSigner(KEYS),
+    )
+    request = registration()
+    with pytest.raises(CommitUncertain):
+        await uncertain.register(request)
+    # The account exists, so its names stay held: nobody registers them on another shard.
+    assert _claim_states(cluster, "username", request.username) == ["pending"]
+    accounts = service(pools, passwords)
+    with pytest.raises(Conflict):
+        await accounts.register(registration(username=request.username))
+    with pytest.raises(Conflict):
+        await accounts.register(registration(email=request.email))
+    # The sweeper settles them by the account, which holds them: confirmed, and it signs in.
+    _expire_pending_claims(cluster)
+    await ClaimStore(pools).sweep()
+    assert _claim_states(cluster, "username", request.username) == ["confirmed"]
+    assert _claim_states(cluster, "email", request.email) == ["confirmed"]
+    await accounts.login(request.username, PASSWORD, "c")
+
+
+async def test_a_login_change_whose_commit_may_have_succeeded_keeps_the_new_name(
+    pools: PrimaryPools, passwords: Passwords, cluster: LocalCluster
+) -> None:
+    profile = await service(pools, passwords).register(registration())
+    uncertain = AccountService(
+        ClaimStore(pools), CommitReplyLost(pools), passwords,
+        TokenSigner(KEYS),
+    )
+    new = unique("moved")
+    with pytest.raises(CommitUncertain):
+        await uncertain.update_me(profile.account.user_id, username=new)
+    assert _claim_states(cluster, "username", new) == ["pending"]
+    with pytest.raises(Conflict):
+        await service(pools, passwords).register(registration(username=new))
+
+
+async def test_the_sweeper_never_deletes_a_confirmed_claim(pools: PrimaryPools, passwords: Passwords, cluster: LocalCluster) -> None:
+    # A claim confirmed (by the relay) between the sweeper's look at the account and its delete.
+    profile = await service(pools, passwords).register(registration())
+    claims = ClaimStore(pools)
+    username = profile.account.username
+    shard = cluster.topology.shard(pools.shard_for(username))
+    with psycopg.connect(shard.primary_dsn) as conn:
+        row = conn.execute("SELECT user_id, reservation_id FROM username_claims WHERE username = %s", (username,)).fetchone()
+    assert row is not None
+    stranger = Claim("username", username, uuid.uuid4(), row[1])  # an account that does not hold it
+    assert await claims.resolve(stranger) is False
+    assert _claim_states(cluster, "username", username) == ["confirmed"]
+
+
+async def test_a_unique_violation_on_the_account_row_is_a_409(pools: PrimaryPools, passwords: Passwords) -> None:
+    # The claims should prevent it; a claim lost to a bug or a manual delete must still not be a 500.
+    first = await service(pools, passwords).register(registration())
+    store = AccountStore(pools)
+    shard = pools.shard_for(str(first.account.user_id))
+    twin = uuid.uuid4()
+    while pools.shard_for(str(twin)) != shard:
+        twin = uuid.uuid4()
+    with pytest.raises(Conflict):
+        await store.create(NewAccount(
+            twin, uuid.uuid4(), "A", "B", first.account.username, f"{unique()}@example.com", "x", uuid.uuid4(),
+        ))
 
 
 async def test_invalid_fields_are_named_and_write_nothing(pools: PrimaryPools, passwords: Passwords) -> None:

@@ -34,7 +34,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from messenger.domain.errors import ShardBusy, ShardUnavailable
+from messenger.domain.errors import CommitUncertain, ShardBusy, ShardUnavailable
 from messenger.metrics import Metrics
 from messenger.settings import Settings
 from messenger.storage.shards.breaker import CircuitBreaker
@@ -218,9 +218,11 @@ class ShardRouter:
         except BaseException:  # our caller went away: the BEGIN may still bring a connection
             begin.add_done_callback(lambda work: self._give_back(pool, work, capacity))
             raise
+        committing = False
         try:
             try:
                 yield conn
+                committing = True
                 await conn.commit()
             except BaseException:
                 with suppress(Exception):
@@ -234,6 +236,8 @@ class ShardRouter:
                     await self._freshness.mark(key, lsn)
         except _FAILURES as exc:
             self._failed(shard, "primary", type(exc).__name__)
+            if committing:  # the COMMIT was sent: it may have been applied
+                raise CommitUncertain(name, _reason(exc)) from None
             raise ShardUnavailable(name, "primary", _reason(exc)) from None
         finally:
             try:
