@@ -5,6 +5,7 @@ Nothing here connects to anything; the API's lifespan builds pools and clients f
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import stat
 import tempfile
@@ -109,9 +110,32 @@ class Settings:
     """Anyone may create profile-only users (POST /api/v1/users) and change or delete those
     that have no account, without a token: the seed's load scenarios need it. On in the dev
     profile (`make run`) and the benchmark cluster, off by default."""
-    login_failures_per_account: int = 10
+    login_failures_per_account: int = 5
+    """Wrong passwords for one login before each further attempt waits (never a lock-out)..."""
+    login_backoff_base_s: float = 1.0
+    login_backoff_max_s: float = 60.0
+    """...first `base`, doubling up to `max`; forgotten after `login_window_s` without attempts."""
     login_attempts_per_client: int = 60
     login_window_s: int = 300
+    trusted_proxies: tuple[str, ...] = ()
+    """Networks whose X-Forwarded-For names the client (api/clients.py); none by default."""
+
+    # Abuse limits on what fans out (README, "Security settings for production").
+    registrations_per_client: int = 20
+    registration_window_s: int = 3600
+    account_change_rate_per_s: float = 0.2
+    account_change_burst: int = 10
+    group_rate_per_s: float = 0.1
+    group_burst: int = 10
+    members_per_request: int = 100
+    members_added_per_window: int = 500
+    members_window_s: int = 3600
+    edit_rate_per_s: float = 2.0
+    edit_burst: int = 20
+    typing_per_socket_per_s: float = 5.0
+    resume_rate_per_s: float = 0.5
+    resume_burst: int = 10
+    sockets_per_user: int = 10
     run_background: bool = True
     """Run the outbox relay and the claims sweeper inside this process."""
 
@@ -157,9 +181,28 @@ class Settings:
             access_ttl_s=int(_env("ACCESS_TTL", "900")),
             refresh_ttl_s=int(_env("REFRESH_TTL", str(30 * 24 * 3600))),
             open_users=_flag("OPEN_USERS", dev),
-            login_failures_per_account=int(_env("LOGIN_FAILURES_PER_ACCOUNT", "10")),
+            login_failures_per_account=int(_env("LOGIN_FAILURES_PER_ACCOUNT", "5")),
+            login_backoff_base_s=float(_env("LOGIN_BACKOFF_BASE", "1")),
+            login_backoff_max_s=float(_env("LOGIN_BACKOFF_MAX", "60")),
             login_attempts_per_client=int(_env("LOGIN_ATTEMPTS_PER_CLIENT", "60")),
             login_window_s=int(_env("LOGIN_WINDOW", "300")),
+            trusted_proxies=_networks(_env("TRUSTED_PROXIES", "")),
+            registrations_per_client=int(_env("REGISTRATIONS_PER_CLIENT", "20")),
+            registration_window_s=int(_env("REGISTRATION_WINDOW", "3600")),
+            account_change_rate_per_s=float(_env("ACCOUNT_CHANGE_RATE", "0.2")),
+            account_change_burst=int(_env("ACCOUNT_CHANGE_BURST", "10")),
+            group_rate_per_s=float(_env("GROUP_RATE", "0.1")),
+            group_burst=int(_env("GROUP_BURST", "10")),
+            members_per_request=int(_env("MEMBERS_PER_REQUEST", "100")),
+            members_added_per_window=int(_env("MEMBERS_ADDED_PER_WINDOW", "500")),
+            members_window_s=int(_env("MEMBERS_WINDOW", "3600")),
+            edit_rate_per_s=float(_env("EDIT_RATE", "2")),
+            edit_burst=int(_env("EDIT_BURST", "20")),
+            typing_per_socket_per_s=float(_env("TYPING_PER_SOCKET", "5")),
+            resume_rate_per_s=float(_env("RESUME_RATE", "0.5")),
+            resume_burst=int(_env("RESUME_BURST", "10")),
+            sockets_per_user=int(_env("SOCKETS_PER_USER", "10")),
+            ws_max_frame_bytes=int(_env("WS_MAX_FRAME_BYTES", str(16 * 1024))),
             run_background=_flag("BACKGROUND", True),
             send_rate_per_s=float(_env("SEND_RATE", "5")),
             send_burst=int(_env("SEND_BURST", "30")),
@@ -172,6 +215,16 @@ class Settings:
 def _flag(name: str, default: bool) -> bool:
     raw = os.environ.get(ENV_PREFIX + name)
     return default if raw is None else raw.strip().lower() not in ("0", "false", "no", "off", "")
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    networks = tuple(n.strip() for n in text.split(",") if n.strip())
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise SettingsError(f"{ENV_PREFIX}TRUSTED_PROXIES: {network!r} is not an address or network") from None
+    return networks
 
 
 def secrets_path(topology: Topology) -> Path | None:

@@ -52,7 +52,7 @@ def _tokens(pair: TokenPair) -> Response:
 
 
 def _client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    return request.app.state.clients.of(request)  # type: ignore[no-any-return]
 
 
 def _set(value: object) -> object | None:
@@ -62,7 +62,8 @@ def _set(value: object) -> object | None:
 async def register(request: Request) -> Response:
     body: AccountCreate = await _body(request, _create)
     profile = await _service(request).register(
-        Registration(body.username, body.email, body.password, body.first_name, body.last_name)
+        Registration(body.username, body.email, body.password, body.first_name, body.last_name),
+        _client_address(request),
     )
     headers = {**_NO_STORE, "Location": "/api/v1/me"}
     return Response(_me(profile), 201, headers, _JSON)
@@ -108,7 +109,9 @@ async def me(request: Request) -> Response:
 async def change_password(request: Request) -> Response:
     user_id = require_caller(request)
     body: PasswordChange = await _body(request, _password)
-    await _service(request).change_password(user_id, body.current_password, body.new_password)
+    await _service(request).change_password(
+        user_id, body.current_password, body.new_password, _client_address(request)
+    )
     return Response(None, 204)
 
 

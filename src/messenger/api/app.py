@@ -14,11 +14,12 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from messenger.api import accounts, conversations, follows, ops, users, ws
+from messenger.api.clients import ClientAddresses
 from messenger.api.errors import EXCEPTION_HANDLERS
 from messenger.api.openapi import openapi_routes
 from messenger.background import BackgroundWork
 from messenger.metrics import Metrics
-from messenger.services.accounts import AccountService, LoginLimits
+from messenger.services.accounts import AccountLimits, AccountService
 from messenger.services.cursor import CursorCodec
 from messenger.services.follows import FollowService
 from messenger.services.live import LiveHub
@@ -34,7 +35,7 @@ from messenger.storage.conversations import ConversationStore
 from messenger.storage.follows import FollowStore
 from messenger.storage.inbox import InboxStore
 from messenger.storage.messages import MessageStore
-from messenger.storage.redis.rate_limits import RateLimit, TokenBucket
+from messenger.storage.redis.rate_limits import Backoff, FixedWindow, TokenBucket
 from messenger.storage.schema import check_migrations
 from messenger.storage.shards.breaker import CircuitBreaker
 from messenger.storage.shards.freshness import FreshnessMarkers
@@ -134,12 +135,10 @@ def create_app(settings: Settings) -> Starlette:
             app.state.tokens = TokenSigner(settings.token_keys, access_ttl_s=settings.access_ttl_s)
             app.state.accounts = AccountService(
                 ClaimStore(router), AccountStore(router), passwords, app.state.tokens,
-                LoginLimits(
-                    RateLimit(redis, "login-account", settings.login_failures_per_account, settings.login_window_s),
-                    RateLimit(redis, "login-client", settings.login_attempts_per_client, settings.login_window_s),
-                ),
+                _account_limits(redis, settings),
                 refresh_ttl_s=settings.refresh_ttl_s,
             )
+            app.state.clients = ClientAddresses(settings.trusted_proxies)
             app.state.hub = hub
             app.state.messaging = MessagingService(
                 ConversationStore(router), MessageStore(router), InboxStore(router), conversation_log,
@@ -169,6 +168,20 @@ def create_app(settings: Settings) -> Starlette:
     app.router.redirect_slashes = False
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _account_limits(redis: Redis, s: Settings) -> AccountLimits:
+    def backoff(name: str) -> Backoff:
+        return Backoff(redis, name, free=s.login_failures_per_account, base_s=s.login_backoff_base_s,
+                       max_s=s.login_backoff_max_s, ttl_s=s.login_window_s)
+
+    return AccountLimits(
+        FixedWindow(redis, "login-client", s.login_attempts_per_client, s.login_window_s, fail_closed=True),
+        backoff("login-account"),
+        backoff("password-account"),
+        FixedWindow(redis, "register-client", s.registrations_per_client, s.registration_window_s),
+        TokenBucket(redis, "account-change", rate=s.account_change_rate_per_s, burst=s.account_change_burst),
+    )
 
 
 def create_app_from_env() -> Starlette:

@@ -42,6 +42,19 @@ class RateLimited(MessengerError):
         self.retry_after = retry_after
 
 
+class LimiterUnavailable(MessengerError):
+    """A limit that must hold (sign-in, password changes) cannot be checked: Redis is down.
+    Refusing is the safe answer; the client retries shortly."""
+
+    code = "rate_limiter_unavailable"
+
+    def __init__(self, limit: str) -> None:
+        super().__init__(
+            "sign-in is unavailable right now (its rate limit cannot be checked), try again shortly",
+            details={"limit": limit},
+        )
+
+
 class ShardUnavailable(MessengerError):
     """A shard (or the role of it a request needs) cannot be reached in time."""
 

@@ -36,7 +36,7 @@ from messenger.services.tokens import (
 )
 from messenger.storage.accounts import AccountStore, NewAccount
 from messenger.storage.claims import Claim, ClaimKind, ClaimStore
-from messenger.storage.redis.rate_limits import RateLimit
+from messenger.storage.redis.rate_limits import Backoff, FixedWindow, TokenBucket
 
 Step = Callable[[str], Awaitable[None]]
 
@@ -70,9 +70,18 @@ class TokenPair:
 
 
 @dataclass(frozen=True, slots=True)
-class LoginLimits:
-    per_account: RateLimit
-    per_client: RateLimit
+class AccountLimits:
+    """Sign-in and password checks fail closed (Redis down: 503); the others fail open."""
+
+    login_per_client: FixedWindow
+    """Every sign-in or password-change attempt from one client address, per window."""
+    login_per_account: Backoff
+    """Wrong passwords for one login value: a growing delay, never a lock-out."""
+    password_per_account: Backoff
+    """Wrong current passwords on POST /me/password, per user."""
+    registrations_per_client: FixedWindow | None = None
+    changes_per_user: TokenBucket | None = None
+    """Renames and login changes (PATCH /me): each fans out to every message and membership."""
 
 
 class AccountService:
@@ -82,7 +91,7 @@ class AccountService:
         accounts: AccountStore,
         passwords: Passwords,
         signer: TokenSigner,
-        limits: LoginLimits | None = None,
+        limits: AccountLimits | None = None,
         *,
         refresh_ttl_s: int = 30 * 24 * 3600,
         step: Step = _no_step,
@@ -97,7 +106,9 @@ class AccountService:
 
     # -- registration ----------------------------------------------------------------------
 
-    async def register(self, request: Registration) -> Profile:
+    async def register(self, request: Registration, client: str | None = None) -> Profile:
+        if self._limits is not None and self._limits.registrations_per_client is not None and client is not None:
+            await self._limits.registrations_per_client.take(client, message="too many registrations, try again later")
         username = normalize_username(request.username)
         email = normalize_email(request.email)
         password = check_password(request.password)
@@ -155,11 +166,10 @@ class AccountService:
             value = normalize_email(login) if kind == "email" else normalize_username(login)
         except InvalidInput:
             value = None  # cannot exist: answered like a wrong password
-        if self._limits is not None:
-            await self._limits.per_client.check(client)
+        if self._limits is not None:  # counted before any work, atomically: parallel guesses too
+            await self._limits.login_per_client.take(client)
             if value is not None:
-                await self._limits.per_account.check(value)
-            await self._limits.per_client.hit(client)
+                await self._limits.login_per_account.attempt(value)
 
         stored = None
         if value is not None and len(password) <= 1024:
@@ -168,9 +178,9 @@ class AccountService:
                 stored = await self._accounts.for_login(holder.user_id, kind, value)
         verified = await self._passwords.verify(stored.password_hash if stored else None, password[:1024])
         if stored is None or not verified:
-            if self._limits is not None and value is not None:
-                await self._limits.per_account.hit(value)
-            raise Unauthenticated("wrong username, email or password")
+            raise Unauthenticated("wrong username, email or password")  # counted already
+        if self._limits is not None and value is not None:
+            await self._limits.login_per_account.succeeded(value)
         return await self._issue(stored.account.user_id, family_id=new_id())
 
     async def _issue(self, user_id: uuid.UUID, family_id: uuid.UUID) -> TokenPair:
@@ -221,6 +231,8 @@ class AccountService:
         last = None if last_name is None else clean_name("last_name", last_name)
         new_username = None if username is None else normalize_username(username)
         new_email = None if email is None else normalize_email(email)
+        if self._limits is not None and self._limits.changes_per_user is not None:
+            await self._limits.changes_per_user.take(str(user_id), message="too many account changes, slow down")
         current = await self.me(user_id)
         if first is not None or last is not None:
             await self._accounts.update_names(user_id, first, last)
@@ -247,11 +259,20 @@ class AccountService:
             await self._confirm_all(changes)
         return await self.me(user_id)
 
-    async def change_password(self, user_id: uuid.UUID, current_password: str, new_password: str) -> None:
+    async def change_password(
+        self, user_id: uuid.UUID, current_password: str, new_password: str, client: str | None = None
+    ) -> None:
+        """Limited like sign-in: a stolen access token must not be a password-guessing oracle."""
         new = check_password(new_password, "new_password")
+        if self._limits is not None:
+            if client is not None:
+                await self._limits.login_per_client.take(client)
+            await self._limits.password_per_account.attempt(str(user_id))
         stored = await self._accounts.get(user_id)
         if not isinstance(current_password, str) or not await self._passwords.verify(stored.password_hash, current_password[:1024]):
             raise Unauthenticated("current password is wrong")
+        if self._limits is not None:
+            await self._limits.password_per_account.succeeded(str(user_id))
         await self._accounts.set_password(user_id, await self._passwords.hash(new))
 
     async def delete_me(self, user_id: uuid.UUID) -> None:

@@ -17,10 +17,10 @@ from messenger.domain.errors import CommitUncertain, ShardBusy, ShardUnavailable
 from messenger.domain.ids import new_id
 from messenger.metrics import Metrics
 from messenger.settings import Settings
+from messenger.storage.shards import router as router_module
 from messenger.storage.shards.breaker import CircuitBreaker
 from messenger.storage.shards.freshness import FreshnessMarkers
 from messenger.storage.shards.pools import PoolSizing, ShardPools
-from messenger.storage.shards import router as router_module
 from messenger.storage.shards.router import ShardRouter
 from messenger.storage.users import INSERT_USER, SELECT_USER
 from tests.e2e.api.conftest import lagging_replicas
