@@ -23,10 +23,10 @@ from messenger.api.schemas.conversations import (
     MessagePatch,
     ReadBody,
 )
+from messenger.domain.conversations import ConversationView
 from messenger.domain.errors import InvalidInput
 from messenger.domain.ids import parse_id
 from messenger.services.messaging import DEFAULT_PAGE_SIZE, MessagingService
-from messenger.storage.conversations import ConversationView
 
 PREFIX = "/api/v1/conversations"
 _JSON = "application/json"

@@ -18,7 +18,7 @@ import msgspec
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from messenger.domain.errors import MessengerError, Unauthenticated
+from messenger.domain.errors import LiveUnavailable, MessengerError, Unauthenticated
 from messenger.services.live import (
     CLOSE_HEARTBEAT_TIMEOUT,
     CLOSE_INTERNAL,
@@ -31,7 +31,6 @@ from messenger.services.live import (
 )
 from messenger.services.messaging import MessagingService
 from messenger.services.tokens import AccessClaims, TokenSigner
-from messenger.storage.redis.live_bus import LiveUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,12 @@ from urllib.parse import unquote, urlparse
 
 import hiredis
 
+from messenger.domain.errors import LiveUnavailable
 from messenger.storage.redis.resp import RespClient
 
 log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = b"live:user:"
-
-
-class LiveUnavailable(Exception):
-    """The live bus (Redis) cannot be reached: no socket can be served right now."""
 
 
 def _command(args: tuple[bytes | str, ...]) -> bytes:
