@@ -54,9 +54,9 @@ async def shard_stats(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    app = context(request)
-    await app.ops.refresh_outbox_gauges()
-    return Response(app.metrics.render(), 200, None, "text/plain; version=0.0.4; charset=utf-8")
+    ctx = context(request)
+    await ctx.ops.refresh_outbox_gauges()
+    return Response(ctx.metrics.render(), 200, None, "text/plain; version=0.0.4; charset=utf-8")
 
 
 routes = [
