@@ -18,6 +18,7 @@ from messenger.services.follows import FollowService
 from messenger.services.live import LiveHub
 from messenger.services.messaging import MessagingService
 from messenger.services.ops import OpsService
+from messenger.services.sessions import Sessions
 from messenger.services.tokens import TokenSigner
 from messenger.services.users import UserService
 from messenger.settings import Settings
@@ -33,6 +34,8 @@ class ApiContext:
     messaging: MessagingService
     hub: LiveHub
     tokens: TokenSigner
+    sessions: Sessions
+    """Whether a token's session is still alive (logout, password change, deletion end it)."""
     clients: ClientAddresses
     """Who a request's client is, for per-client limits (trusted proxies)."""
     ops: OpsService

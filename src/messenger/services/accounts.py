@@ -20,6 +20,7 @@ from messenger.domain.accounts import (
 )
 from messenger.domain.errors import (
     CommitUncertain,
+    Conflict,
     InvalidInput,
     MessengerError,
     NotFound,
@@ -28,6 +29,7 @@ from messenger.domain.errors import (
 from messenger.domain.ids import new_id
 from messenger.domain.users import clean_name
 from messenger.services.passwords import Passwords
+from messenger.services.sessions import Sessions
 from messenger.services.tokens import (
     TokenSigner,
     new_refresh_token,
@@ -84,6 +86,12 @@ class AccountLimits:
     """Renames and login changes (PATCH /me): each fans out to every message and membership."""
 
 
+def _taken() -> Conflict:
+    """One answer for a taken username and a taken email: naming the field would tell anyone
+    which email addresses have an account, which sign-in does not (README, "Security")."""
+    return Conflict("username or email is already taken", details={"fields": ["username", "email"]})
+
+
 class AccountService:
     def __init__(
         self,
@@ -93,9 +101,11 @@ class AccountService:
         signer: TokenSigner,
         limits: AccountLimits | None = None,
         *,
+        sessions: Sessions | None = None,
         refresh_ttl_s: int = 30 * 24 * 3600,
         step: Step = _no_step,
     ) -> None:
+        self._sessions = sessions
         self._claims = claims
         self._accounts = accounts
         self._passwords = passwords
@@ -142,6 +152,9 @@ class AccountService:
                 await self._claims.reserve(claim)
                 held.append(claim)
                 await self._step(f"reserved_{claim.kind}")
+        except Conflict:
+            await self._release_all(held)
+            raise _taken() from None
         except Exception:
             await self._release_all(held)
             raise
@@ -206,8 +219,11 @@ class AccountService:
 
     async def logout(self, token: str) -> None:
         user_id = refresh_token_user(token)
-        if not await self._accounts.revoke_refresh(user_id, refresh_token_hash(token)):
+        session_id = await self._accounts.revoke_refresh(user_id, refresh_token_hash(token))
+        if session_id is None:
             raise Unauthenticated("invalid refresh token")
+        if self._sessions is not None:  # its access tokens and sockets end too
+            await self._sessions.end_sessions(user_id, [session_id])
 
     # -- one's own account -----------------------------------------------------------------
 
@@ -273,10 +289,14 @@ class AccountService:
             raise Unauthenticated("current password is wrong")
         if self._limits is not None:
             await self._limits.password_per_account.succeeded(str(user_id))
-        await self._accounts.set_password(user_id, await self._passwords.hash(new))
+        ended = await self._accounts.set_password(user_id, await self._passwords.hash(new))
+        if self._sessions is not None:
+            await self._sessions.end_sessions(user_id, ended)
 
     async def delete_me(self, user_id: uuid.UUID) -> None:
         try:
             await self._accounts.delete_user(user_id)
         except NotFound:
             raise Unauthenticated("the account of this token no longer exists") from None
+        if self._sessions is not None:
+            await self._sessions.end_user(user_id)

@@ -58,7 +58,10 @@ FOR UPDATE
 """
 MARK_REFRESH_USED = "UPDATE refresh_tokens SET used_at = now() WHERE id = %s"
 REVOKE_FAMILY = "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = %s AND revoked_at IS NULL"
-REVOKE_ALL_FOR_USER = "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = %s AND revoked_at IS NULL"
+REVOKE_ALL_FOR_USER = """
+UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = %s AND revoked_at IS NULL
+RETURNING family_id
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +172,12 @@ class AccountStore:
             })
         return old_username, old_email
 
-    async def set_password(self, user_id: uuid.UUID, password_hash: str) -> None:
+    async def set_password(self, user_id: uuid.UUID, password_hash: str) -> set[uuid.UUID]:
+        """Set the hash and revoke every refresh token; returns the sessions (families) ended."""
         async with self.shards.transaction(self._shard(user_id)) as conn:
             await conn.execute(UPDATE_PASSWORD, (password_hash, user_id))
-            await conn.execute(REVOKE_ALL_FOR_USER, (user_id,))
+            cursor = await conn.execute(REVOKE_ALL_FOR_USER, (user_id,))
+            return {row[0] for row in await cursor.fetchall()}
 
     async def delete_user(self, user_id: uuid.UUID) -> None:
         """Delete the user and, by cascade, everything of theirs on this shard; the
@@ -213,12 +218,13 @@ class AccountStore:
             await conn.execute(INSERT_REFRESH, (new_id, user_id, record.family_id, new_hash, ttl_s))
             return record
 
-    async def revoke_refresh(self, user_id: uuid.UUID, token_hash: bytes) -> bool:
+    async def revoke_refresh(self, user_id: uuid.UUID, token_hash: bytes) -> uuid.UUID | None:
+        """Revoke the token's whole family; returns the family (the session), None if unknown."""
         async with self.shards.transaction(self._shard(user_id)) as conn:
             cursor = await conn.execute(SELECT_REFRESH, (token_hash,))
             row = await cursor.fetchone()
             if row is None or row[1] != user_id:
-                return False
+                return None
             await conn.execute(REVOKE_FAMILY, (row[2],))
-            return True
+            return row[2]  # type: ignore[no-any-return]
 

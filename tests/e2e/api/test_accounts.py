@@ -71,7 +71,19 @@ async def test_duplicate_username_or_email_in_any_case_is_409(api: httpx.AsyncCl
     for clash in ({"username": me["account"]["username"].upper()}, {"email": me["account"]["email"].upper()}):
         response = await api.post("/api/v1/accounts", json={**_new(), **clash})
         assert response.status_code == 409
-        assert response.json()["error"]["details"]["field"] == next(iter(clash))
+
+
+async def test_a_taken_username_and_a_taken_email_get_the_same_answer(api: httpx.AsyncClient) -> None:
+    # Registration must not tell which email is registered beyond what sign-in tells (nothing):
+    # a clash on the username and one on the email are the same 409, body for body.
+    me = await _register(api)
+    answers = []
+    for clash in ({"username": me["account"]["username"]}, {"email": me["account"]["email"]}):
+        response = await api.post("/api/v1/accounts", json={**_new(), **clash})
+        assert response.status_code == 409
+        answers.append(response.json())
+    assert answers[0] == answers[1]
+    assert answers[0]["error"]["details"] == {"fields": ["username", "email"]}
 
 
 @pytest.mark.parametrize(

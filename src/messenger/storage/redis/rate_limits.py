@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import suppress
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -93,10 +94,10 @@ class _Limit:
         self.name = name
         self.fail_closed = fail_closed
 
-    async def _run(self, key: str, *args: float | int) -> list[bytes | int] | None:
+    async def _run(self, key: str, *args: float | int | str) -> Any:
         """The script's answer; None when Redis failed and this limit fails open."""
         try:
-            return await self._script(keys=[self._prefix + key], args=list(args))  # type: ignore[no-any-return]
+            return await self._script(keys=[self._prefix + key], args=list(args))
         except _REDIS_ERRORS as exc:
             if self.fail_closed:
                 log.warning("limit %s unavailable, refusing: %s", self.name, exc)
@@ -168,3 +169,40 @@ class TokenBucket(_Limit):
         answer = await self._run(key, self.rate, self.burst, cost)
         if answer is not None and not int(answer[0]):
             raise RateLimited(message, retry_after=float(answer[1]))
+
+
+# Members are a user's open sockets, scored by when they lapse (a worker that dies without
+# releasing them leaves entries that expire on their own): drop the lapsed, then admit while
+# fewer than `limit` remain.
+_ACQUIRE_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+    return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])) + 1)
+return 1
+"""
+
+
+class ConcurrencyLimit(_Limit):
+    """At most `limit` holders at once per key (open sockets per user), across workers. A holder
+    refreshes its slot within `lease_s` (the heartbeat) or loses it."""
+
+    def __init__(self, redis: Redis, name: str, limit: int, lease_s: float, *, fail_closed: bool = False) -> None:
+        if limit < 1 or lease_s <= 0:
+            raise ValueError("a concurrency limit needs limit >= 1 and lease_s > 0")
+        super().__init__(redis, "cl", name, _ACQUIRE_SLOT, fail_closed=fail_closed)
+        self.limit = limit
+        self.lease_s = lease_s
+
+    async def acquire(self, key: str, holder: str) -> bool:
+        """Take (or refresh) `holder`'s slot; False when `key` already has `limit` others."""
+        answer = await self._run(key, holder, self.limit, self.lease_s)
+        return answer is None or bool(answer)
+
+    async def release(self, key: str, holder: str) -> None:
+        with suppress(*_REDIS_ERRORS):
+            await self._redis.zrem(self._prefix + key, holder)
