@@ -73,13 +73,13 @@ def serve(
         topo = load_topology(topology)
     except TopologyError as exc:
         fail(str(exc))
+    report = check_drift(topo)
+    if not report.ok:
+        fail(f"refusing to serve: {report.message}")
     try:  # the workers would each fail (and be respawned) on the same missing key
         load_keys(topo, dev=os.environ.get(ENV_PREFIX + "PROFILE") == "dev")
     except SettingsError as exc:
         fail(f"refusing to serve: {exc}")
-    report = check_drift(topo)
-    if not report.ok:
-        fail(f"refusing to serve: {report.message}")
     count = resolve_workers(workers)
     assert topo.path is not None
     # Workers are separate processes that build their own settings: hand them what we resolved.

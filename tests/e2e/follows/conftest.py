@@ -39,7 +39,10 @@ def rel_topology(cluster: LocalCluster) -> Iterator[Topology]:
 def rel_settings(cluster: LocalCluster, rel_topology: Topology) -> Settings:
     base = Settings.from_env(cluster.topology_path, workers=1)
     # The test drives the relay itself (`relay` below), so faults happen when it says.
-    return replace(base, topology=rel_topology, open_users=True, run_background=False)
+    # Every in-process request comes from 127.0.0.1: per-address limits would add up over the
+    # module (as in tests/e2e/api/conftest.py).
+    return replace(base, topology=rel_topology, open_users=True, run_background=False,
+                   registrations_per_client=1_000_000, login_attempts_per_client=1_000_000)
 
 
 @pytest.fixture(scope="module")
