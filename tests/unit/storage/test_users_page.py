@@ -25,7 +25,9 @@ class FakeRouter:
         self.shards = shards
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
 
-    async def read_everywhere(self, sql: str, params: tuple[Any, ...]) -> list[list[tuple[Any, ...]]]:
+    async def read_everywhere(
+        self, sql: str, params: tuple[Any, ...], *, name: str
+    ) -> list[list[tuple[Any, ...]]]:
         self.calls.append((sql, params))
         limit = params[-1]
         after = params[0].int if len(params) == 2 else None
