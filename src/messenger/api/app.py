@@ -40,7 +40,7 @@ from messenger.storage.shards.breaker import CircuitBreaker
 from messenger.storage.shards.freshness import FreshnessMarkers
 from messenger.storage.shards.pools import PoolSizing, ShardPools
 from messenger.storage.shards.router import ShardRouter
-from messenger.storage.users import UserRepository
+from messenger.storage.users import UserStore
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def create_app(settings: Settings) -> Starlette:
             app.state.freshness = freshness
             app.state.schema_version = head
             cursors = CursorCodec(settings.cursor_secret)
-            app.state.users = UserService(UserRepository(router), cursors, open_users=settings.open_users)
+            app.state.users = UserService(UserStore(router), cursors, open_users=settings.open_users)
             app.state.follows = FollowService(FollowStore(router), cursors)
             app.state.tokens = TokenSigner(settings.token_secret, access_ttl_s=settings.access_ttl_s)
             app.state.accounts = AccountService(
@@ -143,7 +143,7 @@ def create_app(settings: Settings) -> Starlette:
             app.state.hub = hub
             app.state.messaging = MessagingService(
                 ConversationStore(router), MessageStore(router), InboxStore(router), conversation_log,
-                UserRepository(router), hub,
+                UserStore(router), hub,
                 TokenBucket(redis, "send", rate=settings.send_rate_per_s, burst=settings.send_burst),
                 CursorCodec(settings.cursor_secret), member_limit=settings.member_limit,
             )

@@ -36,7 +36,7 @@ from messenger.storage.conversations import Change, ConversationStore, Conversat
 from messenger.storage.inbox import InboxStore
 from messenger.storage.messages import MessageStore, ReadMarker, Sent
 from messenger.storage.redis.rate_limits import TokenBucket
-from messenger.storage.users import UserRepository
+from messenger.storage.users import UserStore
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
@@ -69,7 +69,7 @@ class MessagingService:
         messages: MessageStore,
         inbox: InboxStore,
         log: ConversationLog,
-        users: UserRepository,
+        users: UserStore,
         publisher: Publisher,
         send_limit: TokenBucket | None,
         cursors: CursorCodec,

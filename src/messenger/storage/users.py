@@ -65,7 +65,7 @@ def _user(row: tuple[Any, ...]) -> User:
     return User(*row)
 
 
-class UserRepository:
+class UserStore:
     def __init__(self, router: ShardRouter) -> None:
         self._router = router
 
