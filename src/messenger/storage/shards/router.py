@@ -82,7 +82,9 @@ class ShardRouter:
             )
 
         self._shards = {
-            s.index: ShardEndpoints(s.index, s.name, endpoint(s.index, s.name, "primary"), endpoint(s.index, s.name, "replica"))
+            s.index: ShardEndpoints(
+                s.index, s.name, endpoint(s.index, s.name, "primary"), endpoint(s.index, s.name, "replica")
+            )
             for s in topology.shards
         }
         self._monitor = ReplicaMonitor(
