@@ -59,7 +59,7 @@ from messenger.storage.shards.freshness import FreshnessMarkers
 from messenger.storage.shards.pools import PoolSizing, ShardPools
 from messenger.storage.shards.primaries import PrimaryPools
 from messenger.storage.shards.router import ShardRouter
-from messenger.storage.users import UserRepository
+from messenger.storage.users import UserStore
 from messenger.topology import Topology
 
 API_APP_NAME = "messenger-api"
@@ -145,7 +145,7 @@ def _api_context(
 ) -> ApiContext:
     """The stores over the router, and the services over them."""
     cursors = CursorCodec(settings.cursor_secret)
-    users = UserRepository(router)
+    users = UserStore(router)
     tokens = TokenSigner(settings.token_secret, access_ttl_s=settings.access_ttl_s)
     accounts = AccountService(
         ClaimStore(router), AccountStore(router), passwords, tokens,

@@ -1,7 +1,7 @@
 """Use cases on users: create, read, replace, patch, delete, list.
 
 Each takes plain values (already decoded by the API), applies the domain's rules and calls the
-repository; none knows about HTTP or SQL. Writes return a consistency token that a client may
+store; none knows about HTTP or SQL. Writes return a consistency token that a client may
 send back on its reads (read-your-writes also holds without it, see storage/shards/router.py).
 """
 
@@ -15,7 +15,7 @@ from messenger.domain.ids import new_id, parse_id
 from messenger.domain.pages import check_page_limit
 from messenger.domain.users import Order, User, clean_name
 from messenger.services.cursor import CursorCodec
-from messenger.storage.users import UserRepository
+from messenger.storage.users import UserStore
 
 DEFAULT_PAGE_SIZE = 20
 
@@ -37,7 +37,7 @@ class UserService:
     token. With `open_users` (dev profile, benchmarks) anyone may create profile-only users
     and change or delete those that have no account, as the seed's load scenarios do."""
 
-    def __init__(self, users: UserRepository, cursors: CursorCodec, *, open_users: bool = False) -> None:
+    def __init__(self, users: UserStore, cursors: CursorCodec, *, open_users: bool = False) -> None:
         self._users = users
         self._cursors = cursors
         self._open_users = open_users
