@@ -158,7 +158,7 @@ class UserStore:
     async def count_on_shard(self, shard: int) -> int:
         """Exact user count of one shard, from its replica when it can (stats: a shard that
         cannot answer raises ShardUnavailable, and the others still count)."""
-        rows = await self._router.read(shard, COUNT_USERS, ())
+        rows = await self._router.read(shard, COUNT_USERS, (), name="count_users")
         return int(rows[0][0])
 
     async def count_per_shard(self) -> list[int]:

@@ -106,7 +106,7 @@ def backoff_seconds(attempts: int, base: float = 0.5, cap: float = 60.0) -> floa
 async def read_backlog(router: ShardRouter, shard: int) -> Backlog:
     """One shard's backlog as the API's /metrics reports it: from the replica when it has it (a
     scrape is not a write, and a little lag is fine for a gauge). Raises ShardUnavailable."""
-    rows = await router.read(shard, BACKLOG, ())
+    rows = await router.read(shard, BACKLOG, (), name="outbox_backlog")
     pending, age, dead = rows[0]
     return Backlog(router.shard_name(shard), int(pending), float(age), int(dead))
 
