@@ -11,6 +11,12 @@ from messenger.api.errors import HttpError, invalid_body
 
 T = TypeVar("T")
 
+GROUP_BODY_BYTES = 128 * 1024
+"""The least body limit of `POST /api/v1/conversations`, whatever MESSENGER_MAX_BODY_BYTES says:
+a group may list 1,000 member ids (MEMBER_LIMIT), ~40 KB written compactly and ~47 KB one per
+indented line, plus a 400-character title that is up to 4.8 KB with every character escaped.
+The general limit (64 KiB) would refuse such a schema-valid body as a client formats it."""
+
 
 def is_json(content_type: str) -> bool:
     media_type = content_type.partition(";")[0].strip().lower()

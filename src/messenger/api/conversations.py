@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from messenger.api.auth import require_caller
-from messenger.api.bodies import read_json
+from messenger.api.bodies import GROUP_BODY_BYTES, read_json
 from messenger.api.errors import HttpError
 from messenger.api.schemas.conversations import (
     ConversationCreate,
@@ -43,8 +43,8 @@ def _service(request: Request) -> MessagingService:
     return request.app.state.messaging  # type: ignore[no-any-return]
 
 
-async def _body(request: Request, decoder: msgspec.json.Decoder):  # type: ignore[type-arg,no-untyped-def]
-    return await read_json(request, decoder, request.app.state.settings.max_body_bytes)
+async def _body(request: Request, decoder: msgspec.json.Decoder, at_least: int = 0):  # type: ignore[type-arg,no-untyped-def]
+    return await read_json(request, decoder, max(request.app.state.settings.max_body_bytes, at_least))
 
 
 def _path_id(request: Request, name: str) -> uuid.UUID:
@@ -81,7 +81,7 @@ def _view(view: ConversationView) -> dict[str, object]:
 
 async def create_conversation(request: Request) -> Response:
     caller = require_caller(request)
-    body: ConversationCreate = await _body(request, _create)
+    body: ConversationCreate = await _body(request, _create, GROUP_BODY_BYTES)
     service = _service(request)
     if body.type == "direct":
         if body.user_id is msgspec.UNSET:
