@@ -162,7 +162,7 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=[*users.routes, *follows.routes, *accounts.routes, *conversations.routes,
-                *ws.routes, *ops.routes, *openapi_routes()],
+                *ws.routes, *ops.routes, *openapi_routes(settings.max_body_bytes)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
