@@ -1,6 +1,6 @@
 """Runtime settings: one object, read from the environment and the topology file at start-up.
 
-Nothing here connects to anything; the API's lifespan builds pools and clients from it.
+Nothing here connects to anything; `messenger.bootstrap` builds pools and clients from it.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from messenger.api.auth import require_caller
-from messenger.api.bodies import read_json
+from messenger.api.bodies import read_body
+from messenger.api.context import context
+from messenger.api.responses import JSON, encode
 from messenger.api.schemas.accounts import (
     AccountCreate,
     AccountOut,
@@ -20,10 +22,8 @@ from messenger.api.schemas.accounts import (
     TokensOut,
 )
 from messenger.domain.errors import InvalidInput
-from messenger.services.accounts import AccountService, Profile, Registration, TokenPair
+from messenger.services.accounts import Profile, Registration, TokenPair
 
-_encode = msgspec.json.Encoder().encode
-_JSON = "application/json"
 _create = msgspec.json.Decoder(AccountCreate)
 _login = msgspec.json.Decoder(LoginBody)
 _refresh = msgspec.json.Decoder(RefreshBody)
@@ -32,23 +32,15 @@ _password = msgspec.json.Decoder(PasswordChange)
 _NO_STORE = {"Cache-Control": "no-store"}  # tokens and personal data stay out of caches
 
 
-def _service(request: Request) -> AccountService:
-    return request.app.state.accounts  # type: ignore[no-any-return]
-
-
-async def _body(request: Request, decoder: msgspec.json.Decoder):  # type: ignore[type-arg,no-untyped-def]
-    return await read_json(request, decoder, request.app.state.settings.max_body_bytes)
-
-
 def _me(profile: Profile) -> bytes:
     a = profile.account
-    return _encode(MeOut(a.user_id, profile.first_name, profile.last_name,
+    return encode(MeOut(a.user_id, profile.first_name, profile.last_name,
                          AccountOut(a.id, a.username, a.email, a.created_at, a.updated_at)))
 
 
 def _tokens(pair: TokenPair) -> Response:
     body = TokensOut(pair.access_token, pair.refresh_token, pair.user_id, pair.expires_in)
-    return Response(_encode(body), 200, _NO_STORE, _JSON)
+    return Response(encode(body), 200, _NO_STORE, JSON)
 
 
 def _client_address(request: Request) -> str:
@@ -60,55 +52,55 @@ def _set(value: object) -> object | None:
 
 
 async def register(request: Request) -> Response:
-    body: AccountCreate = await _body(request, _create)
-    profile = await _service(request).register(
+    body = await read_body(request, _create)
+    profile = await context(request).accounts.register(
         Registration(body.username, body.email, body.password, body.first_name, body.last_name)
     )
     headers = {**_NO_STORE, "Location": "/api/v1/me"}
-    return Response(_me(profile), 201, headers, _JSON)
+    return Response(_me(profile), 201, headers, JSON)
 
 
 async def login(request: Request) -> Response:
-    body: LoginBody = await _body(request, _login)
+    body = await read_body(request, _login)
     given = [v for v in (body.login, body.username, body.email) if v is not msgspec.UNSET]
     if len(given) != 1:
         raise InvalidInput("give exactly one of login, username or email", details={"field": "login"})
-    pair = await _service(request).login(str(given[0]), body.password, _client_address(request))
+    pair = await context(request).accounts.login(str(given[0]), body.password, _client_address(request))
     return _tokens(pair)
 
 
 async def refresh(request: Request) -> Response:
-    body: RefreshBody = await _body(request, _refresh)
-    return _tokens(await _service(request).refresh(body.refresh_token))
+    body = await read_body(request, _refresh)
+    return _tokens(await context(request).accounts.refresh(body.refresh_token))
 
 
 async def logout(request: Request) -> Response:
-    body: RefreshBody = await _body(request, _refresh)
-    await _service(request).logout(body.refresh_token)
+    body = await read_body(request, _refresh)
+    await context(request).accounts.logout(body.refresh_token)
     return Response(None, 204)
 
 
 async def me(request: Request) -> Response:
     user_id = require_caller(request)
-    service = _service(request)
+    service = context(request).accounts
     if request.method == "DELETE":
         await service.delete_me(user_id)
         return Response(None, 204)
     if request.method == "PATCH":
-        body: MePatch = await _body(request, _patch)
+        body = await read_body(request, _patch)
         fields = {k: _set(getattr(body, k)) for k in ("first_name", "last_name", "username", "email")}
         if all(v is None for v in fields.values()):
             raise InvalidInput("nothing to change", details={"fields": sorted(fields)})
         profile = await service.update_me(user_id, **fields)  # type: ignore[arg-type]
     else:
         profile = await service.me(user_id)
-    return Response(_me(profile), 200, _NO_STORE, _JSON)
+    return Response(_me(profile), 200, _NO_STORE, JSON)
 
 
 async def change_password(request: Request) -> Response:
     user_id = require_caller(request)
-    body: PasswordChange = await _body(request, _password)
-    await _service(request).change_password(user_id, body.current_password, body.new_password)
+    body = await read_body(request, _password)
+    await context(request).accounts.change_password(user_id, body.current_password, body.new_password)
     return Response(None, 204)
 
 

@@ -6,8 +6,8 @@ import uuid
 
 from starlette.requests import Request
 
+from messenger.api.context import context
 from messenger.domain.errors import Unauthenticated
-from messenger.services.tokens import TokenSigner
 
 
 def bearer_token(request: Request) -> str | None:
@@ -25,8 +25,7 @@ def caller(request: Request) -> uuid.UUID | None:
     token = bearer_token(request)
     if token is None:
         return None
-    signer: TokenSigner = request.app.state.tokens
-    return signer.verify_access(token).user_id
+    return context(request).tokens.verify_access(token).user_id
 
 
 def require_caller(request: Request) -> uuid.UUID:

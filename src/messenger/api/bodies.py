@@ -7,6 +7,7 @@ from typing import TypeVar
 import msgspec
 from starlette.requests import Request
 
+from messenger.api.context import context
 from messenger.api.errors import HttpError, invalid_body
 
 T = TypeVar("T")
@@ -52,6 +53,12 @@ async def read_json(request: Request, decoder: msgspec.json.Decoder[T], max_byte
         raise invalid_body(exc) from None
     except msgspec.DecodeError as exc:
         raise HttpError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+
+
+async def read_body(request: Request, decoder: msgspec.json.Decoder[T], at_least: int = 0) -> T:
+    """`read_json` with the app's body size limit (`MESSENGER_MAX_BODY_BYTES`), or `at_least`
+    where a route's largest schema-valid body needs more (group creation)."""
+    return await read_json(request, decoder, max(context(request).settings.max_body_bytes, at_least))
 
 
 def _too_large(max_bytes: int) -> HttpError:

@@ -14,8 +14,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from messenger.api.auth import require_caller
-from messenger.api.bodies import GROUP_BODY_BYTES, read_json
+from messenger.api.bodies import GROUP_BODY_BYTES, read_body
+from messenger.api.context import context
 from messenger.api.errors import HttpError
+from messenger.api.responses import JSON, encode
 from messenger.api.schemas.conversations import (
     ConversationCreate,
     MembersAdd,
@@ -23,28 +25,18 @@ from messenger.api.schemas.conversations import (
     MessagePatch,
     ReadBody,
 )
+from messenger.domain.conversations import ConversationView
 from messenger.domain.errors import InvalidInput
 from messenger.domain.ids import parse_id
-from messenger.services.messaging import DEFAULT_PAGE_SIZE, MessagingService
-from messenger.storage.conversations import ConversationView
+from messenger.services.messaging import DEFAULT_PAGE_SIZE
 
 PREFIX = "/api/v1/conversations"
-_JSON = "application/json"
 _PRIVATE = {"Cache-Control": "private, no-store"}
-_encode = msgspec.json.Encoder().encode
 _create = msgspec.json.Decoder(ConversationCreate)
 _members = msgspec.json.Decoder(MembersAdd)
 _message = msgspec.json.Decoder(MessageCreate)
 _patch = msgspec.json.Decoder(MessagePatch)
 _read = msgspec.json.Decoder(ReadBody)
-
-
-def _service(request: Request) -> MessagingService:
-    return request.app.state.messaging  # type: ignore[no-any-return]
-
-
-async def _body(request: Request, decoder: msgspec.json.Decoder, at_least: int = 0):  # type: ignore[type-arg,no-untyped-def]
-    return await read_json(request, decoder, max(request.app.state.settings.max_body_bytes, at_least))
 
 
 def _path_id(request: Request, name: str) -> uuid.UUID:
@@ -72,7 +64,7 @@ def _query_int(request: Request, name: str, default: int) -> int:
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(_encode(body), status, {**_PRIVATE, **(headers or {})}, _JSON)
+    return Response(encode(body), status, {**_PRIVATE, **(headers or {})}, JSON)
 
 
 def _view(view: ConversationView) -> dict[str, object]:
@@ -81,8 +73,8 @@ def _view(view: ConversationView) -> dict[str, object]:
 
 async def create_conversation(request: Request) -> Response:
     caller = require_caller(request)
-    body: ConversationCreate = await _body(request, _create, GROUP_BODY_BYTES)
-    service = _service(request)
+    body = await read_body(request, _create, GROUP_BODY_BYTES)
+    service = context(request).messaging
     if body.type == "direct":
         if body.user_id is msgspec.UNSET:
             raise InvalidInput("a direct conversation needs user_id", details={"field": "user_id"})
@@ -102,31 +94,31 @@ async def create_conversation(request: Request) -> Response:
 
 async def get_conversation(request: Request) -> Response:
     caller = require_caller(request)
-    view = await _service(request).get(caller, _path_id(request, "conversation_id"))
+    view = await context(request).messaging.get(caller, _path_id(request, "conversation_id"))
     return _json(_view(view))
 
 
 async def add_members(request: Request) -> Response:
     caller = require_caller(request)
     conversation_id = _path_id(request, "conversation_id")
-    body: MembersAdd = await _body(request, _members)
-    view = await _service(request).add_members(caller, conversation_id, body.user_ids)
+    body = await read_body(request, _members)
+    view = await context(request).messaging.add_members(caller, conversation_id, body.user_ids)
     return _json(_view(view))
 
 
 async def remove_member(request: Request) -> Response:
     caller = require_caller(request)
     conversation_id = _path_id(request, "conversation_id")
-    await _service(request).remove_member(caller, conversation_id, _path_id(request, "user_id"))
+    await context(request).messaging.remove_member(caller, conversation_id, _path_id(request, "user_id"))
     return Response(None, 204)
 
 
 async def messages(request: Request) -> Response:
     caller = require_caller(request)
     conversation_id = _path_id(request, "conversation_id")
-    service = _service(request)
+    service = context(request).messaging
     if request.method == "POST":
-        body: MessageCreate = await _body(request, _message)
+        body = await read_body(request, _message)
         message, created = await service.send(caller, conversation_id, body.body, body.client_message_id)
         return _json(message, 201 if created else 200, {"Location": f"{PREFIX}/{conversation_id}/messages/{message.id}"})
     page = await service.page(
@@ -141,19 +133,19 @@ async def message_item(request: Request) -> Response:
     caller = require_caller(request)
     conversation_id = _path_id(request, "conversation_id")
     message_id = _path_id(request, "message_id")
-    service = _service(request)
+    service = context(request).messaging
     if request.method == "DELETE":
         await service.delete(caller, conversation_id, message_id)
         return Response(None, 204)
-    body: MessagePatch = await _body(request, _patch)
+    body = await read_body(request, _patch)
     return _json(await service.edit(caller, conversation_id, message_id, body.body))
 
 
 async def mark_read(request: Request) -> Response:
     caller = require_caller(request)
     conversation_id = _path_id(request, "conversation_id")
-    body: ReadBody = await _body(request, _read)
-    marker = await _service(request).mark_read(caller, conversation_id, body.message_id)
+    body = await read_body(request, _read)
+    marker = await context(request).messaging.mark_read(caller, conversation_id, body.message_id)
     return _json({"read_message_id": marker.message_id})
 
 
@@ -161,15 +153,15 @@ async def events(request: Request) -> Response:
     """The conversation's events after seq `after`, as the WebSocket delivers them."""
     caller = require_caller(request)
     conversation_id = _path_id(request, "conversation_id")
-    frames = await _service(request).events(
+    frames = await context(request).messaging.events(
         caller, conversation_id, _query_int(request, "after", 0), _query_int(request, "limit", 100)
     )
-    return Response(b'{"items":[' + b",".join(frames) + b"]}", 200, _PRIVATE, _JSON)
+    return Response(b'{"items":[' + b",".join(frames) + b"]}", 200, _PRIVATE, JSON)
 
 
 async def my_conversations(request: Request) -> Response:
     caller = require_caller(request)
-    page = await _service(request).inbox(
+    page = await context(request).messaging.inbox(
         caller, cursor=request.query_params.get("cursor") or None,
         limit=_query_int(request, "limit", DEFAULT_PAGE_SIZE),
     )

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from messenger.api.responses import JSON, encode
 from messenger.domain.errors import (
     Conflict,
     Forbidden,
@@ -30,7 +31,6 @@ from messenger.domain.errors import (
 )
 
 log = logging.getLogger(__name__)
-_encode = msgspec.json.Encoder().encode
 
 STATUS_BY_ERROR: dict[type[MessengerError], int] = {
     InvalidInput: 422,
@@ -72,8 +72,8 @@ def error_response(
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    body = _encode({"error": {"code": code, "message": message, "details": details or {}}})
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    body = encode({"error": {"code": code, "message": message, "details": details or {}}})
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
 
 
 _FIELD_PATH = re.compile(r"at `\$\.?([^`]*)`")

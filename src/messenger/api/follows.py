@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import uuid
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from messenger.api.auth import require_caller
+from messenger.api.context import context
 from messenger.api.errors import HttpError
+from messenger.api.responses import JSON, encode
 from messenger.api.schemas.follows import FollowEntryOut, FollowOut, FollowPageOut
 from messenger.api.users import PREFIX, path_user_id
-from messenger.services.follows import DEFAULT_PAGE_SIZE, Direction, FollowService
-
-_encode = msgspec.json.Encoder().encode
-_JSON = "application/json"
-
-
-def _service(request: Request) -> FollowService:
-    return request.app.state.follows  # type: ignore[no-any-return]
+from messenger.services.follows import DEFAULT_PAGE_SIZE, Direction
 
 
 async def follow_item(request: Request) -> Response:
@@ -28,11 +22,11 @@ async def follow_item(request: Request) -> Response:
     follower = require_caller(request)
     followee = path_user_id(request)
     if request.method == "DELETE":
-        await _service(request).unfollow(follower, followee)
+        await context(request).follows.unfollow(follower, followee)
         return Response(None, 204)
-    follow = await _service(request).follow(follower, followee)
+    follow = await context(request).follows.follow(follower, followee)
     body = FollowOut(follow.follower_id, follow.followee_id, follow.created_at)
-    return Response(_encode(body), 201 if follow.created else 200, None, _JSON)
+    return Response(encode(body), 201 if follow.created else 200, None, JSON)
 
 
 async def _list(request: Request, direction: Direction) -> Response:
@@ -42,11 +36,11 @@ async def _list(request: Request, direction: Direction) -> Response:
         limit = int(raw_limit)
     except ValueError:
         raise HttpError(422, "invalid_input", "limit must be an integer", {"field": "limit"}) from None
-    page = await _service(request).page(
+    page = await context(request).follows.page(
         direction, user_id, limit=limit, cursor=request.query_params.get("cursor") or None
     )
     items = [FollowEntryOut(e.user_id, e.first_name, e.last_name, e.followed_at) for e in page.items]
-    return Response(_encode(FollowPageOut(items, page.next_cursor)), 200, None, _JSON)
+    return Response(encode(FollowPageOut(items, page.next_cursor)), 200, None, JSON)
 
 
 async def following(request: Request) -> Response:

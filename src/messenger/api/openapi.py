@@ -10,6 +10,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from messenger.api.bodies import GROUP_BODY_BYTES
+from messenger.api.context import context
 from messenger.api.schemas.conversations import (
     MAX_MEMBERS_PER_REQUEST,
     ConversationCreate,
@@ -434,10 +435,14 @@ _DOCS_PAGE = """<!doctype html>
 </body></html>"""
 
 
-def openapi_routes(max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> list[Route]:
-    document = msgspec.json.encode(build_openapi(max_body_bytes))
+def openapi_routes() -> list[Route]:
+    documents: dict[int, bytes] = {}  # by body limit: built once, on the first request
 
-    async def openapi(_request: Request) -> Response:
+    async def openapi(request: Request) -> Response:
+        max_body_bytes = context(request).settings.max_body_bytes
+        document = documents.get(max_body_bytes)
+        if document is None:
+            document = documents[max_body_bytes] = msgspec.json.encode(build_openapi(max_body_bytes))
         return Response(document, 200, None, "application/json")
 
     async def docs(_request: Request) -> Response:

@@ -10,31 +10,23 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from messenger.api.auth import caller
-from messenger.api.bodies import read_json
+from messenger.api.bodies import read_body
+from messenger.api.context import context
 from messenger.api.errors import HttpError
+from messenger.api.responses import JSON, encode
 from messenger.api.schemas.users import UserCreate, UserPatch, UserReplace
 from messenger.domain.errors import InvalidInput
 from messenger.domain.ids import parse_id
 from messenger.domain.users import Order
-from messenger.services.users import DEFAULT_PAGE_SIZE, UserService
+from messenger.services.users import DEFAULT_PAGE_SIZE
 
 PREFIX = "/api/v1/users"
 TOKEN_HEADER = "X-Consistency-Token"
 
-_encode = msgspec.json.Encoder().encode
 _create = msgspec.json.Decoder(UserCreate)
 _replace = msgspec.json.Decoder(UserReplace)
 _patch = msgspec.json.Decoder(UserPatch)
-_JSON = "application/json"
 _ORDERS: dict[str, Order] = {"asc": "asc", "desc": "desc"}
-
-
-def _service(request: Request) -> UserService:
-    return request.app.state.users  # type: ignore[no-any-return]
-
-
-def _max_body(request: Request) -> int:
-    return request.app.state.settings.max_body_bytes  # type: ignore[no-any-return]
 
 
 def path_user_id(request: Request) -> uuid.UUID:
@@ -54,44 +46,44 @@ def _written_headers(token: str | None, location: str | None = None) -> dict[str
 
 
 async def create_user(request: Request) -> Response:
-    body = await read_json(request, _create, _max_body(request))
-    written = await _service(request).create(body.first_name, body.last_name)
+    body = await read_body(request, _create)
+    written = await context(request).users.create(body.first_name, body.last_name)
     location = f"{PREFIX}/{written.user.id}"
     return Response(
-        _encode(written.user), 201, _written_headers(written.token, location), _JSON
+        encode(written.user), 201, _written_headers(written.token, location), JSON
     )
 
 
 async def get_user(request: Request) -> Response:
-    user = await _service(request).get(
+    user = await context(request).users.get(
         path_user_id(request), token=request.headers.get(TOKEN_HEADER)
     )
-    return Response(_encode(user), 200, None, _JSON)
+    return Response(encode(user), 200, None, JSON)
 
 
 async def replace_user(request: Request) -> Response:
     user_id = path_user_id(request)
-    body = await read_json(request, _replace, _max_body(request))
-    written = await _service(request).replace(
+    body = await read_body(request, _replace)
+    written = await context(request).users.replace(
         user_id, body.first_name, body.last_name, caller=caller(request)
     )
-    return Response(_encode(written.user), 200, _written_headers(written.token), _JSON)
+    return Response(encode(written.user), 200, _written_headers(written.token), JSON)
 
 
 async def patch_user(request: Request) -> Response:
     user_id = path_user_id(request)
-    body = await read_json(request, _patch, _max_body(request))
-    written = await _service(request).patch(
+    body = await read_body(request, _patch)
+    written = await context(request).users.patch(
         user_id,
         None if body.first_name is msgspec.UNSET else body.first_name,
         None if body.last_name is msgspec.UNSET else body.last_name,
         caller=caller(request),
     )
-    return Response(_encode(written.user), 200, _written_headers(written.token), _JSON)
+    return Response(encode(written.user), 200, _written_headers(written.token), JSON)
 
 
 async def delete_user(request: Request) -> Response:
-    token = await _service(request).delete(path_user_id(request), caller=caller(request))
+    token = await context(request).users.delete(path_user_id(request), caller=caller(request))
     return Response(None, 204, _written_headers(token))
 
 
@@ -112,8 +104,8 @@ async def list_users(request: Request) -> Response:
     order = _ORDERS.get(query.get("order") or "asc")
     if order is None:
         raise HttpError(422, "invalid_input", "order must be asc or desc", {"field": "order"})
-    page = await _service(request).list(limit=limit, order=order, cursor=query.get("cursor") or None)
-    return Response(_encode({"items": page.items, "next_cursor": page.next_cursor}), 200, None, _JSON)
+    page = await context(request).users.list(limit=limit, order=order, cursor=query.get("cursor") or None)
+    return Response(encode({"items": page.items, "next_cursor": page.next_cursor}), 200, None, JSON)
 
 
 _ITEM_HANDLERS = {

@@ -20,21 +20,20 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from messenger.api.context import context
 from messenger.api.errors import error_response
-from messenger.domain.errors import MessengerError, Unauthenticated
+from messenger.domain.errors import LiveUnavailable, MessengerError, Unauthenticated
 from messenger.services.live import (
     CLOSE_HEARTBEAT_TIMEOUT,
     CLOSE_INTERNAL,
     CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN,
     CLOSE_UNAUTHENTICATED,
-    LiveHub,
     Session,
     SessionClosed,
 )
 from messenger.services.messaging import MessagingService
 from messenger.services.tokens import AccessClaims, TokenSigner
-from messenger.storage.redis.live_bus import LiveUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +77,15 @@ def _token(websocket: HTTPConnection) -> str | None:
 
 class Connection:
     def __init__(self, websocket: WebSocket, session: Session, claims: AccessClaims) -> None:
-        state = websocket.app.state
+        ctx = context(websocket)
         self.websocket = websocket
         self.session = session
         self.expires_at = claims.expires_at
-        self.messaging: MessagingService = state.messaging
-        self.tokens: TokenSigner = state.tokens
-        self.heartbeat_s: float = state.settings.ws_heartbeat_s
-        self.max_frame: int = state.settings.ws_max_frame_bytes
-        self.resume_wait_s: float = state.settings.ws_resume_wait_s
+        self.messaging: MessagingService = ctx.messaging
+        self.tokens: TokenSigner = ctx.tokens
+        self.heartbeat_s = ctx.settings.ws_heartbeat_s
+        self.max_frame = ctx.settings.ws_max_frame_bytes
+        self.resume_wait_s = ctx.settings.ws_resume_wait_s
         self.last_heard = time.monotonic()
         self.client_gone = False
         self._resuming: asyncio.Task[None] | None = None
@@ -210,17 +209,17 @@ class Connection:
 
 
 async def live(websocket: WebSocket) -> None:
-    state = websocket.app.state
+    ctx = context(websocket)
     token = _token(websocket)
     await websocket.accept()
     try:
         if token is None:
             raise Unauthenticated("pass the access token as ?access_token= or Authorization: Bearer")
-        claims = state.tokens.verify_access(token)
+        claims = ctx.tokens.verify_access(token)
     except Unauthenticated as exc:
         await websocket.close(CLOSE_UNAUTHENTICATED, exc.message)
         return
-    hub: LiveHub = state.hub
+    hub = ctx.hub
     holding = websocket.query_params.get("resume", "") in ("1", "true")
     session = hub.new_session(claims.user_id, hold_until_resume=holding)
     try:
@@ -230,7 +229,7 @@ async def live(websocket: WebSocket) -> None:
         return
     try:
         session.send_now({
-            "type": "ready", "user_id": str(claims.user_id), "heartbeat_s": state.settings.ws_heartbeat_s,
+            "type": "ready", "user_id": str(claims.user_id), "heartbeat_s": ctx.settings.ws_heartbeat_s,
             "awaiting_resume": holding,
         })
         await Connection(websocket, session, claims).run()
@@ -245,7 +244,7 @@ async def not_a_handshake(request: Request) -> Response:
     token = _token(request)
     if token is None:
         raise Unauthenticated("this needs an access token: ?access_token= or Authorization: Bearer")
-    request.app.state.tokens.verify_access(token)
+    context(request).tokens.verify_access(token)
     return error_response(
         426, "upgrade_required", f"{PATH} only serves WebSocket handshakes (Upgrade: websocket)",
         headers={"Upgrade": "websocket", "Connection": "Upgrade"},

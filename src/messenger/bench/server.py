@@ -31,7 +31,7 @@ def granian_command(target: str, port: int, workers: int, *, factory: bool = Fal
     return [*cmd, "--factory", target] if factory else [*cmd, target]
 
 
-API_FACTORY = "messenger.api.app:create_app_from_env"
+API_FACTORY = "messenger.bootstrap:create_app_from_env"
 MESSAGING_ENV = {
     "MESSENGER_SEND_RATE": "1000000",
     "MESSENGER_SEND_BURST": "1000000",

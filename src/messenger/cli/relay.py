@@ -8,9 +8,8 @@ from typing import Annotated
 
 import typer
 
-from messenger.background import BackgroundWork
+from messenger.bootstrap import run_background
 from messenger.cli.console import console, fail
-from messenger.storage.shards.primaries import PrimaryPools
 from messenger.topology import TopologyError, load_topology
 
 
@@ -33,11 +32,7 @@ def relay(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     console.print(f"relaying {len(shards.shards)} shards' outboxes (Ctrl-C to stop)")
 
-    async def main() -> None:
-        async with PrimaryPools(shards) as pools:
-            await BackgroundWork(pools).run()
-
     try:
-        asyncio.run(main())
+        asyncio.run(run_background(shards))
     except KeyboardInterrupt:
         console.print("relay stopped")

@@ -14,7 +14,7 @@ from messenger.cli.console import console, fail
 from messenger.settings import ENV_PREFIX, available_cpus
 from messenger.topology import TOPOLOGY_ENV, TopologyError, load_topology
 
-APP_FACTORY = "messenger.api.app:create_app_from_env"
+APP_FACTORY = "messenger.bootstrap:create_app_from_env"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 """Must be set before prometheus_client is first imported (it picks its value store then), so
 this module does not import messenger.metrics, and the workers import it after the fork."""

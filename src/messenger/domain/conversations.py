@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from messenger.domain.errors import Forbidden, InvalidInput, NotFound
+from messenger.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 ConversationType = Literal["direct", "group"]
 Role = Literal["admin", "member"]
@@ -80,6 +80,70 @@ class InboxEntry:
     last_message_preview: str | None
     unread_count: int
     activity_at: datetime
+
+
+# -- what the stores answer (the services and the API consume these) -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationView:
+    """A conversation as a member sees it: with every member and their read markers."""
+
+    conversation: Conversation
+    members: list[Member]
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationChange:
+    """The outcome of a change of a conversation or its members: whom to tell live, and what
+    (frame None: nothing changed)."""
+
+    view: ConversationView | None
+    notify: list[uuid.UUID]
+    frame: bytes | None
+    created: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class MessageChange:
+    """The outcome of a send, edit or delete of a message."""
+
+    message: Message
+    created: bool
+    """False when nothing was written: a retry of a send that had already succeeded, or a
+    delete of a message already deleted."""
+    members: list[uuid.UUID]
+    frame: bytes | None
+    """The live event to publish; None when nothing changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMarker:
+    """A member's read marker after marking a message read."""
+
+    message_id: uuid.UUID | None
+    members: list[uuid.UUID]
+    changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LockedConversation:
+    """A conversation locked for a change, as its member `role` sees it (None: not a member).
+
+    The member rules below are checked on it, under the lock, so that no concurrent change
+    can invalidate them before the transaction commits."""
+
+    conversation: Conversation
+    role: str | None
+    members: list[uuid.UUID]
+
+    @property
+    def next_seq(self) -> int:
+        return self.conversation.last_seq + 1
+
+
+LoggedEvent = tuple[int, bytes]
+"""An entry of a conversation's event log: (seq, the frame as sent to clients)."""
 
 
 def direct_key(a: uuid.UUID, b: uuid.UUID) -> str:
@@ -192,3 +256,43 @@ def check_may_delete(actor: uuid.UUID, sender: uuid.UUID, role: str | None, conv
 def check_may_edit(actor: uuid.UUID, sender: uuid.UUID) -> None:
     if actor != sender:
         raise Forbidden("only the sender may edit a message")
+
+
+# -- member rules (checked on the locked conversation) -------------------------------------
+
+
+def require_member(locked: LockedConversation | None, conversation_id: uuid.UUID) -> LockedConversation:
+    """The locked conversation if the actor is one of its members; the outsiders' 404 otherwise
+    (also when there is no such conversation)."""
+    if locked is None or locked.role is None:
+        raise not_found(conversation_id)
+    return locked
+
+
+def members_to_add(locked: LockedConversation, user_ids: list[uuid.UUID], limit: int) -> list[uuid.UUID]:
+    """The users an add by `locked`'s member brings in, in the order given, without repeats and
+    without those already in (an empty list: nothing to do). Only a group's admins add members,
+    and a group has at most `limit` of them."""
+    conversation = locked.conversation
+    if conversation.type == "direct":
+        raise Conflict("a direct conversation's members cannot change")
+    if locked.role != "admin":
+        raise Forbidden("only a group's admins may add members")
+    present = set(locked.members)
+    new = [u for u in dict.fromkeys(user_ids) if u not in present]
+    if new and conversation.member_count + len(new) > limit:
+        raise Conflict(
+            f"a group has at most {limit} members",
+            details={"limit": limit, "members": conversation.member_count},
+        )
+    return new
+
+
+def check_may_remove(locked: LockedConversation, actor: uuid.UUID, user_id: uuid.UUID) -> None:
+    """A member may leave a group (actor == user_id); only its admins remove others."""
+    if locked.conversation.type == "direct":
+        raise Conflict("a direct conversation's members cannot change")
+    if actor != user_id and locked.role != "admin":
+        raise Forbidden("only a group's admins may remove other members")
+    if user_id not in locked.members:
+        raise NotFound(f"user {user_id} is not a member", details={"user_id": str(user_id)})

@@ -67,3 +67,9 @@ class ShardBusy(MessengerError):
         )
         self.shard = shard
         self.role = role
+
+
+class LiveUnavailable(Exception):
+    """The live bus (Redis) cannot be reached: no socket can be served right now.
+
+    Not a MessengerError: no HTTP request sees it; the WebSocket route closes with 1013."""

@@ -30,9 +30,9 @@ from typing import Protocol
 
 import msgspec
 
-from messenger.domain.errors import MessengerError
-from messenger.storage.conversation_log import LoggedEvent
-from messenger.storage.redis.live_bus import LiveBus, LiveUnavailable
+from messenger.domain.conversations import LoggedEvent
+from messenger.domain.errors import LiveUnavailable, MessengerError
+from messenger.storage.redis.live_bus import LiveBus
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,12 @@ import msgspec
 from messenger.domain.conversation_events import read_frame, typing_frame
 from messenger.domain.conversations import (
     MEMBER_LIMIT,
+    ConversationChange,
+    ConversationView,
     InboxEntry,
     Message,
+    MessageChange,
+    ReadMarker,
     clean_body,
     clean_client_message_id,
     clean_title,
@@ -33,9 +37,9 @@ from messenger.domain.ids import new_id, parse_id
 from messenger.domain.pages import check_page_limit
 from messenger.services.cursor import CursorCodec
 from messenger.storage.conversation_log import ConversationLog
-from messenger.storage.conversations import Change, ConversationStore, ConversationView
+from messenger.storage.conversations import ConversationStore
 from messenger.storage.inbox import InboxStore
-from messenger.storage.messages import MessageStore, ReadMarker, Sent
+from messenger.storage.messages import MessageStore
 from messenger.storage.redis.rate_limits import TokenBucket
 from messenger.storage.users import UserRepository
 
@@ -261,11 +265,11 @@ class MessagingService:
         self._members[conversation_id] = (now + MEMBERS_CACHE_S, entry)
         return entry
 
-    async def _announce(self, change: Change) -> None:
+    async def _announce(self, change: ConversationChange) -> None:
         if change.frame is not None:
             await self._publisher.publish(change.notify, change.frame)
 
-    async def _announce_message(self, sent: Sent) -> None:
+    async def _announce_message(self, sent: MessageChange) -> None:
         if sent.frame is not None:
             await self._publisher.publish(sent.members, sent.frame)
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from psycopg import AsyncConnection
 
 from messenger.domain.conversation_events import Frame
-from messenger.domain.conversations import Conversation
+from messenger.domain.conversations import Conversation, LockedConversation, LoggedEvent
 from messenger.storage.shards.router import ShardRouter
 
 CONVERSATION_COLUMNS = (
@@ -70,33 +69,16 @@ ORDER BY r.conversation_id, e.seq
 
 _encode = msgspec.json.Encoder().encode
 
-LoggedEvent = tuple[int, bytes]
-"""(seq, the frame as sent to clients)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Locked:
-    """A conversation locked for a change, as its member `role` sees it (None: not a member)."""
-
-    conversation: Conversation
-    role: str | None
-    members: list[uuid.UUID]
-
-    @property
-    def next_seq(self) -> int:
-        return self.conversation.last_seq + 1
-
-
 async def lock_for_member(
     conn: AsyncConnection[Any], conversation_id: uuid.UUID, user_id: uuid.UUID
-) -> Locked | None:
+) -> LockedConversation | None:
     """Lock the conversation row until the transaction ends; None if there is no such conversation."""
     cursor = await conn.execute(LOCK_FOR_MEMBER, {"conversation_id": conversation_id, "user_id": user_id})
     cursor.nextset()
     row = await cursor.fetchone()
     if row is None:
         return None
-    return Locked(Conversation(*row[:10]), row[10], list(row[11]))
+    return LockedConversation(Conversation(*row[:10]), row[10], list(row[11]))
 
 
 async def append_frame(conn: AsyncConnection[Any], frame: Frame) -> bytes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,17 +22,21 @@ from messenger.domain.conversation_events import (
 )
 from messenger.domain.conversations import (
     Conversation,
+    ConversationChange,
+    ConversationView,
+    LockedConversation,
     Member,
+    check_may_remove,
     direct_conversation_id,
     direct_key,
+    members_to_add,
     not_found,
     peers,
     preview,
+    require_member,
 )
-from messenger.domain.errors import Conflict, Forbidden, NotFound
 from messenger.storage.conversation_log import (
     CONVERSATION_COLUMNS,
-    Locked,
     append_frame,
     lock_for_member,
 )
@@ -85,24 +88,6 @@ SELECT id, created_at, sender_id, sender_name, body FROM messages WHERE conversa
 MEMBERSHIPS_OF = "SELECT conversation_id FROM conversation_members WHERE user_id = %s"
 
 
-@dataclass(frozen=True, slots=True)
-class ConversationView:
-    """A conversation as a member sees it: with every member and their read markers."""
-
-    conversation: Conversation
-    members: list[Member]
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """The outcome of a change: whom to tell live, and what (None: nothing changed)."""
-
-    view: ConversationView | None
-    notify: list[uuid.UUID]
-    frame: bytes | None
-    created: bool = True
-
-
 def _member(row: tuple[Any, ...]) -> Member:
     return Member(*row)
 
@@ -114,7 +99,7 @@ class ConversationStore:
     def _shard(self, conversation_id: uuid.UUID) -> int:
         return self._router.shard_for(str(conversation_id))
 
-    async def open_direct(self, creator: uuid.UUID, other: uuid.UUID) -> Change:
+    async def open_direct(self, creator: uuid.UUID, other: uuid.UUID) -> ConversationChange:
         """The direct conversation of the pair: created now (created=True) or found."""
         conversation_id = direct_conversation_id(creator, other)
         key = str(conversation_id)
@@ -128,14 +113,14 @@ class ConversationStore:
                 view = await _view(conn, conversation_id, creator)
                 if view is None:
                     raise not_found(conversation_id)
-                return Change(view, [], None, created=False)
+                return ConversationChange(view, [], None, created=False)
             return await _created(
                 conn, Conversation(*row), [(creator, "member"), (other, "member")], self._router.shard_for
             )
 
     async def create_group(
         self, conversation_id: uuid.UUID, creator: uuid.UUID, title: str, member_ids: list[uuid.UUID]
-    ) -> Change:
+    ) -> ConversationChange:
         """A group whose creator is its admin; `member_ids` are the others (deduplicated)."""
         key = str(conversation_id)
         async with self._router.transaction(self._shard(conversation_id), marks=[key]) as conn:
@@ -165,27 +150,15 @@ class ConversationStore:
 
     async def add_members(
         self, conversation_id: uuid.UUID, actor: uuid.UUID, user_ids: list[uuid.UUID], limit: int
-    ) -> Change:
+    ) -> ConversationChange:
         """Add members (an admin's act); those already in are left as they are."""
         key = str(conversation_id)
         async with self._router.transaction(self._shard(conversation_id), marks=[key]) as conn:
-            locked = await lock_for_member(conn, conversation_id, actor)
-            if locked is None or locked.role is None:
-                raise not_found(conversation_id)
-            conversation = locked.conversation
-            if conversation.type == "direct":
-                raise Conflict("a direct conversation's members cannot change")
-            if locked.role != "admin":
-                raise Forbidden("only a group's admins may add members")
-            present = set(locked.members)
-            new = [u for u in dict.fromkeys(user_ids) if u not in present]
+            locked = require_member(await lock_for_member(conn, conversation_id, actor), conversation_id)
+            new = members_to_add(locked, user_ids, limit)
             if not new:
-                return Change(await _view(conn, conversation_id, actor), [], None)
-            if conversation.member_count + len(new) > limit:
-                raise Conflict(
-                    f"a group has at most {limit} members",
-                    details={"limit": limit, "members": conversation.member_count},
-                )
+                return ConversationChange(await _view(conn, conversation_id, actor), [], None)
+            conversation = locked.conversation
             seq = locked.next_seq
             cursor = await conn.execute(
                 INSERT_MEMBERS,
@@ -198,36 +171,29 @@ class ConversationStore:
                 conn, await _joined(conn, locked, [m.user_id for m in added], seq), self._router.shard_for
             )
             view = await _view(conn, conversation_id, actor)
-        return Change(view, [*locked.members, *new], frame)
+        return ConversationChange(view, [*locked.members, *new], frame)
 
     async def remove_member(
         self, conversation_id: uuid.UUID, actor: uuid.UUID, user_id: uuid.UUID
-    ) -> Change:
+    ) -> ConversationChange:
         """A member leaves (actor == user_id) or a group admin removes them."""
         key = str(conversation_id)
         async with self._router.transaction(self._shard(conversation_id), marks=[key]) as conn:
-            locked = await lock_for_member(conn, conversation_id, actor)
-            if locked is None or locked.role is None:
-                raise not_found(conversation_id)
-            if locked.conversation.type == "direct":
-                raise Conflict("a direct conversation's members cannot change")
-            if actor != user_id and locked.role != "admin":
-                raise Forbidden("only a group's admins may remove other members")
-            if user_id not in locked.members:
-                raise NotFound(f"user {user_id} is not a member", details={"user_id": str(user_id)})
+            locked = require_member(await lock_for_member(conn, conversation_id, actor), conversation_id)
+            check_may_remove(locked, actor, user_id)
             return await remove_locked_member(conn, locked, user_id, by=actor, shard_of=self._router.shard_for)
 
 
 async def remove_locked_member(
-    conn: AsyncConnection[Any], locked: Locked, user_id: uuid.UUID, *, by: uuid.UUID | None,
+    conn: AsyncConnection[Any], locked: LockedConversation, user_id: uuid.UUID, *, by: uuid.UUID | None,
     shard_of: Callable[[str], int],
-) -> Change:
+) -> ConversationChange:
     """Remove a member of a locked conversation: log it, promote an admin if the last one left,
     and deactivate the member's inbox row. `by` None: their account was deleted."""
     conversation_id = locked.conversation.id
     cursor = await conn.execute(DELETE_MEMBER, (conversation_id, user_id))
     if await cursor.fetchone() is None:
-        return Change(None, [], None)
+        return ConversationChange(None, [], None)
     await conn.execute(ADD_TO_MEMBER_COUNT, (-1, conversation_id))
     cursor = await conn.execute(PROMOTE_IF_NO_ADMIN, {"id": conversation_id})
     promoted = await cursor.fetchone()
@@ -243,25 +209,25 @@ async def remove_locked_member(
         last_sender_id=None, last_sender_name=None, last_message_preview=None,
         activity_at=conversation.created_at,
     ), shard_of)
-    return Change(None, locked.members, frame)
+    return ConversationChange(None, locked.members, frame)
 
 
 async def _created(
     conn: AsyncConnection[Any], conversation: Conversation, roles: list[tuple[uuid.UUID, str]],
     shard_of: Callable[[str], int],
-) -> Change:
+) -> ConversationChange:
     cursor = await conn.execute(
         INSERT_MEMBERS, (conversation.id, 0, [u for u, _ in roles], [r for _, r in roles])
     )
     members = [_member(r) for r in await cursor.fetchall()]
     frame = await append_frame(conn, conversation_created_frame(conversation, members))
-    locked = Locked(conversation, "admin", [m.user_id for m in members])
+    locked = LockedConversation(conversation, "admin", [m.user_id for m in members])
     await append_inbox_update(conn, await _joined(conn, locked, locked.members, conversation.last_seq), shard_of)
-    return Change(ConversationView(conversation, members), locked.members, frame)
+    return ConversationChange(ConversationView(conversation, members), locked.members, frame)
 
 
 async def _joined(
-    conn: AsyncConnection[Any], locked: Locked, users: list[uuid.UUID], seq: int
+    conn: AsyncConnection[Any], locked: LockedConversation, users: list[uuid.UUID], seq: int
 ) -> InboxUpdate:
     """The inbox rows of members who just joined: the conversation as it is now (its last
     message as preview), nothing unread."""

@@ -8,7 +8,7 @@ sender's read marker and the logged event in one statement, and the inbox event 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +24,8 @@ from messenger.domain.conversation_events import (
 from messenger.domain.conversations import (
     Conversation,
     Message,
+    MessageChange,
+    ReadMarker,
     check_may_delete,
     check_may_edit,
     id_time,
@@ -116,23 +118,6 @@ WHERE conversation_id = %s AND user_id = %s
 _encode = msgspec.json.Encoder().encode
 
 
-@dataclass(frozen=True, slots=True)
-class Sent:
-    message: Message
-    created: bool
-    """False when this was a retry of a send that had already succeeded."""
-    members: list[uuid.UUID]
-    frame: bytes | None
-    """The live event to publish; None when nothing changed."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReadMarker:
-    message_id: uuid.UUID | None
-    members: list[uuid.UUID]
-    changed: bool
-
-
 def _message(row: tuple[Any, ...]) -> Message:
     return Message(*row)
 
@@ -164,7 +149,7 @@ class MessageStore:
     async def send(
         self, conversation_id: uuid.UUID, sender: uuid.UUID, sender_name: str, body: str,
         client_message_id: str,
-    ) -> Sent:
+    ) -> MessageChange:
         """Store a message; a send with a (sender, client_message_id) already stored returns
         that message instead (the lock makes the check and the insert one step)."""
         key = str(conversation_id)
@@ -179,7 +164,7 @@ class MessageStore:
             conversation, members, existing = Conversation(*row[:10]), list(row[11]), row[12]
             if existing is not None:
                 original = await self._get(conn, conversation_id, existing)
-                return Sent(original, False, members, None)
+                return MessageChange(original, False, members, None)
             message_id = next_message_id(new_id(), conversation.last_message_id)
             seq, number = conversation.last_seq + 1, conversation.message_count + 1
             message = Message(
@@ -197,11 +182,11 @@ class MessageStore:
             await append_inbox_update(
                 conn, _preview_update(conversation, members, message, seq, read_nos), self._router.shard_for
             )
-        return Sent(message, True, members, frame)
+        return MessageChange(message, True, members, frame)
 
     async def edit(
         self, conversation_id: uuid.UUID, message_id: uuid.UUID, actor: uuid.UUID, body: str
-    ) -> Sent:
+    ) -> MessageChange:
         key = str(conversation_id)
         async with self._router.transaction(self._shard(conversation_id), marks=[key]) as conn:
             locked = await lock_for_member(conn, conversation_id, actor)
@@ -219,9 +204,9 @@ class MessageStore:
                 conn, _preview_update(locked.conversation, locked.members, message, locked.next_seq),
                 self._router.shard_for,
             )
-        return Sent(message, True, locked.members, frame)
+        return MessageChange(message, True, locked.members, frame)
 
-    async def delete(self, conversation_id: uuid.UUID, message_id: uuid.UUID, actor: uuid.UUID) -> Sent:
+    async def delete(self, conversation_id: uuid.UUID, message_id: uuid.UUID, actor: uuid.UUID) -> MessageChange:
         """Tombstone a message (its place in the history stays); deleting it again changes nothing."""
         key = str(conversation_id)
         async with self._router.transaction(self._shard(conversation_id), marks=[key]) as conn:
@@ -231,7 +216,7 @@ class MessageStore:
             current = await self._get(conn, conversation_id, message_id)
             check_may_delete(actor, current.sender_id, locked.role, locked.conversation.type)
             if current.deleted_at is not None:
-                return Sent(current, False, locked.members, None)
+                return MessageChange(current, False, locked.members, None)
             deleted_at = datetime.now(UTC)
             await conn.execute(TOMBSTONE_MESSAGE, (deleted_at, conversation_id, message_id))
             message = replace(current, body=None, deleted_at=deleted_at)
@@ -240,7 +225,7 @@ class MessageStore:
                 conn, _preview_update(locked.conversation, locked.members, message, locked.next_seq),
                 self._router.shard_for,
             )
-        return Sent(message, True, locked.members, frame)
+        return MessageChange(message, True, locked.members, frame)
 
     async def page(
         self, conversation_id: uuid.UUID, user_id: uuid.UUID, *,

@@ -162,6 +162,12 @@ class UserRepository:
                     found.update({row[0]: (row[1], row[2]) for row in await cursor.fetchall()})
         return found
 
+    async def count_on_shard(self, shard: int) -> int:
+        """Exact user count of one shard, from its replica when it can (stats: a shard that
+        cannot answer raises ShardUnavailable, and the others still count)."""
+        rows = await self._router.read(shard, COUNT_USERS, ())
+        return int(rows[0][0])
+
     async def count_per_shard(self) -> list[int]:
         """Exact user count of every shard (a full count; for stats, not the hot path)."""
         return [rows[0][0] for rows in await self._router.read_everywhere(COUNT_USERS, ())]

@@ -14,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from messenger.api.app import create_app
+from messenger.bootstrap import Runtime, create_app, runtime_of
 from messenger.settings import Settings
 from messenger.topology import Topology
 from tests.support.waiting import wait_for
@@ -44,6 +44,11 @@ async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
+def runtime(client: httpx.AsyncClient) -> Runtime:
+    """What the app behind `client` built (router, markers, services), for tests to look at."""
+    return runtime_of(client.app)  # type: ignore[attr-defined]
+
+
 @pytest.fixture(scope="session")
 async def session_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with running_app(settings) as client:
@@ -55,7 +60,7 @@ async def api(session_api: httpx.AsyncClient) -> httpx.AsyncClient:
     """The session's app, with its view of the shards brought up to date first: its replica
     monitors only run while the event loop does, and synchronous tests (or tests that stopped
     servers) may have left it stale."""
-    router = session_api.app.state.router  # type: ignore[attr-defined]
+    router = runtime(session_api).router
     await asyncio.gather(*(router.check_shard(s) for s in router.shard_indexes))
     return session_api
 

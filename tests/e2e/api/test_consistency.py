@@ -13,6 +13,7 @@ from tests.e2e.api.conftest import (
     lagging_replicas,
     replica_has_user,
     running_app,
+    runtime,
     with_redis_url,
 )
 
@@ -24,7 +25,7 @@ async def test_create_then_get_reads_own_write_with_lagging_replica(
         for _ in range(3):
             created = await api.post(USERS_URL, json={"first_name": "Lag", "last_name": "Create"})
             user = created.json()
-            shard = api.app.state.router.shard_for(user["id"])  # type: ignore[attr-defined]
+            shard = runtime(api).router.shard_for(user["id"])
             # The replica really is behind: without the mechanism this read would 404.
             assert not replica_has_user(topology, shard, user["id"])
             got = await api.get(created.headers["location"])
@@ -61,12 +62,12 @@ async def test_lagging_replica_still_serves_reads_of_keys_not_written(
     async with running_app(replace(settings, max_replica_lag_s=60.0)) as api:
         user = (await api.post(USERS_URL, json={"first_name": "Old", "last_name": "Row"})).json()
         url = f"{USERS_URL}/{user['id']}"
-        router = api.app.state.router  # type: ignore[attr-defined]
+        router = runtime(api).router
         shard_name = router.shard_name(router.shard_for(user["id"]))
         # Let the marker of that write expire, so the read has no reason to go to the primary.
-        await api.app.state.freshness.forget(user["id"])  # type: ignore[attr-defined]
+        await runtime(api).freshness.forget(user["id"])
         with lagging_replicas(topology):
-            metrics = api.app.state.metrics  # type: ignore[attr-defined]
+            metrics = runtime(api).metrics
             plain = metrics.read_routing.labels(shard_name, "replica", "plain")
             before = plain._value.get()
             assert (await api.get(url)).status_code == 200

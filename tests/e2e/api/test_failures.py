@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from messenger.settings import Settings
-from tests.e2e.api.conftest import USERS_URL, running_app
+from tests.e2e.api.conftest import USERS_URL, running_app, runtime
 from tests.support.waiting import wait_for_async
 
 SERVICE_DEADLINE_S = 2.0
@@ -28,7 +28,7 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def users_on_every_shard(api: httpx.AsyncClient) -> dict[int, dict]:
-    router = api.app.state.router  # type: ignore[attr-defined]
+    router = runtime(api).router
     found: dict[int, dict] = {}
     while len(found) < len(router.shard_indexes):
         user = (await api.post(USERS_URL, json={"first_name": "Fail", "last_name": "Over"})).json()
@@ -37,7 +37,7 @@ async def users_on_every_shard(api: httpx.AsyncClient) -> dict[int, dict]:
 
 
 def id_on_shard(api: httpx.AsyncClient, shard: int) -> str:
-    router = api.app.state.router  # type: ignore[attr-defined]
+    router = runtime(api).router
     while True:
         candidate = str(uuid.uuid4())
         if router.shard_for(candidate) == shard:
@@ -76,10 +76,10 @@ async def test_primary_stopped_fails_its_writes_fast_keeps_its_reads_and_other_s
     api = app_client
     users = await users_on_every_shard(api)
     shard = 2
-    name = api.app.state.router.shard_name(shard)  # type: ignore[attr-defined]
+    name = runtime(api).router.shard_name(shard)
     # Let the markers of those creates expire: reads of them must come from the replica.
     for user in users.values():
-        await api.app.state.freshness.forget(user["id"])  # type: ignore[attr-defined]
+        await runtime(api).freshness.forget(user["id"])
     cluster.stop_server(shard, "primary")
     try:
         for _ in range(3):  # the first pays the timeout, the next ones meet an open breaker
@@ -129,7 +129,7 @@ async def test_listing_with_a_shard_unreachable_is_503_naming_it(
     api = app_client
     await users_on_every_shard(api)
     shard = 0
-    name = api.app.state.router.shard_name(shard)  # type: ignore[attr-defined]
+    name = runtime(api).router.shard_name(shard)
     cluster.stop_server(shard, "pgbouncer")  # neither its primary nor its replica can be reached
     try:
         started = time.monotonic()

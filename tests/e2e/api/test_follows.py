@@ -10,7 +10,7 @@ import httpx
 import psycopg
 
 from messenger.topology import Topology
-from tests.e2e.api.conftest import USERS_URL
+from tests.e2e.api.conftest import USERS_URL, runtime
 from tests.support.waiting import wait_for_async
 
 RENAME_BOUND_S = 10.0
@@ -22,7 +22,7 @@ async def _user(api: httpx.AsyncClient, first: str) -> tuple[str, dict[str, str]
     response = await api.post(USERS_URL, json={"first_name": first, "last_name": "Test"})
     assert response.status_code == 201
     user_id = response.json()["id"]
-    token = api.app.state.tokens.issue_access(uuid.UUID(user_id))  # type: ignore[attr-defined]
+    token = runtime(api).api.tokens.issue_access(uuid.UUID(user_id))
     return user_id, {"Authorization": f"Bearer {token}"}
 
 

@@ -7,7 +7,7 @@ import uuid
 
 import httpx
 
-from tests.e2e.api.conftest import USERS_URL
+from tests.e2e.api.conftest import USERS_URL, runtime
 
 
 async def page_through(api: httpx.AsyncClient, order: str, limit: int, on_page=None) -> list[str]:
@@ -50,7 +50,7 @@ async def test_list_with_trailing_slash_works(api: httpx.AsyncClient) -> None:
 
 
 async def test_list_merges_users_of_every_shard(api: httpx.AsyncClient) -> None:
-    router = api.app.state.router  # type: ignore[attr-defined]
+    router = runtime(api).router
     created = await create_many(api, 6)
     while {router.shard_for(i) for i in created} != set(router.shard_indexes):
         created += await create_many(api, 3)

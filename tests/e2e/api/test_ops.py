@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from messenger.api.app import create_app
+from messenger.bootstrap import create_app
 from messenger.settings import Settings
 from messenger.storage.schema import SchemaDrift
 from messenger.topology import Topology

@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from messenger.settings import Settings
-from tests.e2e.api.conftest import USERS_URL, running_app
+from tests.e2e.api.conftest import USERS_URL, running_app, runtime
 from tests.e2e.api.test_failures import id_on_shard, users_on_every_shard
 from tests.support.waiting import wait_for_async
 
@@ -28,7 +28,7 @@ async def test_a_burst_larger_than_the_pools_queues_and_succeeds(settings: Setti
         responses = await asyncio.gather(*creates, *reads)
         statuses = [r.status_code for r in responses]
         assert statuses.count(201) == 60 and statuses.count(200) == 240, sorted(set(statuses))
-        router = api.app.state.router  # type: ignore[attr-defined]
+        router = runtime(api).router
         for shard in router.shard_indexes:
             assert not router.breaker_open(shard, "primary")
             assert not router.breaker_open(shard, "replica")
@@ -40,7 +40,7 @@ async def test_a_dead_shard_fails_its_queued_requests_fast_and_others_serve(
     async with running_app(replace(settings, pool_max_size=2)) as api:
         users = await users_on_every_shard(api)
         dead = 1
-        name = api.app.state.router.shard_name(dead)  # type: ignore[attr-defined]
+        name = runtime(api).router.shard_name(dead)
         cluster.stop_server(dead, "primary")
         try:
             started = time.monotonic()

@@ -22,7 +22,7 @@ from messenger.storage.relay.handlers import HANDLERS
 from messenger.storage.relay.runner import OutboxRelay
 from messenger.storage.shards.primaries import PrimaryPools
 from messenger.topology import Topology
-from tests.e2e.api.conftest import running_app
+from tests.e2e.api.conftest import running_app, runtime
 from tests.support.scratch import scratch_topology
 
 USERS_URL = "/api/v1/users"
@@ -52,7 +52,7 @@ async def rel_app(rel_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 async def rel_api(rel_app: httpx.AsyncClient) -> httpx.AsyncClient:
     """The module's app with its view of the shards brought up to date (a test before may
     have stopped a server, leaving breakers open that only the monitor closes)."""
-    router = rel_app.app.state.router  # type: ignore[attr-defined]
+    router = runtime(rel_app).router
     await asyncio.gather(*(router.check_shard(s) for s in router.shard_indexes))
     return rel_app
 
@@ -70,7 +70,7 @@ def relay(pools: PrimaryPools) -> OutboxRelay:
 
 async def new_user(api: httpx.AsyncClient, first: str = "Ada", *, shard: int | None = None) -> str:
     """A profile-only user (open users), on `shard` if given."""
-    router = api.app.state.router  # type: ignore[attr-defined]
+    router = runtime(api).router
     while True:
         response = await api.post(USERS_URL, json={"first_name": first, "last_name": "Test"})
         assert response.status_code == 201, response.text
@@ -81,7 +81,7 @@ async def new_user(api: httpx.AsyncClient, first: str = "Ada", *, shard: int | N
 
 
 def bearer(api: httpx.AsyncClient, user_id: str) -> dict[str, str]:
-    token = api.app.state.tokens.issue_access(uuid.UUID(user_id))  # type: ignore[attr-defined]
+    token = runtime(api).api.tokens.issue_access(uuid.UUID(user_id))
     return {"Authorization": f"Bearer {token}"}
 
 

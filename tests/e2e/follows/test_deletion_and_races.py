@@ -24,6 +24,7 @@ from tests.e2e.follows.conftest import (
     count_rows,
     follow,
     new_user,
+    runtime,
     skip_backoff,
 )
 
@@ -43,7 +44,7 @@ async def _counts(api: httpx.AsyncClient, user_id: str) -> tuple[int, int]:
 
 async def _register(api: httpx.AsyncClient, shard: int) -> tuple[str, str]:
     """A user with an account (so with username and email claims) on `shard`."""
-    router = api.app.state.router  # type: ignore[attr-defined]
+    router = runtime(api).router
     while True:
         name = f"v{uuid.uuid4().hex[:12]}"
         response = await api.post("/api/v1/accounts", json={
@@ -118,7 +119,7 @@ async def test_a_follow_written_after_the_targets_clean_up_is_undone_by_the_rela
     """The interleaving: the follow checks the target (exists), the target is deleted and its
     clean-up relayed, then the follow's edge lands: dangling until its own event runs."""
     follower, target = await new_user(rel_api, shard=1), await new_user(rel_api, shard=2)
-    store = FollowStore(rel_api.app.state.router)  # type: ignore[attr-defined]
+    store = FollowStore(runtime(rel_api).router)
     names = await store.names(uuid.UUID(target))
     assert names is not None
     assert (await rel_api.delete(f"{USERS_URL}/{target}")).status_code == 204

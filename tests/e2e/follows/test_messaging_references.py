@@ -14,7 +14,7 @@ from messenger.storage.relay.messaging import DELETED_SENDER_NAME
 from messenger.storage.relay.runner import OutboxRelay
 from messenger.storage.shards.primaries import PrimaryPools
 from messenger.topology import Topology
-from tests.e2e.follows.conftest import assert_clean, bearer, count_rows, new_user
+from tests.e2e.follows.conftest import assert_clean, bearer, count_rows, new_user, runtime
 
 CONVERSATIONS = "/api/v1/conversations"
 
@@ -60,7 +60,7 @@ async def test_check_finds_and_repairs_a_planted_dangling_member_and_sender(
     await relay.drain()
     ghost = members[2]
     # Remove the user behind the application's back: no user.deleted event is written.
-    shard = rel_api.app.state.router.shard_for(ghost)  # type: ignore[attr-defined]
+    shard = runtime(rel_api).router.shard_for(ghost)
     with psycopg.connect(rel_topology.shard(shard).primary_dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM users WHERE id = %s", (ghost,))
 

@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +14,7 @@ from granian.constants import Interfaces
 from granian.server.embed import Server
 from starlette.applications import Starlette
 
-from messenger.api.app import create_app
+from messenger.bootstrap import Runtime, create_app, runtime_of
 from messenger.services.tokens import TokenSigner
 from messenger.settings import Settings
 from messenger.storage.shards.ring import HashRing
@@ -31,8 +30,8 @@ class ChatServer:
     ws: str
 
     @property
-    def state(self) -> Any:
-        return self.app.state
+    def runtime(self) -> Runtime:
+        return runtime_of(self.app)
 
 
 @asynccontextmanager
@@ -92,6 +91,6 @@ def ring(settings: Settings) -> HashRing:  # noqa: F811
 @pytest.fixture
 async def fresh(chat: ChatServer) -> ChatServer:
     """The server with its view of the shards brought up to date (tests stop servers)."""
-    router = chat.state.router
+    router = chat.runtime.router
     await asyncio.gather(*(router.check_shard(s) for s in router.shard_indexes))
     return chat

@@ -111,7 +111,7 @@ async def test_members_leave_admins_remove_and_the_last_admin_leaving_promotes_t
 
 
 async def test_group_member_limit_is_enforced(chat: ChatServer, http: httpx.AsyncClient, tokens: TokenSigner) -> None:
-    messaging = chat.state.messaging
+    messaging = chat.runtime.api.messaging
     limit, messaging.member_limit = messaging.member_limit, 3
     try:
         admin, a, b, c = await new_users(http, tokens, 4)

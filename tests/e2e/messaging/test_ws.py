@@ -147,7 +147,7 @@ async def test_an_event_lost_between_workers_is_filled_from_the_log_in_order(
 ) -> None:
     a, b = await new_users(http, tokens, 2)
     cid = (await open_direct(http, a, b))["conversation"]["id"]
-    hub = chat.state.hub
+    hub = chat.runtime.hub
     async with await LiveClient.connect(chat.ws, b) as live:
         first = await send(http, a, cid, "one")
         assert (await live.expect("message.created"))["seq"] == first["seq"]
@@ -231,9 +231,9 @@ async def test_a_client_that_does_not_read_is_disconnected_and_memory_stays_boun
         connection = await websockets.connect(
             f"{server.ws}/api/v1/ws?access_token={a.token}", max_queue=1, max_size=2**24,
         )
-        hub = server.state.hub
+        hub = server.runtime.hub
         await wait_until(_async(lambda: hub.sessions_of(a.id) == 1), 10, "the session")
-        redis = Redis.from_url(server.state.settings.topology.redis_url)
+        redis = Redis.from_url(server.runtime.settings.topology.redis_url)
         try:
             big = json.dumps({"type": "noise", "pad": "x" * 200_000}).encode()
             for _ in range(200):
@@ -268,7 +268,7 @@ async def test_losing_the_redis_subscription_closes_sockets_with_1012_for_them_t
     a = await new_user(http, tokens)
     async with serving(replace(chat_settings, run_background=False)) as server:
         live = await LiveClient.connect(server.ws, a)
-        redis = Redis.from_url(server.state.settings.topology.redis_url)
+        redis = Redis.from_url(server.runtime.settings.topology.redis_url)
         try:
             await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
             assert await _closed_with(live.connection) == 1012

@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass
 import psycopg
 
 from messenger.storage.shards.ring import HashRing
+from messenger.storage.users import COUNT_USERS
 from messenger.topology import ShardConfig, Topology
 
-COUNT_USERS = "SELECT count(*) FROM users"
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 60_000
 

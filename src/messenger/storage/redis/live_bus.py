@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 
 import hiredis
 
+from messenger.domain.errors import LiveUnavailable
 from messenger.storage.redis.resp import RedisAddress, RespClient, encode_command
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,6 @@ log = logging.getLogger(__name__)
 CHANNEL_PREFIX = b"live:user:"
 
 
-class LiveUnavailable(Exception):
-    """The live bus (Redis) cannot be reached: no socket can be served right now."""
 
 
 def channel(user_id: uuid.UUID) -> bytes:

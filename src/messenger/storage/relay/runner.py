@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from messenger.domain.events import OutboxEvent
+from messenger.storage.shards.router import ShardRouter
 from messenger.storage.shards.transactions import ShardTransactions
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,14 @@ class PassResult:
 def backoff_seconds(attempts: int, base: float = 0.5, cap: float = 60.0) -> float:
     """Delay before the next try after `attempts` failed ones: 0.5 s, 1 s, 2 s, … up to a minute."""
     return min(cap, base * 2.0 ** max(0, attempts - 1))
+
+
+async def read_backlog(router: ShardRouter, shard: int) -> Backlog:
+    """One shard's backlog as the API's /metrics reports it: from the replica when it has it (a
+    scrape is not a write, and a little lag is fine for a gauge). Raises ShardUnavailable."""
+    rows = await router.read(shard, BACKLOG, ())
+    pending, age, dead = rows[0]
+    return Backlog(router.shard_name(shard), int(pending), float(age), int(dead))
 
 
 class OutboxRelay:

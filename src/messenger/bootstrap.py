@@ -1,0 +1,206 @@
+"""The composition root: the one place that builds what a process runs with.
+
+An API worker's `open_runtime` opens, in order, the shard pools, the freshness markers, the
+router (and its replica monitors), the Redis client, the stores, the services, the live hub and
+the background work (outbox relay, claims sweeper), and closes them when the block ends; the
+routes get the `ApiContext` out of it, nothing else. `create_app_from_env` is the factory the
+ASGI server's workers load (`messenger serve`); `run_background` is `messenger relay`.
+Nothing connects at import time, and no module keeps a connection in a global.
+
+Where code goes (the placement rule):
+
+- one shard transaction = one store method (`storage/`: the SQL beside the table it touches);
+- a multi-shard protocol, or a use case that calls several stores = a service (`services/`:
+  `AccountService.register`, reserve → write → confirm, is the model);
+- the rules a change must obey, also those checked under a lock = domain functions
+  (`domain/`), which the stores and services call;
+- routes decode, call one service, encode (`api/`, which imports neither storage nor this
+  module);
+- building and wiring those = here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import cast
+
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+
+from messenger.api.app import build_app
+from messenger.api.context import ApiContext
+from messenger.background import BackgroundWork
+from messenger.metrics import Metrics
+from messenger.services.accounts import AccountService, LoginLimits
+from messenger.services.cursor import CursorCodec
+from messenger.services.follows import FollowService
+from messenger.services.live import LiveHub
+from messenger.services.messaging import MessagingService
+from messenger.services.ops import OpsService
+from messenger.services.passwords import Passwords
+from messenger.services.tokens import TokenSigner
+from messenger.services.users import UserService
+from messenger.settings import Settings
+from messenger.storage.accounts import AccountStore
+from messenger.storage.claims import ClaimStore
+from messenger.storage.conversation_log import ConversationLog
+from messenger.storage.conversations import ConversationStore
+from messenger.storage.follows import FollowStore
+from messenger.storage.inbox import InboxStore
+from messenger.storage.messages import MessageStore
+from messenger.storage.redis.rate_limits import RateLimit, TokenBucket
+from messenger.storage.schema import check_migrations
+from messenger.storage.shards.breaker import CircuitBreaker
+from messenger.storage.shards.freshness import FreshnessMarkers
+from messenger.storage.shards.pools import PoolSizing, ShardPools
+from messenger.storage.shards.primaries import PrimaryPools
+from messenger.storage.shards.router import ShardRouter
+from messenger.storage.users import UserRepository
+from messenger.topology import Topology
+
+API_APP_NAME = "messenger-api"
+"""application_name of the API's database connections (pg_stat_activity)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Everything one API process built, open while `open_runtime`'s block runs. The routes
+    see `api` only; tests and tools may look at the rest (`runtime_of(app)`)."""
+
+    settings: Settings
+    metrics: Metrics
+    pools: ShardPools
+    freshness: FreshnessMarkers
+    router: ShardRouter
+    redis: Redis
+    hub: LiveHub
+    background: BackgroundWork | None
+    """None with MESSENGER_BACKGROUND=0 (the relay runs as a process of its own)."""
+    api: ApiContext
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime]:
+    """Open everything an API worker needs, in dependency order; close it in reverse order.
+
+    Refuses to start (SchemaDrift) unless every shard is at the migration head.
+    """
+    head = await check_migrations(settings.topology)
+    pools = ShardPools(
+        settings.topology.shards,
+        PoolSizing(
+            settings.pool_min_size or settings.pool_max_size,
+            settings.pool_max_size,
+            settings.primary_timeout,
+        ),
+        app_name=API_APP_NAME,
+    )
+    await pools.open()
+    async with AsyncExitStack() as opened:  # each close registered as soon as there is one
+        opened.push_async_callback(pools.close)
+        freshness = FreshnessMarkers(
+            settings.topology.redis_url,
+            ttl_ms=settings.freshness_ttl_ms,
+            timeout_s=settings.redis_timeout_s,
+            breaker=CircuitBreaker("redis", failure_threshold=1, reset_after=1.0),
+        )
+        opened.push_async_callback(freshness.close)
+        router = ShardRouter(settings.topology, pools, freshness, settings, metrics)
+        opened.push_async_callback(router.stop_monitor)
+        redis = Redis.from_url(
+            settings.topology.redis_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+        )
+        opened.push_async_callback(redis.aclose)
+        passwords = Passwords()
+        opened.callback(passwords.close)
+        background = BackgroundWork(router) if settings.run_background else None
+        if background is not None:
+            opened.push_async_callback(background.stop)
+        conversation_log = ConversationLog(router)
+        hub = LiveHub(
+            conversation_log, redis_url=settings.topology.redis_url,
+            timeout_s=max(settings.redis_timeout_s, 0.5), queue_limit=settings.ws_queue_limit,
+        )
+        opened.push_async_callback(hub.close)  # first to close: sockets hear 1001 at once
+
+        # Know every shard's state before the first request, then keep watching.
+        await asyncio.gather(*(router.check_shard(s) for s in router.shard_indexes))
+        router.start_monitor()
+        api = _api_context(settings, metrics, router, freshness, redis, passwords, conversation_log, hub, head)
+        if background is not None:
+            background.start()
+        yield Runtime(settings, metrics, pools, freshness, router, redis, hub, background, api)
+
+
+def _api_context(
+    settings: Settings, metrics: Metrics, router: ShardRouter, freshness: FreshnessMarkers,
+    redis: Redis, passwords: Passwords, conversation_log: ConversationLog, hub: LiveHub,
+    schema_version: str,
+) -> ApiContext:
+    """The stores over the router, and the services over them."""
+    cursors = CursorCodec(settings.cursor_secret)
+    users = UserRepository(router)
+    tokens = TokenSigner(settings.token_secret, access_ttl_s=settings.access_ttl_s)
+    accounts = AccountService(
+        ClaimStore(router), AccountStore(router), passwords, tokens,
+        LoginLimits(
+            RateLimit(redis, "login-account", settings.login_failures_per_account, settings.login_window_s),
+            RateLimit(redis, "login-client", settings.login_attempts_per_client, settings.login_window_s),
+        ),
+        refresh_ttl_s=settings.refresh_ttl_s,
+    )
+    messaging = MessagingService(
+        ConversationStore(router), MessageStore(router), InboxStore(router), conversation_log,
+        users, hub,
+        TokenBucket(redis, "send", rate=settings.send_rate_per_s, burst=settings.send_burst),
+        cursors, member_limit=settings.member_limit,
+    )
+    return ApiContext(
+        settings=settings,
+        metrics=metrics,
+        users=UserService(users, cursors, open_users=settings.open_users),
+        follows=FollowService(FollowStore(router), cursors),
+        accounts=accounts,
+        messaging=messaging,
+        hub=hub,
+        tokens=tokens,
+        ops=OpsService(router, freshness, users, metrics, schema_version=schema_version),
+    )
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The API as an ASGI app; its lifespan opens the process's runtime (`open_runtime`)."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def open_context(app: Starlette) -> AsyncIterator[ApiContext]:
+        async with open_runtime(settings, metrics) as runtime:
+            app.state.runtime = runtime
+            yield runtime.api
+
+    return build_app(open_context, metrics)
+
+
+def runtime_of(app: Starlette) -> Runtime:
+    """The runtime of an app made by `create_app` while its lifespan runs (tests, tools)."""
+    return cast(Runtime, app.state.runtime)
+
+
+def create_app_from_env() -> Starlette:
+    """Factory for the ASGI server's workers: settings from MESSENGER_* and the topology file."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(message)s")
+    logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
+    return create_app(Settings.from_env())
+
+
+async def run_background(topology: Topology) -> None:
+    """The outbox relay and claims sweeper over the shards' primaries until cancelled
+    (`messenger relay`; API workers run the same inside `open_runtime`)."""
+    async with PrimaryPools(topology) as pools:
+        await BackgroundWork(pools).run()
