@@ -13,10 +13,12 @@ from messenger.api.errors import HttpError, invalid_body
 T = TypeVar("T")
 
 GROUP_BODY_BYTES = 128 * 1024
-"""The least body limit of `POST /api/v1/conversations`, whatever MESSENGER_MAX_BODY_BYTES says:
-a group may list 1,000 member ids (MEMBER_LIMIT), ~40 KB written compactly and ~47 KB one per
-indented line, plus a 400-character title that is up to 4.8 KB with every character escaped.
-The general limit (64 KiB) would refuse such a schema-valid body as a client formats it."""
+"""The least body limit of `POST /api/v1/conversations`, whatever MESSENGER_MAX_BODY_BYTES says.
+A group may list 1,000 member ids (MEMBER_LIMIT): ~40 KB written compactly, ~44 KB one per
+line, plus a title of 400 characters that is up to 4.8 KB with every character escaped. Under
+the general limit (64 KiB) a schema-valid body refused with 413 was a matter of formatting
+(indentation, escapes); twice that leaves every ordinary formatting room.
+"""
 
 
 def is_json(content_type: str) -> bool:
