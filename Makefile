@@ -7,7 +7,7 @@ MESSENGER := $(BIN)/messenger
 DATA_DIR ?= var/cluster
 PORT ?= 8080
 
-.PHONY: setup system-packages venv run cluster test test-unit lint stop destroy status
+.PHONY: setup system-packages venv run cluster test test-unit fuzz lint stop destroy status
 
 setup: system-packages venv
 
@@ -45,6 +45,13 @@ test: setup
 
 test-unit: venv
 	$(BIN)/pytest tests/unit
+
+# The contract test with a random seed and a larger budget, phases repeated for FUZZ_SECONDS
+# against a fresh server over a throwaway cluster; prints its figures (and any finding).
+FUZZ_SECONDS ?= 300
+fuzz: setup
+	MESSENGER_FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/pytest tests/e2e/contract -s -p no:cacheprovider \
+		--timeout $$(( $(FUZZ_SECONDS) + 300 ))
 
 # Style (ruff), the layers of DESIGN.md (import-linter, contracts in pyproject.toml) and types
 # (mypy --strict with warn_unused_ignores).

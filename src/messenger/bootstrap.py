@@ -62,7 +62,7 @@ from messenger.storage.shards.freshness import FreshnessMarkers
 from messenger.storage.shards.pools import PoolSizing, ShardPools
 from messenger.storage.shards.primaries import PrimaryPools
 from messenger.storage.shards.router import ShardRouter
-from messenger.storage.users import UserRepository
+from messenger.storage.users import UserStore
 from messenger.topology import Topology
 
 API_APP_NAME = "messenger-api"
@@ -152,7 +152,7 @@ def _api_context(
 ) -> ApiContext:
     """The stores over the router, and the services over them."""
     cursors = CursorCodec(settings.cursor_keys)
-    users = UserRepository(router)
+    users = UserStore(router)
     tokens = TokenSigner(settings.token_keys, access_ttl_s=settings.access_ttl_s)
     # A revocation outlives every access token it could concern.
     sessions = Sessions(RevocationStore(redis, ttl_s=settings.access_ttl_s + 60), hub)

@@ -37,12 +37,13 @@ class Metrics:
             ["route", "method"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.query_seconds = Histogram(
-            "db_query_duration_seconds", "Database call latency (acquire + statement) by shard and role",
-            ["shard", "role"], buckets=LATENCY_BUCKETS, registry=r,
+            "db_query_duration_seconds",
+            "Database call latency (acquire + statement) by shard, role and statement name",
+            ["shard", "role", "query"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.query_errors = Counter(
-            "db_query_errors_total", "Database calls that failed, by shard, role and kind",
-            ["shard", "role", "kind"], registry=r,
+            "db_query_errors_total", "Database calls that failed, by shard, role, statement name and kind",
+            ["shard", "role", "query", "kind"], registry=r,
         )
         self.read_routing = Counter(
             "db_reads_total", "Reads by shard and where they were served from and why",

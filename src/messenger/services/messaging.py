@@ -41,7 +41,7 @@ from messenger.storage.conversations import ConversationStore
 from messenger.storage.inbox import InboxStore
 from messenger.storage.messages import MessageStore
 from messenger.storage.redis.rate_limits import FixedWindow, TokenBucket
-from messenger.storage.users import UserRepository
+from messenger.storage.users import UserStore
 
 DEFAULT_PAGE_SIZE = 50
 MEMBERS_CACHE_S = 5.0
@@ -89,7 +89,7 @@ class MessagingService:
         messages: MessageStore,
         inbox: InboxStore,
         log: ConversationLog,
-        users: UserRepository,
+        users: UserStore,
         publisher: Publisher,
         send_limit: TokenBucket | None,
         cursors: CursorCodec,

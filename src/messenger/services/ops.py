@@ -16,7 +16,7 @@ from messenger.storage.relay.runner import read_backlog
 from messenger.storage.shards.freshness import FreshnessMarkers
 from messenger.storage.shards.pools import ROLES
 from messenger.storage.shards.router import ShardRouter
-from messenger.storage.users import UserRepository
+from messenger.storage.users import UserStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +81,7 @@ class OpsService:
         self,
         router: ShardRouter,
         freshness: FreshnessMarkers,
-        users: UserRepository,
+        users: UserStore,
         metrics: Metrics,
         *,
         schema_version: str | None,

@@ -1,7 +1,7 @@
 """Use cases on users: create, read, replace, patch, delete, list.
 
 Each takes plain values (already decoded by the API), applies the domain's rules and calls the
-repository; none knows about HTTP or SQL. Writes return a consistency token that a client may
+store; none knows about HTTP or SQL. Writes return a consistency token that a client may
 send back on its reads (read-your-writes also holds without it, see storage/shards/router.py).
 """
 
@@ -16,7 +16,7 @@ from messenger.domain.pages import check_page_limit
 from messenger.domain.users import Order, User, clean_name
 from messenger.services.cursor import CursorCodec
 from messenger.services.sessions import Sessions
-from messenger.storage.users import UserRepository
+from messenger.storage.users import UserStore
 
 DEFAULT_PAGE_SIZE = 20
 
@@ -39,7 +39,7 @@ class UserService:
     and change or delete those that have no account, as the seed's load scenarios do."""
 
     def __init__(
-        self, users: UserRepository, cursors: CursorCodec, *, open_users: bool = False,
+        self, users: UserStore, cursors: CursorCodec, *, open_users: bool = False,
         sessions: Sessions | None = None,
     ) -> None:
         self._users = users

@@ -108,12 +108,9 @@ class AccountStore:
     def __init__(self, shards: ShardTransactions) -> None:
         self.shards = shards
 
-    def _shard(self, user_id: uuid.UUID) -> int:
-        return self.shards.shard_for(str(user_id))
-
     async def create(self, new: NewAccount) -> tuple[Account, datetime]:
         """User, account and link in one transaction, with the event that confirms the claims."""
-        async with self.shards.transaction(self._shard(new.user_id), marks=[str(new.user_id)]) as conn:
+        async with self.shards.transaction_for(new.user_id, name="create_account", marks=[new.user_id]) as conn:
             cursor = await conn.execute(INSERT_USER, (new.user_id, new.first_name, new.last_name))
             created_at, updated_at = await cursor.fetchone()  # type: ignore[misc]
             try:
@@ -131,7 +128,7 @@ class AccountStore:
         return account, updated_at
 
     async def get(self, user_id: uuid.UUID) -> StoredAccount:
-        async with self.shards.transaction(self._shard(user_id)) as conn:
+        async with self.shards.transaction_for(user_id, name="get_account") as conn:
             cursor = await conn.execute(SELECT_BY_USER, (user_id,))
             row = await cursor.fetchone()
         if row is None:
@@ -139,13 +136,13 @@ class AccountStore:
         return StoredAccount(_account(row), row[6], row[7], row[8])
 
     async def for_login(self, user_id: uuid.UUID, kind: str, value: str) -> StoredAccount | None:
-        async with self.shards.transaction(self._shard(user_id)) as conn:
+        async with self.shards.transaction_for(user_id, name="account_for_login") as conn:
             cursor = await conn.execute(SELECT_FOR_LOGIN[kind], (user_id, value))
             row = await cursor.fetchone()
         return None if row is None else StoredAccount(_account(row), row[6])
 
     async def update_names(self, user_id: uuid.UUID, first_name: str | None, last_name: str | None) -> None:
-        async with self.shards.transaction(self._shard(user_id), marks=[str(user_id)]) as conn:
+        async with self.shards.transaction_for(user_id, name="update_account_names", marks=[user_id]) as conn:
             await conn.execute(UPDATE_NAMES, (first_name, last_name, user_id))
             await append_event(conn, f"user:{user_id}", "user.renamed", {
                 "user_id": str(user_id), "first_name": first_name, "last_name": last_name,
@@ -155,7 +152,7 @@ class AccountStore:
         self, user_id: uuid.UUID, username: str, email: str, reservation_id: uuid.UUID
     ) -> tuple[str, str]:
         """Set the account's username and email; the event frees the old values' claims."""
-        async with self.shards.transaction(self._shard(user_id)) as conn:
+        async with self.shards.transaction_for(user_id, name="change_login") as conn:
             cursor = await conn.execute(SELECT_LOGIN_FOR_UPDATE, (user_id,))
             row = await cursor.fetchone()
             if row is None:
@@ -174,7 +171,7 @@ class AccountStore:
 
     async def set_password(self, user_id: uuid.UUID, password_hash: str) -> set[uuid.UUID]:
         """Set the hash and revoke every refresh token; returns the sessions (families) ended."""
-        async with self.shards.transaction(self._shard(user_id)) as conn:
+        async with self.shards.transaction_for(user_id, name="set_password") as conn:
             await conn.execute(UPDATE_PASSWORD, (password_hash, user_id))
             cursor = await conn.execute(REVOKE_ALL_FOR_USER, (user_id,))
             return {row[0] for row in await cursor.fetchall()}
@@ -182,7 +179,7 @@ class AccountStore:
     async def delete_user(self, user_id: uuid.UUID) -> None:
         """Delete the user and, by cascade, everything of theirs on this shard; the
         `user.deleted` event written with it cleans up the other shards."""
-        async with self.shards.transaction(self._shard(user_id), marks=[str(user_id)]) as conn:
+        async with self.shards.transaction_for(user_id, name="delete_account_user", marks=[user_id]) as conn:
             cursor = await conn.execute(DELETE_USER, (user_id, new_id()))
             if await cursor.fetchone() is None:
                 raise NotFound("user not found")
@@ -192,7 +189,7 @@ class AccountStore:
     async def add_refresh(
         self, user_id: uuid.UUID, family_id: uuid.UUID, token_id: uuid.UUID, token_hash: bytes, ttl_s: int
     ) -> None:
-        async with self.shards.transaction(self._shard(user_id)) as conn:
+        async with self.shards.transaction_for(user_id, name="add_refresh_token") as conn:
             await conn.execute(INSERT_REFRESH, (token_id, user_id, family_id, token_hash, ttl_s))
 
     async def rotate_refresh(
@@ -203,7 +200,7 @@ class AccountStore:
         Returns the spent token's record; when it was already used or revoked (a replay), the
         whole family is revoked and no successor is stored. None when no such token exists.
         """
-        async with self.shards.transaction(self._shard(user_id)) as conn:
+        async with self.shards.transaction_for(user_id, name="rotate_refresh_token") as conn:
             cursor = await conn.execute(SELECT_REFRESH, (token_hash,))
             row = await cursor.fetchone()
             if row is None or row[1] != user_id:
@@ -220,7 +217,7 @@ class AccountStore:
 
     async def revoke_refresh(self, user_id: uuid.UUID, token_hash: bytes) -> uuid.UUID | None:
         """Revoke the token's whole family; returns the family (the session), None if unknown."""
-        async with self.shards.transaction(self._shard(user_id)) as conn:
+        async with self.shards.transaction_for(user_id, name="revoke_refresh_token") as conn:
             cursor = await conn.execute(SELECT_REFRESH, (token_hash,))
             row = await cursor.fetchone()
             if row is None or row[1] != user_id:

@@ -98,7 +98,7 @@ class ClaimStore:
         """Hold `claim.value` for this registration, or raise Conflict if someone else does."""
         sql = SQL[claim.kind]
         for _ in range(2):
-            async with self.shards.transaction(self.shard_of(claim.value)) as conn:
+            async with self.shards.transaction_for(claim.value, name="reserve_claim") as conn:
                 cursor = await conn.execute(
                     sql.reserve, (claim.value, claim.user_id, claim.reservation_id, ttl_s)
                 )
@@ -118,17 +118,17 @@ class ClaimStore:
         raise Conflict(f"{claim.kind} is already taken", details={"field": claim.kind})
 
     async def confirm(self, claim: Claim) -> None:
-        async with self.shards.transaction(self.shard_of(claim.value)) as conn:
+        async with self.shards.transaction_for(claim.value, name="confirm_claim") as conn:
             await conn.execute(SQL[claim.kind].confirm, (claim.value, claim.reservation_id))
 
     async def release(self, claim: Claim) -> None:
         """Give up a pending reservation whose account was certainly not written; someone else's
         claim, and a confirmed one, are untouched."""
-        async with self.shards.transaction(self.shard_of(claim.value)) as conn:
+        async with self.shards.transaction_for(claim.value, name="release_claim") as conn:
             await conn.execute(SQL[claim.kind].delete, (claim.value, claim.reservation_id))
 
     async def holder(self, kind: ClaimKind, value: str) -> ClaimHolder | None:
-        async with self.shards.transaction(self.shard_of(value)) as conn:
+        async with self.shards.transaction_for(value, name="claim_holder") as conn:
             cursor = await conn.execute(SQL[kind].lookup, (value,))
             row = await cursor.fetchone()
         return None if row is None else ClaimHolder(row[0], row[2] == "confirmed")
@@ -136,10 +136,10 @@ class ClaimStore:
     async def resolve(self, claim: Claim) -> bool:
         """Settle an abandoned pending claim by the account it was for; True if confirmed."""
         sql = SQL[claim.kind]
-        async with self.shards.transaction(self.shards.shard_for(str(claim.user_id))) as conn:
+        async with self.shards.transaction_for(claim.user_id, name="claim_account_holds") as conn:
             cursor = await conn.execute(sql.account_holds, (claim.user_id, claim.value))
             held = await cursor.fetchone() is not None
-        async with self.shards.transaction(self.shard_of(claim.value)) as conn:
+        async with self.shards.transaction_for(claim.value, name="resolve_claim") as conn:
             await conn.execute(sql.confirm if held else sql.delete, (claim.value, claim.reservation_id))
         return held
 
@@ -148,7 +148,7 @@ class ClaimStore:
         counts = {"confirmed": 0, "released": 0}
         for shard in self.shards.shard_indexes:
             for kind in KINDS:
-                async with self.shards.transaction(shard) as conn:
+                async with self.shards.transaction(shard, name="expired_claims") as conn:
                     cursor = await conn.execute(SQL[kind].expired, (batch,))
                     rows = await cursor.fetchall()
                 for value, user_id, reservation_id in rows:

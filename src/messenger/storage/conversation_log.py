@@ -103,10 +103,9 @@ class ConversationLog:
         self, conversation_id: uuid.UUID, user_id: uuid.UUID, after_seq: int, limit: int | None = None
     ) -> list[LoggedEvent] | None:
         """Events after `after_seq` in order (at most `limit`); None if `user_id` is no member."""
-        key = str(conversation_id)
-        rows = await self._router.read(
-            self._router.shard_for(key), EVENTS_AFTER,
-            (after_seq, limit or self.page_size, conversation_id, user_id), key=key,
+        rows = await self._router.read_key(
+            conversation_id, EVENTS_AFTER,
+            (after_seq, limit or self.page_size, conversation_id, user_id), name="conversation_events_after",
         )
         if not rows:
             return None
@@ -119,12 +118,12 @@ class ConversationLog:
         position; conversations they are not in are absent from the answer. One query per shard."""
         by_shard: dict[int, list[uuid.UUID]] = defaultdict(list)
         for conversation_id in positions:
-            by_shard[self._router.shard_for(str(conversation_id))].append(conversation_id)
+            by_shard[self._router.shard_for(conversation_id)].append(conversation_id)
         found: dict[uuid.UUID, list[LoggedEvent]] = {}
         for shard, ids in by_shard.items():
             # From the primary: a replica may not have replayed the latest events yet, and a
             # freshness marker covers one key, not the many of a resume. Resumes are rare.
-            async with self._router.transaction(shard) as conn:
+            async with self._router.transaction(shard, name="conversation_events_after_many") as conn:
                 cursor = await conn.execute(
                     EVENTS_AFTER_MANY, (ids, [positions[i] for i in ids], user_id, self.page_size)
                 )

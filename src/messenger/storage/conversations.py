@@ -96,14 +96,12 @@ class ConversationStore:
     def __init__(self, router: ShardRouter) -> None:
         self._router = router
 
-    def _shard(self, conversation_id: uuid.UUID) -> int:
-        return self._router.shard_for(str(conversation_id))
-
     async def open_direct(self, creator: uuid.UUID, other: uuid.UUID) -> ConversationChange:
         """The direct conversation of the pair: created now (created=True) or found."""
         conversation_id = direct_conversation_id(creator, other)
-        key = str(conversation_id)
-        async with self._router.transaction(self._shard(conversation_id), marks=[key]) as conn:
+        async with self._router.transaction_for(
+            conversation_id, name="open_direct_conversation", marks=[conversation_id]
+        ) as conn:
             cursor = await conn.execute(
                 INSERT_CONVERSATION,
                 (conversation_id, "direct", None, creator, direct_key(creator, other), 2),
@@ -122,8 +120,9 @@ class ConversationStore:
         self, conversation_id: uuid.UUID, creator: uuid.UUID, title: str, member_ids: list[uuid.UUID]
     ) -> ConversationChange:
         """A group whose creator is its admin; `member_ids` are the others (deduplicated)."""
-        key = str(conversation_id)
-        async with self._router.transaction(self._shard(conversation_id), marks=[key]) as conn:
+        async with self._router.transaction_for(
+            conversation_id, name="create_group", marks=[conversation_id]
+        ) as conn:
             cursor = await conn.execute(
                 INSERT_CONVERSATION, (conversation_id, "group", title, creator, None, 1 + len(member_ids))
             )
@@ -134,17 +133,15 @@ class ConversationStore:
 
     async def get(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> ConversationView | None:
         """The conversation if `user_id` is a member of it, else None."""
-        key = str(conversation_id)
-        rows = await self._router.read(
-            self._shard(conversation_id), SELECT_VIEW, (conversation_id, user_id), key=key
+        rows = await self._router.read_key(
+            conversation_id, SELECT_VIEW, (conversation_id, user_id), name="get_conversation"
         )
         return _view_from_rows(rows)
 
     async def member_ids(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> list[uuid.UUID] | None:
         """Every member's id if `user_id` is a member, else None."""
-        key = str(conversation_id)
-        rows = await self._router.read(
-            self._shard(conversation_id), SELECT_MEMBER_IDS, (conversation_id, user_id), key=key
+        rows = await self._router.read_key(
+            conversation_id, SELECT_MEMBER_IDS, (conversation_id, user_id), name="conversation_member_ids"
         )
         return list(rows[0][0]) if rows else None
 
@@ -152,8 +149,9 @@ class ConversationStore:
         self, conversation_id: uuid.UUID, actor: uuid.UUID, user_ids: list[uuid.UUID], limit: int
     ) -> ConversationChange:
         """Add members (an admin's act); those already in are left as they are."""
-        key = str(conversation_id)
-        async with self._router.transaction(self._shard(conversation_id), marks=[key]) as conn:
+        async with self._router.transaction_for(
+            conversation_id, name="add_members", marks=[conversation_id]
+        ) as conn:
             locked = require_member(await lock_for_member(conn, conversation_id, actor), conversation_id)
             new = members_to_add(locked, user_ids, limit)
             if not new:
@@ -177,8 +175,9 @@ class ConversationStore:
         self, conversation_id: uuid.UUID, actor: uuid.UUID, user_id: uuid.UUID
     ) -> ConversationChange:
         """A member leaves (actor == user_id) or a group admin removes them."""
-        key = str(conversation_id)
-        async with self._router.transaction(self._shard(conversation_id), marks=[key]) as conn:
+        async with self._router.transaction_for(
+            conversation_id, name="remove_member", marks=[conversation_id]
+        ) as conn:
             locked = require_member(await lock_for_member(conn, conversation_id, actor), conversation_id)
             check_may_remove(locked, actor, user_id)
             return await remove_locked_member(conn, locked, user_id, by=actor, shard_of=self._router.shard_for)

@@ -99,49 +99,43 @@ class FollowStore:
 
     async def names(self, user_id: uuid.UUID) -> tuple[str, str] | None:
         """The user's names, read on its shard (read-your-writes); None if there is no user."""
-        key = str(user_id)
-        rows = await self._router.read(self._router.shard_for(key), SELECT_NAMES, (user_id,), key=key)
+        rows = await self._router.read_key(user_id, SELECT_NAMES, (user_id,), name="follow_names")
         return (rows[0][0], rows[0][1]) if rows else None
 
     async def follow(
         self, follower_id: uuid.UUID, followee_id: uuid.UUID, followee_names: tuple[str, str]
     ) -> Follow | None:
         """Add the edge on the follower's shard; None when the follower does not exist."""
-        key = str(follower_id)
         params = {
-            "follower": key, "followee": str(followee_id), "follow_id": new_id(),
+            "follower": str(follower_id), "followee": str(followee_id), "follow_id": new_id(),
             "first": followee_names[0], "last": followee_names[1], "event_id": new_id(),
         }
-        written = await self._router.write(self._router.shard_for(key), FOLLOW, params, key=key)
+        written = await self._router.write_key(follower_id, FOLLOW, params, name="follow")
         follower_exists, created, created_at = written.rows[0]
         if not follower_exists:
             return None
         return Follow(follower_id, followee_id, created_at, created)
 
     async def unfollow(self, follower_id: uuid.UUID, followee_id: uuid.UUID) -> bool:
-        key = str(follower_id)
-        params = {"follower": key, "followee": str(followee_id), "event_id": new_id()}
-        written = await self._router.write(self._router.shard_for(key), UNFOLLOW, params, key=key)
+        params = {"follower": str(follower_id), "followee": str(followee_id), "event_id": new_id()}
+        written = await self._router.write_key(follower_id, UNFOLLOW, params, name="unfollow")
         return bool(written.rows[0][0])
 
     async def following(
         self, user_id: uuid.UUID, after: uuid.UUID | None, limit: int
     ) -> list[FollowEntry] | None:
         """Whom the user follows, newest first; None when there is no such user."""
-        return await self._page(FOLLOWING_PAGE, FOLLOWING_PAGE_AFTER, user_id, after, limit)
+        return await self._page("following_page", FOLLOWING_PAGE, FOLLOWING_PAGE_AFTER, user_id, after, limit)
 
     async def followers(
         self, user_id: uuid.UUID, after: uuid.UUID | None, limit: int
     ) -> list[FollowEntry] | None:
         """Who follows the user, newest first (as far as the relay has come)."""
-        return await self._page(FOLLOWERS_PAGE, FOLLOWERS_PAGE_AFTER, user_id, after, limit)
+        return await self._page("followers_page", FOLLOWERS_PAGE, FOLLOWERS_PAGE_AFTER, user_id, after, limit)
 
     async def _page(
-        self, first: str, later: str, user_id: uuid.UUID, after: uuid.UUID | None, limit: int
+        self, name: str, first: str, later: str, user_id: uuid.UUID, after: uuid.UUID | None, limit: int
     ) -> list[FollowEntry] | None:
-        key = str(user_id)
         params = {"user": user_id, "after": after, "limit": limit}
-        rows = await self._router.read(
-            self._router.shard_for(key), first if after is None else later, params, key=key
-        )
+        rows = await self._router.read_key(user_id, first if after is None else later, params, name=name)
         return _entries(rows)

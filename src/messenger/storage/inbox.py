@@ -159,10 +159,10 @@ class InboxStore:
         self, user_id: uuid.UUID, after: tuple[datetime, uuid.UUID] | None, limit: int
     ) -> list[InboxEntry]:
         """Up to `limit` conversations by last activity, newest first, past `after`."""
-        key = str(user_id)
-        shard = self._router.shard_for(key)
         if after is None:
-            rows = await self._router.read(shard, INBOX_FIRST_PAGE, (user_id, limit), key=key)
+            rows = await self._router.read_key(user_id, INBOX_FIRST_PAGE, (user_id, limit), name="inbox_page")
         else:
-            rows = await self._router.read(shard, INBOX_NEXT_PAGE, (user_id, *after, limit), key=key)
+            rows = await self._router.read_key(
+                user_id, INBOX_NEXT_PAGE, (user_id, *after, limit), name="inbox_page"
+            )
         return [_entry(r) for r in rows]

@@ -143,17 +143,15 @@ class MessageStore:
     def __init__(self, router: ShardRouter) -> None:
         self._router = router
 
-    def _shard(self, conversation_id: uuid.UUID) -> int:
-        return self._router.shard_for(str(conversation_id))
-
     async def send(
         self, conversation_id: uuid.UUID, sender: uuid.UUID, sender_name: str, body: str,
         client_message_id: str,
     ) -> MessageChange:
         """Store a message; a send with a (sender, client_message_id) already stored returns
         that message instead (the lock makes the check and the insert one step)."""
-        key = str(conversation_id)
-        async with self._router.transaction(self._shard(conversation_id), marks=[key]) as conn:
+        async with self._router.transaction_for(
+            conversation_id, name="send_message", marks=[conversation_id]
+        ) as conn:
             cursor = await conn.execute(LOCK_FOR_SEND, {
                 "sender": sender, "client_message_id": client_message_id, "conversation_id": conversation_id,
             })
@@ -187,8 +185,9 @@ class MessageStore:
     async def edit(
         self, conversation_id: uuid.UUID, message_id: uuid.UUID, actor: uuid.UUID, body: str
     ) -> MessageChange:
-        key = str(conversation_id)
-        async with self._router.transaction(self._shard(conversation_id), marks=[key]) as conn:
+        async with self._router.transaction_for(
+            conversation_id, name="edit_message", marks=[conversation_id]
+        ) as conn:
             locked = await lock_for_member(conn, conversation_id, actor)
             if locked is None or locked.role is None:
                 raise not_found(conversation_id)
@@ -208,8 +207,9 @@ class MessageStore:
 
     async def delete(self, conversation_id: uuid.UUID, message_id: uuid.UUID, actor: uuid.UUID) -> MessageChange:
         """Tombstone a message (its place in the history stays); deleting it again changes nothing."""
-        key = str(conversation_id)
-        async with self._router.transaction(self._shard(conversation_id), marks=[key]) as conn:
+        async with self._router.transaction_for(
+            conversation_id, name="delete_message", marks=[conversation_id]
+        ) as conn:
             locked = await lock_for_member(conn, conversation_id, actor)
             if locked is None or locked.role is None:
                 raise not_found(conversation_id)
@@ -242,8 +242,7 @@ class MessageStore:
             sql = PAGE_NEWEST if before is None else PAGE_BEFORE
         else:
             sql = PAGE_AFTER if before is None else PAGE_BETWEEN
-        key = str(conversation_id)
-        rows = await self._router.read(self._shard(conversation_id), sql, params, key=key)
+        rows = await self._router.read_key(conversation_id, sql, params, name="messages_page")
         if not rows:
             return None
         messages = [_message(r) for r in rows if r[0] is not None]
@@ -255,8 +254,9 @@ class MessageStore:
         self, conversation_id: uuid.UUID, user_id: uuid.UUID, message_id: uuid.UUID
     ) -> ReadMarker:
         """Move the member's read marker forward to `message_id` (never back)."""
-        key = str(conversation_id)
-        async with self._router.transaction(self._shard(conversation_id), marks=[key]) as conn:
+        async with self._router.transaction_for(
+            conversation_id, name="mark_read", marks=[conversation_id]
+        ) as conn:
             cursor = await conn.execute(READ_STATE, (message_id, conversation_id, user_id))
             row = await cursor.fetchone()
             if row is None:
@@ -267,7 +267,7 @@ class MessageStore:
             if number <= read_no:
                 return ReadMarker(read_message_id, list(members), False)
             await conn.execute(SET_READ, (number, message_id, conversation_id, user_id))
-            await append_read(conn, conversation_id, user_id, number, self._router.shard_for(str(user_id)))
+            await append_read(conn, conversation_id, user_id, number, self._router.shard_for(user_id))
         return ReadMarker(message_id, list(members), True)
 
     async def _get(self, conn: AsyncConnection[Any], conversation_id: uuid.UUID, message_id: uuid.UUID) -> Message:

@@ -65,56 +65,47 @@ def _user(row: tuple[Any, ...]) -> User:
     return User(*row)
 
 
-class UserRepository:
+class UserStore:
     def __init__(self, router: ShardRouter) -> None:
         self._router = router
 
     def shard_of(self, user_id: uuid.UUID) -> int:
-        return self._router.shard_for(str(user_id))
+        return self._router.shard_for(user_id)
 
     async def add(self, user_id: uuid.UUID, first_name: str, last_name: str) -> tuple[User, str | None]:
-        key = str(user_id)
-        written = await self._router.write(
-            self._router.shard_for(key), INSERT_USER, (user_id, first_name, last_name), key=key
+        written = await self._router.write_key(
+            user_id, INSERT_USER, (user_id, first_name, last_name), name="add_user"
         )
         return _user(written.rows[0]), written.token
 
     async def get(self, user_id: uuid.UUID, *, token: str | None = None) -> User | None:
-        key = str(user_id)
-        rows = await self._router.read(
-            self._router.shard_for(key), SELECT_USER, (user_id,), key=key, token=token
-        )
+        rows = await self._router.read_key(user_id, SELECT_USER, (user_id,), name="get_user", token=token)
         return _user(rows[0]) if rows else None
 
     async def replace(
         self, user_id: uuid.UUID, first_name: str, last_name: str
     ) -> tuple[User | None, str | None]:
-        return await self._update(UPDATE_USER, user_id, first_name, last_name)
+        return await self._update(UPDATE_USER, "replace_user", user_id, first_name, last_name)
 
     async def patch(
         self, user_id: uuid.UUID, first_name: str | None, last_name: str | None
     ) -> tuple[User | None, str | None]:
-        return await self._update(PATCH_USER, user_id, first_name, last_name)
+        return await self._update(PATCH_USER, "patch_user", user_id, first_name, last_name)
 
     async def _update(
-        self, sql: str, user_id: uuid.UUID, first_name: str | None, last_name: str | None
+        self, sql: str, name: str, user_id: uuid.UUID, first_name: str | None, last_name: str | None
     ) -> tuple[User | None, str | None]:
-        key = str(user_id)
         params = {"first": first_name, "last": last_name, "id": user_id, "event_id": new_id()}
-        written = await self._router.write(self._router.shard_for(key), sql, params, key=key)
+        written = await self._router.write_key(user_id, sql, params, name=name)
         return (_user(written.rows[0]) if written.rows else None), written.token
 
     async def remove(self, user_id: uuid.UUID) -> tuple[bool, str | None]:
-        key = str(user_id)
-        written = await self._router.write(
-            self._router.shard_for(key), DELETE_USER, (user_id, new_id()), key=key
-        )
+        written = await self._router.write_key(user_id, DELETE_USER, (user_id, new_id()), name="remove_user")
         return bool(written.rows), written.token
 
     async def has_account(self, user_id: uuid.UUID) -> bool:
         """Whether the user signs in (a profile-only user has no account)."""
-        key = str(user_id)
-        rows = await self._router.read(self.shard_of(user_id), HAS_ACCOUNT, (user_id,), key=key)
+        rows = await self._router.read_key(user_id, HAS_ACCOUNT, (user_id,), name="user_has_account")
         return bool(rows and rows[0][0])
 
     async def page(self, after: uuid.UUID | None, limit: int, order: Order) -> list[User]:
@@ -129,7 +120,7 @@ class UserRepository:
         else:
             sql, params = (LIST_USERS_DESC, (limit,)) if after is None else (
                 LIST_USERS_DESC_AFTER, (after, limit))
-        per_shard = await self._router.read_everywhere(sql, params)
+        per_shard = await self._router.read_everywhere(sql, params, name="list_users")
         merged: Iterable[tuple[Any, ...]] = heapq.merge(
             *per_shard, key=lambda row: row[0], reverse=order == "desc"
         )
@@ -151,13 +142,15 @@ class UserRepository:
             by_shard.setdefault(self.shard_of(user_id), []).append(user_id)
         shards = list(by_shard)
         found: dict[uuid.UUID, tuple[str, str]] = {}
-        results = await asyncio.gather(*(self._router.read(s, SELECT_NAMES, (by_shard[s],)) for s in shards))
+        results = await asyncio.gather(
+            *(self._router.read(s, SELECT_NAMES, (by_shard[s],), name="user_names") for s in shards)
+        )
         for rows in results:
             found.update({row[0]: (row[1], row[2]) for row in rows})
         for shard in shards:
             missing = [u for u in by_shard[shard] if u not in found]
             if missing:
-                async with self._router.transaction(shard) as conn:
+                async with self._router.transaction(shard, name="user_names_on_primary") as conn:
                     cursor = await conn.execute(SELECT_NAMES, (missing,))
                     found.update({row[0]: (row[1], row[2]) for row in await cursor.fetchall()})
         return found
@@ -165,9 +158,9 @@ class UserRepository:
     async def count_on_shard(self, shard: int) -> int:
         """Exact user count of one shard, from its replica when it can (stats: a shard that
         cannot answer raises ShardUnavailable, and the others still count)."""
-        rows = await self._router.read(shard, COUNT_USERS, ())
+        rows = await self._router.read(shard, COUNT_USERS, (), name="count_users")
         return int(rows[0][0])
 
     async def count_per_shard(self) -> list[int]:
         """Exact user count of every shard (a full count; for stats, not the hot path)."""
-        return [rows[0][0] for rows in await self._router.read_everywhere(COUNT_USERS, ())]
+        return [rows[0][0] for rows in await self._router.read_everywhere(COUNT_USERS, (), name="count_users")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -52,7 +53,10 @@ async def test_metrics_expose_requests_latency_queries_and_pools(api: httpx.Asyn
     text = (await api.get("/metrics")).text
     assert 'http_requests_total{method="POST",route="/api/v1/users",status="201"}' in text
     assert 'http_request_duration_seconds_bucket{le="0.005",method="GET",route="/api/v1/users/{user_id}"}' in text
-    assert 'db_query_duration_seconds_count{role="primary",shard="shard_0"}' in text
+    # The start-up health check probed every primary; each statement is labelled by its name.
+    assert 'db_query_duration_seconds_count{query="monitor_primary",role="primary",shard="shard_0"}' in text
+    assert re.search(r'db_query_duration_seconds_count\{query="add_user",role="primary",shard="shard_\d+"\}', text)
+    assert re.search(r'db_query_duration_seconds_count\{query="get_user",role="(primary|replica)",shard="shard_\d+"\}', text)
     assert "db_pool_connections{" in text
     assert "db_reads_total{" in text
 

@@ -10,7 +10,7 @@ from messenger.storage.users import (
     LIST_USERS_ASC,
     LIST_USERS_ASC_AFTER,
     LIST_USERS_DESC_AFTER,
-    UserRepository,
+    UserStore,
 )
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -25,7 +25,9 @@ class FakeRouter:
         self.shards = shards
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
 
-    async def read_everywhere(self, sql: str, params: tuple[Any, ...]) -> list[list[tuple[Any, ...]]]:
+    async def read_everywhere(
+        self, sql: str, params: tuple[Any, ...], *, name: str
+    ) -> list[list[tuple[Any, ...]]]:
         self.calls.append((sql, params))
         limit = params[-1]
         after = params[0].int if len(params) == 2 else None
@@ -41,28 +43,28 @@ class FakeRouter:
 
 async def test_first_page_merges_shards_in_id_order() -> None:
     router = FakeRouter([[1, 4, 7], [2, 5, 8], [3, 6, 9]])
-    page = await UserRepository(router).page(None, 4, "asc")  # type: ignore[arg-type]
+    page = await UserStore(router).page(None, 4, "asc")  # type: ignore[arg-type]
     assert [u.id.int for u in page] == [1, 2, 3, 4]
     assert router.calls == [(LIST_USERS_ASC, (4,))]
 
 
 async def test_next_page_starts_after_the_bound() -> None:
     router = FakeRouter([[1, 4, 7], [2, 5, 8], [3, 6, 9]])
-    page = await UserRepository(router).page(uuid.UUID(int=4), 3, "asc")  # type: ignore[arg-type]
+    page = await UserStore(router).page(uuid.UUID(int=4), 3, "asc")  # type: ignore[arg-type]
     assert [u.id.int for u in page] == [5, 6, 7]
     assert router.calls[0][0] == LIST_USERS_ASC_AFTER
 
 
 async def test_descending_pages_merge_in_reverse() -> None:
     router = FakeRouter([[1, 4, 7], [2, 5, 8], [3, 6, 9]])
-    page = await UserRepository(router).page(uuid.UUID(int=7), 4, "desc")  # type: ignore[arg-type]
+    page = await UserStore(router).page(uuid.UUID(int=7), 4, "desc")  # type: ignore[arg-type]
     assert [u.id.int for u in page] == [6, 5, 4, 3]
     assert router.calls[0][0] == LIST_USERS_DESC_AFTER
 
 
 async def test_uneven_shards_still_give_a_full_page() -> None:
     router = FakeRouter([[1, 2, 3, 4, 5, 6], [], [7]])
-    page = await UserRepository(router).page(None, 5, "asc")  # type: ignore[arg-type]
+    page = await UserStore(router).page(None, 5, "asc")  # type: ignore[arg-type]
     assert [u.id.int for u in page] == [1, 2, 3, 4, 5]
 
 

@@ -60,7 +60,7 @@ class ClaimsCheck:
     async def scan(self, shards: ShardTransactions, shard: int) -> AsyncIterator[Batch]:
         last = ""
         while True:
-            async with shards.transaction(shard) as conn:
+            async with shards.transaction(shard, name=f"audit_{self.kind}_scan") as conn:
                 cursor = await conn.execute(self._scan, {"a": last, "batch": SCAN_BATCH})
                 rows = await cursor.fetchall()
             if not rows:
@@ -73,10 +73,10 @@ class ClaimsCheck:
             confirmed = [r for r in rows if r[3] == "confirmed"]
             by_shard: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
             for row in confirmed:
-                by_shard[shards.shard_for(str(row[1]))].append(row)
+                by_shard[shards.shard_for(row[1])].append(row)
             for target, group in by_shard.items():
                 reservations = {value: (user_id, reservation) for value, user_id, reservation, _ in group}
-                async with shards.transaction(target) as conn:
+                async with shards.transaction(target, name=f"audit_{self.kind}_targets") as conn:
                     cursor = await conn.execute(
                         self._holding, {"value": [r[0] for r in group], "user": [r[1] for r in group]}
                     )
@@ -96,11 +96,11 @@ class ClaimsCheck:
             await ClaimStore(shards).resolve(claim)
             return True
         # Confirmed but unheld: free it, unless the account holds the value again by now.
-        async with shards.transaction(shards.shard_for(str(user_id))) as conn:
+        async with shards.transaction_for(user_id, name=f"audit_{self.kind}_account_holds") as conn:
             cursor = await conn.execute(SQL[self.claim_kind].account_holds, (user_id, value))
             if await cursor.fetchone() is not None:
                 return True
-        async with shards.transaction(shards.shard_for(value)) as conn:
+        async with shards.transaction_for(value, name=f"audit_{self.kind}_repair") as conn:
             await release_for_user(conn, self.claim_kind, value, user_id)
         return True
 
@@ -114,7 +114,7 @@ class AccountClaimsCheck:
     async def scan(self, shards: ShardTransactions, shard: int) -> AsyncIterator[Batch]:
         last = uuid.UUID(int=0)
         while True:
-            async with shards.transaction(shard) as conn:
+            async with shards.transaction(shard, name=f"audit_{self.kind}_scan") as conn:
                 cursor = await conn.execute(SCAN_ACCOUNTS, {"a": last, "batch": SCAN_BATCH})
                 rows = await cursor.fetchall()
             if not rows:
@@ -126,7 +126,7 @@ class AccountClaimsCheck:
                 for row in rows:
                     by_shard[shards.shard_for(row[index])].append((row[index], row[0]))
                 for target, group in by_shard.items():
-                    async with shards.transaction(target) as conn:
+                    async with shards.transaction(target, name=f"audit_{self.kind}_targets") as conn:
                         cursor = await conn.execute(
                             CLAIMS_OF[kind], {"value": [g[0] for g in group], "user": [g[1] for g in group]}
                         )
@@ -143,6 +143,6 @@ class AccountClaimsCheck:
             return False  # two users hold one value: a person must decide which keeps it
         kind: ClaimKind = finding.ref["kind"]  # type: ignore[assignment]
         value, user_id = finding.ref["value"], uuid.UUID(finding.ref["user_id"])
-        async with shards.transaction(shards.shard_for(value)) as conn:
+        async with shards.transaction_for(value, name=f"audit_{self.kind}_repair") as conn:
             cursor = await conn.execute(INSERT_CONFIRMED[kind], (value, user_id, new_id()))
             return await cursor.fetchone() is not None

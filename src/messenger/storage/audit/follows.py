@@ -73,7 +73,7 @@ class _EdgeCheck:
     async def scan(self, shards: ShardTransactions, shard: int) -> AsyncIterator[Batch]:
         last = (_ZERO, _ZERO)
         while True:
-            async with shards.transaction(shard) as conn:
+            async with shards.transaction(shard, name=f"audit_{self.kind}_scan") as conn:
                 cursor = await conn.execute(self.scan_sql, {"a": last[0], "b": last[1], "batch": SCAN_BATCH})
                 rows = await cursor.fetchall()
             if not rows:
@@ -81,13 +81,13 @@ class _EdgeCheck:
             last = (rows[-1][0], rows[-1][1])
             by_shard: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
             for row in rows:
-                by_shard[shards.shard_for(str(row[1]))].append(row)
+                by_shard[shards.shard_for(row[1])].append(row)
             findings: list[Finding] = []
             for target, group in by_shard.items():
                 columns = list(zip(*group, strict=True))
                 params = {"own": list(columns[0]), "other": list(columns[1]), "id": list(columns[2]),
                           "first": list(columns[3]), "last": list(columns[4])}
-                async with shards.transaction(target) as conn:
+                async with shards.transaction(target, name=f"audit_{self.kind}_targets") as conn:
                     cursor = await conn.execute(self.twins_sql, params)
                     for found in await cursor.fetchall():
                         findings.extend(self._judge(*found))
@@ -145,7 +145,7 @@ class FollowCountsCheck:
     async def scan(self, shards: ShardTransactions, shard: int) -> AsyncIterator[Batch]:
         last = _ZERO
         while True:
-            async with shards.transaction(shard) as conn:
+            async with shards.transaction(shard, name=f"audit_{self.kind}_scan") as conn:
                 cursor = await conn.execute(SCAN_COUNTS, {"a": last, "batch": SCAN_BATCH})
                 rows = await cursor.fetchall()
             if not rows:
@@ -161,7 +161,7 @@ class FollowCountsCheck:
 
     async def repair(self, shards: ShardTransactions, shard: int, finding: Finding) -> bool:
         user = {"user": uuid.UUID(finding.ref["user_id"])}
-        async with shards.transaction(shard) as conn:
+        async with shards.transaction(shard, name=f"audit_{self.kind}_repair") as conn:
             await conn.execute(LOCK_USER, user)
             await conn.execute(RECOUNT, user)
         return True

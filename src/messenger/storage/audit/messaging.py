@@ -34,10 +34,10 @@ async def _missing_users(shards: ShardTransactions, user_ids: set[uuid.UUID]) ->
     """Those of `user_ids` that do not exist, each asked of its own shard (one query per shard)."""
     by_shard: dict[int, list[uuid.UUID]] = defaultdict(list)
     for user_id in user_ids:
-        by_shard[shards.shard_for(str(user_id))].append(user_id)
+        by_shard[shards.shard_for(user_id)].append(user_id)
     missing: set[uuid.UUID] = set()
     for shard, ids in by_shard.items():
-        async with shards.transaction(shard) as conn:
+        async with shards.transaction(shard, name="audit_missing_users") as conn:
             cursor = await conn.execute(MISSING_USERS, {"ids": ids})
             missing.update(row[0] for row in await cursor.fetchall())
     return missing
@@ -52,7 +52,7 @@ class MembershipsCheck:
     async def scan(self, shards: ShardTransactions, shard: int) -> AsyncIterator[Batch]:
         last = (ZERO, ZERO)
         while True:
-            async with shards.transaction(shard) as conn:
+            async with shards.transaction(shard, name=f"audit_{self.kind}_scan") as conn:
                 cursor = await conn.execute(SCAN_MEMBERS, {"c": last[0], "u": last[1], "batch": SCAN_BATCH})
                 rows = await cursor.fetchall()
             if not rows:
@@ -69,7 +69,9 @@ class MembershipsCheck:
         user_id = uuid.UUID(finding.ref["user_id"])
         if user_id not in await _missing_users(shards, {user_id}):
             return False  # the user exists after all: nothing dangles
-        async with shards.transaction(shard, marks=[str(conversation_id)]) as conn:
+        async with shards.transaction(
+            shard, name=f"audit_{self.kind}_repair", marks=[conversation_id]
+        ) as conn:
             locked = await lock_for_member(conn, conversation_id, user_id)
             if locked is not None and locked.role is not None:
                 await remove_locked_member(conn, locked, user_id, by=None, shard_of=shards.shard_for)
@@ -86,7 +88,7 @@ class MessageSendersCheck:
     async def scan(self, shards: ShardTransactions, shard: int) -> AsyncIterator[Batch]:
         last = ZERO
         while True:
-            async with shards.transaction(shard) as conn:
+            async with shards.transaction(shard, name=f"audit_{self.kind}_scan") as conn:
                 cursor = await conn.execute(SCAN_SENDERS, {"a": last, "batch": SCAN_BATCH})
                 senders = [row[0] for row in await cursor.fetchall()]
             if not senders:

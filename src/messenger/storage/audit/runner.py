@@ -185,7 +185,7 @@ async def unreachable_shards(shards: ShardTransactions) -> dict[int, str]:
     down = {}
     for shard in shards.shard_indexes:
         try:
-            async with shards.transaction(shard) as conn:
+            async with shards.transaction(shard, name="audit_ping") as conn:
                 await conn.execute("SELECT 1")
         except _UNREACHABLE as exc:
             down[shard] = _describe(exc)

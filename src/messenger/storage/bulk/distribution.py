@@ -55,7 +55,7 @@ def count_users(shard: ShardConfig) -> int:
 
 def shard_shares(topology: Topology, counts: dict[int, int]) -> list[ShardShare]:
     """Turn per-shard row counts into shares and deviations."""
-    predicted = normalised_ring_shares(HashRing(topology.shard_indexes))
+    predicted = normalised_ring_shares(HashRing.for_topology(topology))
     total = sum(counts.values())
     mean = total / len(topology.shards) if topology.shards else 0.0
     out = []

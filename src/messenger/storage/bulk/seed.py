@@ -201,7 +201,7 @@ def seed_users(
         raise ValueError("the number of users cannot be negative")
     if batch_size < 1:
         raise ValueError("the batch size must be at least 1")
-    ring = HashRing(topology.shard_indexes)
+    ring = HashRing.for_topology(topology)
     names = names or NamePool.build()
     started = time.perf_counter()
     loaders = {s.index: _ShardLoader(s, on_progress) for s in topology.shards}

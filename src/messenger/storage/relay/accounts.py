@@ -16,7 +16,7 @@ async def confirm_registered_claims(event: OutboxEvent, shards: ShardTransaction
         Claim("username", p["username"], uuid.UUID(p["user_id"]), uuid.UUID(p["reservation_id"])),
         Claim("email", p["email"], uuid.UUID(p["user_id"]), uuid.UUID(p["reservation_id"])),
     ):
-        async with shards.transaction(shards.shard_for(claim.value)) as conn:
+        async with shards.transaction_for(claim.value, name="relay_confirm_claim") as conn:
             await conn.execute(SQL[claim.kind].confirm, (claim.value, claim.reservation_id))
 
 
@@ -28,14 +28,14 @@ async def settle_changed_login(event: OutboxEvent, shards: ShardTransactions) ->
         new, old = p[kind], p[f"old_{kind}"]
         if new == old:
             continue
-        async with shards.transaction(shards.shard_for(new)) as conn:
+        async with shards.transaction_for(new, name="relay_confirm_claim") as conn:
             await conn.execute(SQL[kind].confirm, (new, reservation))
         # The account is the truth: a later change may have taken the old value back.
-        async with shards.transaction(shards.shard_for(str(user_id))) as conn:
+        async with shards.transaction_for(user_id, name="relay_account_holds") as conn:
             cursor = await conn.execute(SQL[kind].account_holds, (user_id, old))
             still_held = await cursor.fetchone() is not None
         if not still_held:
-            async with shards.transaction(shards.shard_for(old)) as conn:
+            async with shards.transaction_for(old, name="relay_release_claim") as conn:
                 await release_for_user(conn, kind, old, user_id)
 
 
@@ -43,6 +43,6 @@ async def free_deleted_users_claims(event: OutboxEvent, shards: ShardTransaction
     """user.deleted: the username and email become free for others, wherever they live."""
     user_id = uuid.UUID(event.payload["user_id"])
     for shard in shards.shard_indexes:
-        async with shards.transaction(shard) as conn:
+        async with shards.transaction(shard, name="relay_release_claims_of_user") as conn:
             for kind in KINDS:
                 await conn.execute(SQL[kind].release_all_for_user, (user_id,))

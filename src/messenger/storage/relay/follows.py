@@ -139,10 +139,9 @@ async def sync_follow(shards: ShardTransactions, follower: uuid.UUID, followee: 
     reverse-edge work is recorded in the ledger and skipped when the event comes again.
     """
     ids = {"follower": follower, "followee": followee}
-    source, target = shards.shard_for(str(follower)), shards.shard_for(str(followee))
-    async with shards.transaction(source) as conn:
+    async with shards.transaction_for(follower, name="relay_forward_edge") as conn:
         forward = await _one(conn, FORWARD_EDGE, ids)
-    async with shards.transaction(target) as conn:
+    async with shards.transaction_for(followee, name="relay_sync_reverse_edge") as conn:
         followee_names = await _one(conn, LOCK_FOLLOWEE, ids)
         if followee_names is not None and (
             event_id is None or await first_application(conn, event_id, "followers")
@@ -156,7 +155,7 @@ async def sync_follow(shards: ShardTransactions, follower: uuid.UUID, followee: 
                 })
         if followee_names is not None and (forward is None or tuple(forward[4:]) == tuple(followee_names)):
             return  # the follower's end is right as it is
-        async with shards.transaction(source) as source_conn:
+        async with shards.transaction_for(follower, name="relay_fix_forward_edge") as source_conn:
             if followee_names is None:
                 await source_conn.execute(DELETE_FORWARD_EDGE, ids)
             else:
@@ -178,27 +177,35 @@ async def remove_deleted_users_follows(event: OutboxEvent, shards: ShardTransact
     """
     user = {"user": uuid.UUID(event.payload["user_id"]), "batch": BATCH}
     for shard in shards.shard_indexes:
-        for sql in (DELETE_EDGES_TO_USER, DELETE_EDGES_FROM_USER):
-            await _in_batches(shards, shard, sql, user)
+        for name, sql in (
+            ("relay_delete_edges_to_user", DELETE_EDGES_TO_USER),
+            ("relay_delete_edges_from_user", DELETE_EDGES_FROM_USER),
+        ):
+            await _in_batches(shards, shard, name, sql, user)
 
 
 async def refresh_renamed_users_copies(event: OutboxEvent, shards: ShardTransactions) -> None:
     """user.renamed: every copy of the user's names in follow lists takes the current names."""
     user_id = uuid.UUID(event.payload["user_id"])
-    async with shards.transaction(shards.shard_for(str(user_id))) as conn:
+    async with shards.transaction_for(user_id, name="relay_follow_names") as conn:
         names = await _one(conn, SELECT_NAMES, {"user": user_id})
     if names is None:
         return  # deleted since: user.deleted removes the copies
     params = {"user": user_id, "first": names[0], "last": names[1], "batch": BATCH}
     for shard in shards.shard_indexes:
-        for sql in (REFRESH_FOLLOWEE_COPIES, REFRESH_FOLLOWER_COPIES):
-            await _in_batches(shards, shard, sql, params)
+        for name, sql in (
+            ("relay_refresh_followee_copies", REFRESH_FOLLOWEE_COPIES),
+            ("relay_refresh_follower_copies", REFRESH_FOLLOWER_COPIES),
+        ):
+            await _in_batches(shards, shard, name, sql, params)
 
 
-async def _in_batches(shards: ShardTransactions, shard: int, sql: str, params: dict[str, Any]) -> None:
+async def _in_batches(
+    shards: ShardTransactions, shard: int, name: str, sql: str, params: dict[str, Any]
+) -> None:
     """Run a batch statement (returning how many rows it did) until a batch comes up short."""
     while True:
-        async with shards.transaction(shard) as conn:
+        async with shards.transaction(shard, name=name) as conn:
             done = await _one(conn, sql, params)
         if done is None or done[0] < params["batch"]:
             return

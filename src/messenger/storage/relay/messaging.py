@@ -36,9 +36,9 @@ async def apply_inbox_update(event: OutboxEvent, shards: ShardTransactions) -> N
     update = decode_update(event.payload)
     by_shard: dict[int, set[uuid.UUID]] = defaultdict(set)
     for user_id in update.users:
-        by_shard[shards.shard_for(str(user_id))].add(user_id)
+        by_shard[shards.shard_for(user_id)].add(user_id)
     for shard, users in sorted(by_shard.items()):
-        async with shards.transaction(shard, marks=[str(u) for u in users]) as conn:
+        async with shards.transaction(shard, name="relay_inbox_update", marks=list(users)) as conn:
             await apply_update(conn, update.only(users))
 
 
@@ -46,7 +46,7 @@ async def apply_read_marker(event: OutboxEvent, shards: ShardTransactions) -> No
     """conversation.read: the reader's unread count on their own shard."""
     p = event.payload
     user_id = uuid.UUID(p["user_id"])
-    async with shards.transaction(shards.shard_for(str(user_id)), marks=[str(user_id)]) as conn:
+    async with shards.transaction_for(user_id, name="relay_read_marker", marks=[user_id]) as conn:
         await advance_read(conn, user_id, uuid.UUID(p["conversation_id"]), int(p["read_no"]))
 
 
@@ -55,11 +55,13 @@ async def remove_deleted_users_memberships(event: OutboxEvent, shards: ShardTran
     fellow members see `member.removed` (by: null) in the conversation's history."""
     user_id = uuid.UUID(event.payload["user_id"])
     for shard in shards.shard_indexes:
-        async with shards.transaction(shard) as conn:
+        async with shards.transaction(shard, name="relay_memberships_of_user") as conn:
             cursor = await conn.execute(MEMBERSHIPS_OF, (user_id,))
             conversation_ids = [row[0] for row in await cursor.fetchall()]
         for conversation_id in conversation_ids:
-            async with shards.transaction(shard, marks=[str(conversation_id)]) as conn:
+            async with shards.transaction(
+                shard, name="relay_remove_deleted_member", marks=[conversation_id]
+            ) as conn:
                 locked = await lock_for_member(conn, conversation_id, user_id)
                 if locked is not None and locked.role is not None:
                     await remove_locked_member(conn, locked, user_id, by=None, shard_of=shards.shard_for)
@@ -82,7 +84,7 @@ async def rename_sender_everywhere_on(
 ) -> None:
     """Set the sender name of every message of `user_id` on one shard, batch by batch."""
     while True:
-        async with shards.transaction(shard) as conn:
+        async with shards.transaction(shard, name="relay_rename_sender_batch") as conn:
             cursor = await conn.execute(
                 RENAME_SENDER_BATCH, {"name": name, "user_id": user_id, "batch": RENAME_BATCH_SIZE}
             )
@@ -94,7 +96,7 @@ async def rename_sender_in_messages(event: OutboxEvent, shards: ShardTransaction
     """user.renamed: the sender name copied into their messages becomes their current name
     (read now from their shard, so events applied late or twice still write the latest)."""
     user_id = uuid.UUID(event.payload["user_id"])
-    async with shards.transaction(shards.shard_for(str(user_id))) as conn:
+    async with shards.transaction_for(user_id, name="relay_user_names") as conn:
         cursor = await conn.execute(USER_NAMES, (user_id,))
         row = await cursor.fetchone()
     if row is None:

@@ -106,7 +106,7 @@ def backoff_seconds(attempts: int, base: float = 0.5, cap: float = 60.0) -> floa
 async def read_backlog(router: ShardRouter, shard: int) -> Backlog:
     """One shard's backlog as the API's /metrics reports it: from the replica when it has it (a
     scrape is not a write, and a little lag is fine for a gauge). Raises ShardUnavailable."""
-    rows = await router.read(shard, BACKLOG, ())
+    rows = await router.read(shard, BACKLOG, (), name="outbox_backlog")
     pending, age, dead = rows[0]
     return Backlog(router.shard_name(shard), int(pending), float(age), int(dead))
 
@@ -173,26 +173,26 @@ class OutboxRelay:
 
     async def shard_backlog(self, shard: int) -> Backlog:
         """Pending events (count, age of the oldest) and dead letters in one shard's outbox."""
-        async with self.shards.transaction(shard) as conn:
+        async with self.shards.transaction(shard, name="outbox_backlog") as conn:
             cursor = await conn.execute(BACKLOG)
             pending, age, dead = await cursor.fetchone()  # type: ignore[misc]
         return Backlog(self.shards.shard_name(shard), int(pending), float(age), int(dead))
 
     async def dead_letters(self, shard: int, limit: int = 10) -> list[DeadLetter]:
-        async with self.shards.transaction(shard) as conn:
+        async with self.shards.transaction(shard, name="outbox_dead_letters") as conn:
             cursor = await conn.execute(DEAD_LETTERS, (limit,))
             return [DeadLetter(*row) for row in await cursor.fetchall()]
 
     async def requeue_dead(self, shard: int) -> int:
         """Put one shard's dead letters back in line (after fixing their cause); how many."""
-        async with self.shards.transaction(shard) as conn:
+        async with self.shards.transaction(shard, name="outbox_requeue_dead") as conn:
             cursor = await conn.execute(REQUEUE_DEAD)
             return cursor.rowcount
 
     async def _relay_shard(self, shard: int) -> tuple[int, int]:
         delivered: list[Any] = []
         failed = 0
-        async with self.shards.transaction(shard) as conn:
+        async with self.shards.transaction(shard, name="relay_outbox_batch") as conn:
             cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (RELAY_LOCK_KEY + shard,))
             row = await cursor.fetchone()
             if not row or not row[0]:

@@ -4,7 +4,7 @@ through the shard's PgBouncer in transaction mode.
 PgBouncer 1.18 cannot keep prepared statements in transaction mode, so nothing is prepared
 (`prepare_threshold=None`). Queries use client-side parameter binding (simple query protocol):
 that lets one round trip carry `SET LOCAL statement_timeout`, the statement and, for writes,
-the commit and the WAL position after it (see router.py).
+the commit and the WAL position after it (see statements.py).
 """
 
 from __future__ import annotations
@@ -70,6 +70,11 @@ class ShardPools:
 
     def stats(self, shard: int, role: Role) -> dict[str, int]:
         """In-use and idle connections of this worker's pool."""
-        raw = self._pools[(shard, role)].get_stats()
-        size, idle = raw.get("pool_size", 0), raw.get("pool_available", 0)
-        return {"in_use": size - idle, "idle": idle, "waiting": raw.get("requests_waiting", 0)}
+        return pool_stats(self._pools[(shard, role)])
+
+
+def pool_stats(pool: AsyncConnectionPool) -> dict[str, int]:
+    """In-use, idle and waiting connections of one pool."""
+    raw = pool.get_stats()
+    size, idle = raw.get("pool_size", 0), raw.get("pool_available", 0)
+    return {"in_use": size - idle, "idle": idle, "waiting": raw.get("requests_waiting", 0)}

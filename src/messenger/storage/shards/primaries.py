@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from psycopg import AsyncClientCursor, AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from messenger.storage.shards.ring import HashRing
+from messenger.storage.shards.transactions import UNNAMED, Key, canonical_key
 from messenger.topology import Topology
 
 STATEMENT_TIMEOUT_MS = 5000
@@ -22,7 +23,7 @@ class PrimaryPools:
 
     def __init__(self, topology: Topology, *, max_size: int = 4) -> None:
         self.topology = topology
-        self.ring = HashRing(topology.shard_indexes)
+        self.ring = HashRing.for_topology(topology)
         self._names = {s.index: s.name for s in topology.shards}
         self._pools = {
             s.index: AsyncConnectionPool(
@@ -65,12 +66,21 @@ class PrimaryPools:
     def shard_name(self, shard: int) -> str:
         return self._names[shard]
 
-    def shard_for(self, key: str) -> int:
-        return self.ring.shard_for(key)
+    def shard_for(self, key: Key) -> int:
+        return self.ring.shard_for(canonical_key(key))
+
+    def transaction_for(
+        self, key: Key, *, name: str, marks: Sequence[Key] = ()
+    ) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
+        """See ShardTransactions."""
+        return self.transaction(self.shard_for(key), name=name, marks=marks)
 
     @asynccontextmanager
-    async def transaction(self, shard: int, *, marks: Sequence[str] = ()) -> AsyncIterator[AsyncConnection[Any]]:
-        """See ShardTransactions; `marks` is ignored: these tools read primaries only."""
+    async def transaction(
+        self, shard: int, *, name: str = UNNAMED, marks: Sequence[Key] = ()
+    ) -> AsyncIterator[AsyncConnection[Any]]:
+        """See ShardTransactions; `marks` is ignored: these tools read primaries only, and
+        `name` too: these pools keep no metrics (the relay and tools report on their own)."""
         async with self._pools[shard].connection() as conn, conn.transaction():
             await conn.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
             yield conn

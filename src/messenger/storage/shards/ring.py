@@ -15,9 +15,12 @@ from __future__ import annotations
 import struct
 from bisect import bisect_left
 from collections.abc import Iterable
+from functools import lru_cache
 from hashlib import md5
 from typing import NamedTuple
 from uuid import UUID
+
+from messenger.topology import Topology
 
 RING_SIZE = 1 << 32
 """Number of positions on the ring: positions are ``0 .. RING_SIZE - 1``."""
@@ -54,8 +57,8 @@ class _Segment(NamedTuple):
 class HashRing:
     """An immutable consistent-hash ring over the given shard indexes.
 
-    Build it once per topology epoch and share it: construction hashes ``shards × vnodes``
-    labels, lookups are one MD5 and one binary search.
+    Build it once per topology epoch and share it (``HashRing.for_topology``): construction
+    hashes ``shards × vnodes`` labels, lookups are one MD5 and one binary search.
 
     Keys must already be canonical: lowercase UUID text (``str(uuid)``) or the lowercase
     username/email of a lookup row. The ring hashes exactly the text it is given and does not
@@ -100,6 +103,15 @@ class HashRing:
         self._shard_indexes = tuple(sorted(indexes))
         self._vnodes = vnodes
         self._segments = self._build_segments()
+
+    @classmethod
+    def for_topology(cls, topology: Topology) -> HashRing:
+        """The ring of a topology's shards: the one place the ring of a topology is made.
+
+        Built once per set of shards and shared by everything in the process (router,
+        primary pools, seeding, reports); a new epoch with other shards gets its own.
+        """
+        return _ring_of(topology.shard_indexes)
 
     def __repr__(self) -> str:
         return f"HashRing({list(self._shard_indexes)!r}, vnodes={self._vnodes})"
@@ -199,3 +211,9 @@ class HashRing:
             else:
                 merged.append(segment)
         return merged
+
+
+@lru_cache(maxsize=16)
+def _ring_of(shard_indexes: tuple[int, ...]) -> HashRing:
+    # A few entries: a process sees one topology, and a handful while it is resharded.
+    return HashRing(shard_indexes)

@@ -1,82 +1,52 @@
 """The shard router: which shard holds a key, and which server of it answers a call.
 
+This module is policy; the machinery of a call to one server (permits, breaker, deadline,
+pool) is endpoint.py, the replica monitor health.py, the text sent statements.py.
+
 - Writes go to the shard's primary. Each write is one round trip that also commits and
   returns the primary's WAL position after the commit; that position becomes a freshness
   marker for the written key (freshness.py) and a consistency token for the client.
 - Reads go to the shard's replica, unless (a) the replica is down or further behind than
-  `max_replica_lag_s` (per-shard monitor below), (b) the key was written recently and the
-  replica has not replayed that write yet (checked in the same round trip as the row fetch),
-  or (c) the markers cannot be read (Redis down). Then the primary answers; the client sees
-  no difference.
-- A call first waits for a permit of its pool (capacity.py): that wait is overload, has its
-  own long bound (`capacity_timeout_s`, then 503 shard_busy) and never counts as a failure.
-  Holding a permit, the call has a deadline for talking to the server (getting its pooled
-  connection, which may mean connecting, plus the statement), and a server-side
-  statement_timeout. Only failures of that part (timeouts, refused or broken connections,
-  server errors) count on a per (shard, role) circuit breaker, so a dead server costs one
-  timeout, not one per request; when the breaker opens, calls queued for its permits fail at
-  once. A monitor per shard probes both servers a few times a second, which closes the
-  breakers again as soon as a server is back.
+  `max_replica_lag_s` (health.py), (b) the key was written recently and the replica has not
+  replayed that write yet (checked in the same round trip as the row fetch), or (c) the
+  markers cannot be read (Redis down). Then the primary answers; the client sees no
+  difference.
+- Stores call it key first (`read_key`, `write_key`, `transaction_for`): the key picks the
+  shard and is the freshness marker's name. Work that is per shard by nature (scatter, the
+  relay, audits) calls it shard first (`read`, `write`, `transaction`).
+- Every statement and transaction has a name (`name="get_user"`) for metrics and logs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
-from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 
-from messenger.domain.errors import CommitUncertain, ShardBusy, ShardUnavailable
+from messenger.domain.errors import ShardUnavailable
 from messenger.metrics import Metrics
 from messenger.settings import Settings
 from messenger.storage.shards.breaker import CircuitBreaker
-from messenger.storage.shards.capacity import Capacity, CapacityTimeout
+from messenger.storage.shards.endpoint import AfterCommit, Endpoint, Params, Rows, ShardEndpoints
 from messenger.storage.shards.freshness import FreshnessMarkers, FreshnessUnknown, lsn_to_int
-from messenger.storage.shards.pools import ROLES, Role, ShardPools
+from messenger.storage.shards.health import ReplicaMonitor, ReplicaState
+from messenger.storage.shards.pools import Role, ShardPools
 from messenger.storage.shards.ring import HashRing
+from messenger.storage.shards.statements import PRIMARY_POSITION_SQL, SCHEMA_VERSION_SQL, Statements
+from messenger.storage.shards.transactions import UNNAMED, Key, canonical_key
 from messenger.topology import Topology
 
-log = logging.getLogger(__name__)
-
-Rows = list[tuple[Any, ...]]
-Params = Sequence[Any] | Mapping[str, Any]
-
-PRIMARY_POSITION_SQL = "SELECT pg_current_wal_lsn()::text"
-REPLICA_POSITION_SQL = "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text"
-REPLAY_POSITION_SQL = "SELECT pg_last_wal_replay_lsn()::text"
-SCHEMA_VERSION_SQL = "SELECT version_num FROM alembic_version"
-
-_FAILURES = (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError, OSError)
-"""Errors that mean the server (or PgBouncer in front of it) did not answer properly: they
-count against the breaker and become ShardUnavailable. Anything else is a bug or a constraint
-violation and propagates as is."""
-
+__all__ = ["Key", "Params", "ReplicaState", "Rows", "ShardRouter", "WriteResult", "canonical_key"]
 
 @dataclass(frozen=True, slots=True)
-class Written:
+class WriteResult:
     rows: Rows
     token: str | None
     """Consistency token: `epoch.shard.lsn`; None when nothing changed."""
-
-
-@dataclass(slots=True)
-class ReplicaState:
-    """What the monitor last saw of a shard; lag is None when it cannot be computed."""
-
-    primary_up: bool = True
-    replica_up: bool = True
-    lag_seconds: float | None = None
-    lag_bytes: int | None = None
-    checked_at: float | None = None
-    samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=256))
 
 
 class ShardRouter:
@@ -89,38 +59,37 @@ class ShardRouter:
         metrics: Metrics,
     ) -> None:
         self.topology = topology
-        self.ring = HashRing(topology.shard_indexes)
+        self.ring = HashRing.for_topology(topology)
         self._pools = pools
         self._freshness = freshness
         self._settings = settings
         self._metrics = metrics
-        self._names = {s.index: s.name for s in topology.shards}
-        self._timeouts: dict[Role, float] = {
-            "primary": settings.primary_timeout,
-            "replica": settings.replica_timeout,
-        }
-        self._breakers = {
-            (s.index, role): CircuitBreaker(
-                f"{s.name}-{role}",
-                failure_threshold=settings.breaker_failures,
-                reset_after=settings.breaker_reset_after,
+        self._statements = Statements(settings.statement_timeout_ms)
+        timeouts: dict[Role, float] = {"primary": settings.primary_timeout, "replica": settings.replica_timeout}
+
+        def endpoint(index: int, name: str, role: Role) -> Endpoint:
+            return Endpoint(
+                index, name, role, pools.get(index, role),
+                breaker=CircuitBreaker(
+                    f"{name}-{role}",
+                    failure_threshold=settings.breaker_failures,
+                    reset_after=settings.breaker_reset_after,
+                ),
+                timeout=timeouts[role],
+                capacity_timeout=settings.capacity_timeout_s,
+                begin_sql=self._statements.begin,
+                metrics=metrics,
+            )
+
+        self._shards = {
+            s.index: ShardEndpoints(
+                s.index, s.name, endpoint(s.index, s.name, "primary"), endpoint(s.index, s.name, "replica")
             )
             for s in topology.shards
-            for role in ROLES
         }
-        # One permit per pooled connection: a call holding one never waits for the pool.
-        self._capacity = {
-            (s.index, role): Capacity(pools.get(s.index, role).max_size)
-            for s in topology.shards
-            for role in ROLES
-        }
-        self._state = {s.index: ReplicaState() for s in topology.shards}
-        self._monitors: list[asyncio.Task[None]] = []
-        self._set_timeout = f"SET LOCAL statement_timeout = {int(settings.statement_timeout_ms)}; "
-        self._begin_sql = f"BEGIN; SET LOCAL statement_timeout = {int(settings.statement_timeout_ms)}"
-        self._wrapped: dict[tuple[str, str], str] = {}
-        self._abandoned: set[asyncio.Future[list[Rows]]] = set()
-        self._checking: dict[tuple[int, Role], asyncio.Future[None]] = {}
+        self._monitor = ReplicaMonitor(
+            self._shards, self._statements, metrics, interval_s=settings.monitor_interval_s
+        )
 
     # -- placement -----------------------------------------------------------------------
 
@@ -128,163 +97,126 @@ class ShardRouter:
     def shard_indexes(self) -> tuple[int, ...]:
         return self.topology.shard_indexes
 
-    def shard_for(self, key: str) -> int:
-        return self.ring.shard_for(key)
+    def shard_for(self, key: Key) -> int:
+        return self.ring.shard_for(canonical_key(key))
 
     def shard_name(self, shard: int) -> str:
-        return self._names[shard]
+        return self._shards[shard].name
+
+    # -- key first: what stores call -----------------------------------------------------
+
+    async def read_key(
+        self, key: Key, sql: str, params: Params, *, name: str, token: str | None = None
+    ) -> Rows:
+        """Rows of one query on the key's shard, read-your-writes for that key."""
+        text = canonical_key(key)
+        return await self.read(self.ring.shard_for(text), sql, params, name=name, key=text, token=token)
+
+    async def write_key(self, key: Key, sql: str, params: Params, *, name: str) -> WriteResult:
+        """One data-changing statement on the key's shard; the key gets a freshness marker."""
+        text = canonical_key(key)
+        return await self.write(self.ring.shard_for(text), sql, params, name=name, key=text)
+
+    def transaction_for(
+        self, key: Key, *, name: str, marks: Sequence[Key] = ()
+    ) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
+        """A transaction on the key's shard's primary (see `transaction`)."""
+        return self.transaction(self.shard_for(key), name=name, marks=marks)
 
     # -- writes --------------------------------------------------------------------------
 
-    async def write(self, shard: int, sql: str, params: Params, *, key: str | None) -> Written:
+    async def write(
+        self, shard: int, sql: str, params: Params, *, key: str | None, name: str = UNNAMED
+    ) -> WriteResult:
         """Run one data-changing statement (with RETURNING) on the shard's primary and commit.
 
         When it returned rows, the key gets a freshness marker at the commit's WAL position.
         """
-        # One round trip: statement, COMMIT of the implicit transaction, then the WAL position,
-        # which is therefore at or after the commit record.
-        wrapped = self._wrap("write", sql)
-        sets = await self._execute(shard, "primary", wrapped, params)
+        sets = await self._shards[shard].primary.execute(self._statements.write(sql), params, name=name)
         rows, lsn_text = sets[0], sets[-1][0][0]
         if not rows:
-            return Written(rows, None)
+            return WriteResult(rows, None)
         lsn = lsn_to_int(lsn_text)
         if key is not None:
             await self._freshness.mark(key, lsn)
-        return Written(rows, f"{self.topology.epoch}.{shard}.{lsn:x}")
+        return WriteResult(rows, f"{self.topology.epoch}.{shard}.{lsn:x}")
+
+    @asynccontextmanager
+    async def transaction(
+        self, shard: int, *, name: str = UNNAMED, marks: Sequence[Key] = ()
+    ) -> AsyncIterator[AsyncConnection[Any]]:
+        """A transaction on the shard's primary for use cases of several statements.
+
+        Same deadline, statement timeout and breaker as single writes (endpoint.py). After the
+        commit, each key in `marks` gets a freshness marker so reads of it see this write.
+        """
+        after_commit = self._marking([canonical_key(k) for k in marks]) if marks else None
+        async with self._shards[shard].primary.transaction(name=name, after_commit=after_commit) as conn:
+            yield conn
+
+    def _marking(self, keys: list[str]) -> AfterCommit:
+        async def mark(conn: AsyncConnection[Any]) -> None:
+            cursor = await conn.execute(PRIMARY_POSITION_SQL)
+            row = await cursor.fetchone()
+            lsn = lsn_to_int(row[0])  # type: ignore[index]
+            for key in keys:
+                await self._freshness.mark(key, lsn)
+
+        return mark
 
     # -- reads ---------------------------------------------------------------------------
 
     async def read(
-        self, shard: int, sql: str, params: Params, *, key: str | None = None, token: str | None = None
+        self,
+        shard: int,
+        sql: str,
+        params: Params,
+        *,
+        key: str | None = None,
+        token: str | None = None,
+        name: str = UNNAMED,
     ) -> Rows:
         """Rows of one query, from the replica when that cannot break read-your-writes."""
-        state = self._state[shard]
-        if self._breakers[(shard, "replica")].tripped or not state.replica_up:
-            return await self._read_primary(shard, sql, params, "replica_down")
+        servers = self._shards[shard]
+        replica = servers.replica
+        state = self._monitor.state(shard)
+        if replica.tripped or not state.replica_up:
+            return await self._read_primary(servers, sql, params, name, "replica_down")
         lag = state.lag_seconds
         if lag is not None and lag > self._settings.max_replica_lag_s:
-            return await self._read_primary(shard, sql, params, "replica_lagging", fallback=True)
+            return await self._read_primary(servers, sql, params, name, "replica_lagging", fallback=True)
 
         need = self._token_position(token, shard)
         if key is not None and self._settings.read_your_writes:
             try:
                 marker = await self._freshness.get(key)
             except FreshnessUnknown:
-                return await self._read_primary(shard, sql, params, "markers_unknown")
+                return await self._read_primary(servers, sql, params, name, "markers_unknown")
             if marker is not None and (need is None or marker > need):
                 need = marker
         try:
             if need is None:
-                sets = await self._execute(shard, "replica", self._wrap("read", sql), params)
-                self._metrics.child(self._metrics.read_routing, self._names[shard], "replica", "plain").inc()
+                sets = await replica.execute(self._statements.read(sql), params, name=name)
+                self._routed(servers, "replica", "plain")
                 return sets[-1]
-            sets = await self._execute(shard, "replica", self._wrap("checked", sql), params)
+            sets = await replica.execute(self._statements.checked(sql), params, name=name)
         except ShardUnavailable:
-            return await self._read_primary(shard, sql, params, "replica_failed")
+            return await self._read_primary(servers, sql, params, name, "replica_failed")
         replayed = sets[0][0][0]
         if replayed is None or lsn_to_int(replayed) >= need:  # None: not a standby after all
-            self._metrics.child(self._metrics.read_routing, self._names[shard], "replica", "caught_up").inc()
+            self._routed(servers, "replica", "caught_up")
             return sets[-1]
-        return await self._read_primary(shard, sql, params, "replica_behind_write")
+        return await self._read_primary(servers, sql, params, name, "replica_behind_write")
 
-    @asynccontextmanager
-    async def transaction(
-        self, shard: int, *, marks: Sequence[str] = ()
-    ) -> AsyncIterator[AsyncConnection[Any]]:
-        """A transaction on the shard's primary for use cases of several statements.
-
-        Same deadline, statement timeout and breaker as single writes. Only getting a server
-        (pool, PgBouncer, primary) can hang on a dead shard, so that part runs under the
-        deadline; once BEGIN has answered, statement_timeout bounds the rest. After the
-        commit, each key in `marks` gets a freshness marker so reads of it see this write.
-        """
-        name = self._names[shard]
-        breaker = self._breakers[(shard, "primary")]
-        capacity = await self._admit(shard, "primary", probe=False)
-        pool = self._pools.get(shard, "primary")
-        begin = asyncio.ensure_future(self._begin(pool))
-        try:
-            done, _ = await asyncio.wait((begin,), timeout=self._timeouts["primary"])
-            if not done:
-                begin.add_done_callback(lambda work: self._give_back(pool, work, capacity))
-                raise TimeoutError
-            conn = begin.result()
-        except _FAILURES as exc:
-            if begin.done():
-                capacity.release()
-            self._failed(shard, "primary", "begin")
-            raise ShardUnavailable(name, "primary", _reason(exc)) from None
-        except BaseException:  # our caller went away: the BEGIN may still bring a connection
-            begin.add_done_callback(lambda work: self._give_back(pool, work, capacity))
-            raise
-        committing = False
-        try:
-            try:
-                yield conn
-                committing = True
-                await conn.commit()
-            except BaseException:
-                with suppress(Exception):
-                    await conn.rollback()
-                raise
-            if marks:
-                cursor = await conn.execute(PRIMARY_POSITION_SQL)
-                row = await cursor.fetchone()
-                lsn = lsn_to_int(row[0])  # type: ignore[index]
-                for key in marks:
-                    await self._freshness.mark(key, lsn)
-        except _FAILURES as exc:
-            self._failed(shard, "primary", type(exc).__name__)
-            if committing:  # the COMMIT was sent: it may have been applied
-                raise CommitUncertain(name, _reason(exc)) from None
-            raise ShardUnavailable(name, "primary", _reason(exc)) from None
-        finally:
-            try:
-                await pool.putconn(conn)
-            finally:
-                capacity.release()
-        breaker.record_success()
-
-    def _give_back(
-        self, pool: AsyncConnectionPool, begin: asyncio.Future[AsyncConnection[Any]], capacity: Capacity
-    ) -> None:
-        """A BEGIN that answered after its caller gave up: roll back, return the connection
-        and then its permit."""
-        if begin.cancelled() or begin.exception() is not None:
-            capacity.release()
-            return
-        conn = begin.result()
-
-        async def give_back() -> None:
-            try:
-                with suppress(Exception):
-                    await conn.rollback()
-                await pool.putconn(conn)
-            finally:
-                capacity.release()
-
-        task = asyncio.ensure_future(give_back())
-        self._abandoned.add(task)  # type: ignore[arg-type]
-        task.add_done_callback(self._abandoned.discard)
-
-    async def _begin(self, pool: AsyncConnectionPool) -> AsyncConnection[Any]:
-        conn = await pool.getconn()
-        try:
-            await conn.execute(self._begin_sql)
-        except BaseException:
-            await pool.putconn(conn)
-            raise
-        return conn
-
-    async def read_everywhere(self, sql: str, params: Params) -> list[Rows]:
+    async def read_everywhere(self, sql: str, params: Params, *, name: str = UNNAMED) -> list[Rows]:
         """The same query on every shard in parallel (scatter), rows per shard in shard order.
 
         If any shard cannot answer, raise ShardUnavailable naming it (and listing all that
         failed): a partial answer would look complete to the caller.
         """
         results = await asyncio.gather(
-            *(self.read(shard, sql, params) for shard in self.shard_indexes), return_exceptions=True
+            *(self.read(shard, sql, params, name=name) for shard in self.shard_indexes),
+            return_exceptions=True,
         )
         failed = [r for r in results if isinstance(r, ShardUnavailable)]
         if failed:
@@ -297,20 +229,24 @@ class ShardRouter:
         return results  # type: ignore[return-value]
 
     async def _read_primary(
-        self, shard: int, sql: str, params: Params, reason: str, *, fallback: bool = False
+        self, servers: ShardEndpoints, sql: str, params: Params, name: str, reason: str,
+        *, fallback: bool = False,
     ) -> Rows:
         try:
-            sets = await self._execute(shard, "primary", self._wrap("read", sql), params)
+            sets = await servers.primary.execute(self._statements.read(sql), params, name=name)
         except ShardUnavailable:
             if not fallback:
                 raise
             # The replica is only slow, and slightly stale beats unavailable when the primary
             # is gone; no write can be newer than what it had replayed since none can commit.
-            sets = await self._execute(shard, "replica", self._wrap("read", sql), params)
-            self._metrics.child(self._metrics.read_routing, self._names[shard], "replica", "primary_down").inc()
+            sets = await servers.replica.execute(self._statements.read(sql), params, name=name)
+            self._routed(servers, "replica", "primary_down")
             return sets[-1]
-        self._metrics.child(self._metrics.read_routing, self._names[shard], "primary", reason).inc()
+        self._routed(servers, "primary", reason)
         return sets[-1]
+
+    def _routed(self, servers: ShardEndpoints, served_by: Role, reason: str) -> None:
+        self._metrics.child(self._metrics.read_routing, servers.name, served_by, reason).inc()
 
     def _token_position(self, token: str | None, shard: int) -> int | None:
         if not token:
@@ -323,245 +259,48 @@ class ShardRouter:
             pass
         return None  # a token for another shard or epoch says nothing about this one
 
-    def _wrap(self, kind: str, sql: str) -> str:
-        wrapped = self._wrapped.get((kind, sql))
-        if wrapped is None:
-            if kind == "write":
-                wrapped = f"{self._set_timeout}{sql}; COMMIT; {PRIMARY_POSITION_SQL}"
-            elif kind == "checked":
-                wrapped = f"{self._set_timeout}{REPLAY_POSITION_SQL}; {sql}"
-            else:
-                wrapped = f"{self._set_timeout}{sql}"
-            self._wrapped[(kind, sql)] = wrapped
-        return wrapped
-
-    # -- the one place that talks to a pool -----------------------------------------------
-
-    async def _execute(
-        self, shard: int, role: Role, sql: str, params: Params, *, probe: bool = False,
-        queue: bool = True,
-    ) -> list[Rows]:
-        """Run `sql` (possibly several statements) and return the rows of each result that has
-        any columns. Probes bypass an open breaker; every outcome is recorded on it."""
-        breaker = self._breakers[(shard, role)]
-        name = self._names[shard]
-        capacity = await self._admit(shard, role, probe=probe, queue=queue)
-        started = time.perf_counter()
-        # The deadline is enforced outside the query's task: cancelling a psycopg query makes
-        # it send a cancel request and wait up to 10 s for the server to confirm, which a dead
-        # server never does. So on timeout the task is left to clean up (its connection is
-        # then discarded) and the caller gets its answer now. The permit goes back only when
-        # the task is over: until then its connection is not free.
-        work = asyncio.ensure_future(self._run(shard, role, sql, params))
-        work.add_done_callback(lambda _: capacity.release())
-        try:
-            done, _ = await asyncio.wait((work,), timeout=self._timeouts[role])
-            if not done:
-                self._abandon(work)
-                raise TimeoutError
-            sets = work.result()
-        except _FAILURES as exc:
-            self._failed(shard, role, "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__)
-            raise ShardUnavailable(name, role, _reason(exc)) from None
-        except BaseException:
-            # Not the server's fault (a bug, a constraint, a cancelled request): the server
-            # answered or may have, so the breaker only must not stay half-open forever.
-            self._abandon(work)
-            breaker.record_success()
-            raise
-        breaker.record_success()
-        self._metrics.child(self._metrics.query_seconds, name, role).observe(time.perf_counter() - started)
-        return sets
-
-    async def _admit(self, shard: int, role: Role, *, probe: bool, queue: bool = True) -> Capacity:
-        """Wait for a permit of the (shard, role) pool, then for the breaker's consent.
-
-        The breaker is asked only once a permit is held, so that in its half-open state the
-        one probe it lets through is a call that really goes to the server. Probes bypass the
-        breaker; the monitor's do not queue either (`queue=False`): a pool with every
-        connection busy is answering, and the monitor keeps what it knew.
-        """
-        breaker = self._breakers[(shard, role)]
-        name = self._names[shard]
-        capacity = self._capacity[(shard, role)]
-        if not queue:
-            if not capacity.try_acquire():
-                raise ShardBusy(name, role, 0)
-            return capacity
-        if not probe and breaker.is_open:
-            self._metrics.child(self._metrics.query_errors, name, role, "circuit_open").inc()
-            raise ShardUnavailable(name, role, "circuit open after recent failures")
-        try:
-            await capacity.acquire(self._settings.capacity_timeout_s)
-        except CapacityTimeout:
-            self._metrics.child(self._metrics.query_errors, name, role, "busy").inc()
-            raise ShardBusy(name, role, self._settings.capacity_timeout_s) from None
-        if not probe and not breaker.allow():
-            capacity.release()
-            self._metrics.child(self._metrics.query_errors, name, role, "circuit_open").inc()
-            raise ShardUnavailable(name, role, "circuit open after recent failures")
-        return capacity
-
-    def _failed(self, shard: int, role: Role, kind: str) -> None:
-        """Record a server-side failure; if it opened the breaker, fail the calls queued for
-        this pool now rather than after they waited for connections stuck on a dead server."""
-        breaker = self._breakers[(shard, role)]
-        breaker.record_failure()
-        self._metrics.child(self._metrics.query_errors, self._names[shard], role, kind).inc()
-        if breaker.tripped:
-            name = self._names[shard]
-            self._capacity[(shard, role)].reject_waiting(
-                lambda: ShardUnavailable(name, role, "circuit open after recent failures")
-            )
-
-    async def _run(self, shard: int, role: Role, sql: str, params: Params) -> list[Rows]:
-        async with self._pools.get(shard, role).connection() as conn:
-            try:
-                cur = conn.cursor()
-                await cur.execute(sql, params)
-                sets: list[Rows] = []
-                while True:
-                    if cur.description is not None:
-                        sets.append(await cur.fetchall())
-                    if not cur.nextset():
-                        return sets
-            except psycopg.OperationalError:
-                if conn.broken:  # the socket died: its idle siblings probably did too
-                    self._check_pool(shard, role)
-                raise
-
-    def _check_pool(self, shard: int, role: Role) -> None:
-        """After a connection broke (PgBouncer restarted, say), test the pool's idle
-        connections in the background and drop the dead ones, so that requests do not meet
-        them one by one. One check per pool at a time."""
-        if (shard, role) in self._checking:
-            return
-        task = asyncio.ensure_future(self._pools.get(shard, role).check())
-        self._checking[(shard, role)] = task
-
-        def done(finished: asyncio.Future[None]) -> None:
-            self._checking.pop((shard, role), None)
-            if not finished.cancelled() and finished.exception() is not None:
-                log.warning("checking the %s %s pool failed", self._names[shard], role)
-
-        task.add_done_callback(done)
-
-    def _abandon(self, work: asyncio.Future[list[Rows]]) -> None:
-        """Cancel a call nobody waits for any more, keeping it referenced until it is done."""
-        if work.done():
-            if not work.cancelled():
-                work.exception()  # retrieved: no "exception never retrieved" noise
-            return
-        work.cancel()
-        self._abandoned.add(work)
-        work.add_done_callback(self._forget)
-
-    def _forget(self, work: asyncio.Future[list[Rows]]) -> None:
-        self._abandoned.discard(work)
-        if not work.cancelled():
-            work.exception()
-
     # -- health ---------------------------------------------------------------------------
 
     async def schema_version(self, shard: int) -> str | None:
         """The primary's migration revision (readiness checks; waits for capacity like any call)."""
-        rows = await self.probe(shard, "primary", SCHEMA_VERSION_SQL, queue=True)
+        rows = await self.probe(shard, "primary", SCHEMA_VERSION_SQL, queue=True, name="schema_version")
         return rows[0][0] if rows else None
 
     async def ping(self, shard: int, role: Role) -> None:
         """Raise unless the server answers (readiness checks; waits for capacity like any call)."""
-        await self.probe(shard, role, "SELECT 1", queue=True)
+        await self.probe(shard, role, "SELECT 1", queue=True, name="ping")
 
-    async def probe(self, shard: int, role: Role, sql: str, *, queue: bool = False) -> Rows:
+    async def probe(
+        self, shard: int, role: Role, sql: str, *, queue: bool = False, name: str = "probe"
+    ) -> Rows:
         """One query on a given server regardless of its breaker (health checks).
 
         With `queue`, wait for a free connection like any call (a readiness check under load
         must not report a busy shard as down); without it, raise ShardBusy at once.
         """
-        sets = await self._execute(
-            shard, role, self._wrap("read", sql), (), probe=True, queue=queue
-        )
+        endpoint = self._shards[shard].role(role)
+        sets = await endpoint.execute(self._statements.read(sql), (), name=name, probe=True, queue=queue)
         return sets[-1]
 
     def state(self, shard: int) -> ReplicaState:
-        return self._state[shard]
+        return self._monitor.state(shard)
 
     def breaker_open(self, shard: int, role: Role) -> bool:
-        return self._breakers[(shard, role)].tripped
+        return self._shards[shard].role(role).tripped
 
     def pool_stats(self, shard: int, role: Role) -> dict[str, int]:
-        stats = self._pools.stats(shard, role)
+        endpoint = self._shards[shard].role(role)
+        stats = endpoint.pool_stats()
         # Calls queue for permits here, in front of the pool (which then rarely has waiters).
-        stats["waiting"] = stats.get("waiting", 0) + self._capacity[(shard, role)].waiting
+        stats["waiting"] = stats.get("waiting", 0) + endpoint.capacity.waiting
         return stats
 
+    async def check_shard(self, shard: int) -> ReplicaState:
+        """Probe a shard's primary and replica once and update its state (health.py)."""
+        return await self._monitor.check(shard)
+
     def start_monitor(self) -> None:
-        for shard in self.shard_indexes:
-            task = asyncio.create_task(self._monitor(shard), name=f"replica-monitor-{shard}")
-            self._monitors.append(task)
+        self._monitor.start()
 
     async def stop_monitor(self) -> None:
-        for task in self._monitors:
-            task.cancel()
-        await asyncio.gather(*self._monitors, return_exceptions=True)
-        self._monitors.clear()
-
-    async def _monitor(self, shard: int) -> None:
-        while True:
-            try:
-                await self.check_shard(shard)
-            except Exception:  # the monitor must outlive anything one check can raise
-                log.exception("replica monitor of %s failed", self._names[shard])
-            await asyncio.sleep(self._settings.monitor_interval_s)
-
-    async def check_shard(self, shard: int) -> ReplicaState:
-        """Probe a shard's primary and replica once and update its state: reachability (which
-        also closes their breakers when they answer) and the replica's lag."""
-        primary, replica = await asyncio.gather(
-            self.probe(shard, "primary", PRIMARY_POSITION_SQL, queue=False),
-            self.probe(shard, "replica", REPLICA_POSITION_SQL, queue=False),
-            return_exceptions=True,
-        )
-        now = time.monotonic()
-        state = self._state[shard]
-        if isinstance(primary, ShardBusy) or isinstance(replica, ShardBusy):
-            # Every connection of a pool is busy, so its server answers; nothing new is known.
-            return state
-        state.checked_at = now
-        state.primary_up = not isinstance(primary, BaseException)
-        state.replica_up = not isinstance(replica, BaseException)
-        if not state.primary_up:
-            # Without the primary's position the lag is unknown; the replica is all there is.
-            state.samples.clear()
-            state.lag_seconds = state.lag_bytes = None
-        else:
-            state.samples.append((now, lsn_to_int(primary[0][0])))  # type: ignore[index]
-        if state.primary_up and state.replica_up:
-            in_recovery, replayed_text = replica[0]  # type: ignore[index]
-            if not in_recovery or replayed_text is None:
-                state.samples.clear()
-                state.lag_seconds, state.lag_bytes = 0.0, 0
-            else:
-                replayed = lsn_to_int(replayed_text)
-                # Lag in time: how long ago the primary was at a position the replica has
-                # still not replayed (0 if it has replayed everything sampled).
-                while state.samples and state.samples[0][1] <= replayed:
-                    state.samples.popleft()
-                state.lag_seconds = now - state.samples[0][0] if state.samples else 0.0
-                state.lag_bytes = max(0, lsn_to_int(primary[0][0]) - replayed)  # type: ignore[index]
-        elif not state.replica_up:
-            state.lag_seconds = state.lag_bytes = None
-        name = self._names[shard]
-        if state.lag_seconds is not None:
-            self._metrics.replica_lag_seconds.labels(name).set(state.lag_seconds)
-        for role in ROLES:
-            for key, value in self._pools.stats(shard, role).items():
-                self._metrics.pool_connections.labels(name, role, key).set(value)
-        return state
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+        await self._monitor.stop()

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from messenger.storage.shards.ring import RING_SIZE, HashRing, Move, ring_position
+from messenger.topology import ShardConfig, Topology
 
 FIVE = HashRing(range(5))
 
@@ -204,3 +205,14 @@ def test_zero_vnodes_raises() -> None:
 def test_shard_at_rejects_positions_off_the_ring(position: int) -> None:
     with pytest.raises(ValueError):
         FIVE.shard_at(position)
+
+
+def test_the_ring_of_a_topology_is_built_once_and_shared() -> None:
+    def topology(epoch: int, shards: int) -> Topology:
+        configs = tuple(ShardConfig(i, f"shard_{i}", "rw", "ro", "rw", "ro") for i in range(shards))
+        return Topology(epoch=epoch, shards=configs, redis_url="redis://unused")
+
+    ring = HashRing.for_topology(topology(1, 3))
+    assert ring is HashRing.for_topology(topology(1, 3))
+    assert ring.shard_indexes == (0, 1, 2)
+    assert HashRing.for_topology(topology(2, 4)).shard_indexes == (0, 1, 2, 3)
