@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from messenger.api import accounts, conversations, follows, ops, users, ws
+from messenger.api import accounts, cluster, conversations, follows, ops, pages, users, ws
 from messenger.api.errors import EXCEPTION_HANDLERS
 from messenger.api.openapi import openapi_routes
 from messenger.background import BackgroundWork
@@ -162,7 +162,7 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=[*users.routes, *follows.routes, *accounts.routes, *conversations.routes,
-                *ws.routes, *ops.routes, *openapi_routes()],
+                *ws.routes, *ops.routes, *openapi_routes(), *cluster.routes, *pages.routes],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
