@@ -312,6 +312,7 @@ function onFrame(frame) {
       break;
     case "member.added":
       if (open) open.onMembersAdded(frame);
+      else if (!state.inbox.has(id) && frame.members.some((m) => m.user_id === state.me.id)) discover(id);
       break;
     case "member.removed":
       if (frame.user_id === state.me.id) forget(id);
@@ -331,7 +332,7 @@ function onFrame(frame) {
 function messageArrived(message, isOpen) {
   const entry = state.inbox.get(message.conversation_id);
   if (!entry) {
-    reloadInboxSoon(); // a conversation this page did not know yet
+    discover(message.conversation_id, message); // a conversation this page did not know yet
     return;
   }
   if (entry.last_message_id && entry.last_message_id >= message.id) return; // already counted
@@ -344,6 +345,16 @@ function messageArrived(message, isOpen) {
   const mine = message.sender_id === state.me.id;
   if (!mine && !(isOpen && state.open.atBottomAndVisible())) entry.unread_count += 1;
   renderInbox();
+}
+
+/** A conversation this page learns of from a frame: read it (the inbox row may lag behind). */
+async function discover(conversationId, message = null) {
+  try {
+    conversationArrived(await api.call("GET", `/api/v1/conversations/${conversationId}`));
+    if (message) messageArrived(message, false);
+  } catch {
+    reloadInboxSoon();
+  }
 }
 
 function conversationArrived(frame) {

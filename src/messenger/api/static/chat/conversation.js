@@ -377,6 +377,9 @@ export class Conversation {
     if (!body.trim()) return;
     input.value = "";
     input.style.height = "";
+    // The message ends the typing indicator on the other side: the next keystroke may say
+    // "typing" again soon, but not within the server's 1 s throttle.
+    this.lastTypingSent = Math.min(this.lastTypingSent, Date.now() - TYPING_EVERY_MS + 1000);
     const send = { client_message_id: newClientId(), body, state: "sending", error: null, el: null };
     this.pending.set(send.client_message_id, send);
     send.el = this.pendingElement(send);
@@ -597,7 +600,21 @@ export class Conversation {
     $("typing").textContent = text;
   }
 
-  afterResume() {
+  /** Back after an outage: missed messages were replayed; read markers are state, not
+   * history (not replayed), so read them again. */
+  async afterResume() {
     this.markReadSoon();
+    try {
+      const view = await this.api.call("GET", `/api/v1/conversations/${this.id}`);
+      if (this.closed) return;
+      for (const member of view.members) {
+        const known = this.members.get(member.user_id);
+        if (!known) this.members.set(member.user_id, member);
+        else if (member.read_message_id && (!known.read_message_id || known.read_message_id < member.read_message_id)) {
+          known.read_message_id = member.read_message_id;
+        }
+      }
+      this.refreshSeen();
+    } catch { /* the next read frame corrects it */ }
   }
 }
