@@ -200,7 +200,7 @@ async def test_the_socket_cut_and_restored_while_the_other_sends_misses_and_repe
         await expect(ada.page.locator("#banner")).to_contain_text("Back online", timeout=30_000)
         await bob.send("after")
         await expect(ada.bubbles().last).to_have_text("after")
-        assert await ada.texts() == ["before", *missed, "after"]
+        assert await ada.texts() == ["before", *missed, "after"] == await bob.texts()
         await ada.send("got them all")
         await expect(bob.bubbles().last).to_have_text("got them all")
         await ada.shot(artifacts, "reconnect-ada")

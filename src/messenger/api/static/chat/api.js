@@ -8,6 +8,7 @@
 
 const STORE = "messenger.session";
 const EARLY_MS = 60_000; // refresh this long before the access token expires
+const REQUEST_TIMEOUT_MS = 15_000;
 
 export class ApiError extends Error {
   constructor(status, code, message, details = {}) {
@@ -32,8 +33,10 @@ async function request(method, path, body, headers = {}) {
     init.body = JSON.stringify(body);
   }
   let response;
+  // A request into a dead link can hang for minutes: give up, so a send can say "failed".
+  const timeout = AbortSignal.timeout ? AbortSignal.timeout(REQUEST_TIMEOUT_MS) : undefined;
   try {
-    response = await fetch(path, init);
+    response = await fetch(path, { ...init, signal: timeout });
   } catch {
     throw new ApiError(0, "network", "Can't reach the server. Check your connection.");
   }

@@ -25,6 +25,7 @@ export class Conversation {
     this.readSent = null;
     this.typing = new Map(); // user id -> timer
     this.lastTypingSent = 0;
+    this.sending = Promise.resolve(); // sends go one after another: they commit in typed order
     this.aborter = new AbortController();
     this.closed = false;
   }
@@ -383,9 +384,10 @@ export class Conversation {
     const send = { client_message_id: newClientId(), body, state: "sending", error: null, el: null };
     this.pending.set(send.client_message_id, send);
     send.el = this.pendingElement(send);
+    this.refreshPending(send);
     $("messages").append(send.el);
     this.scrollToBottom();
-    this.post(send);
+    this.sending = this.sending.then(() => this.post(send));
   }
 
   async post(send) {
