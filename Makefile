@@ -26,10 +26,15 @@ cluster: setup
 	$(MESSENGER) cluster up --data-dir $(DATA_DIR)
 	$(MESSENGER) migrate up --topology $(DATA_DIR)/topology.toml
 
+# The operator's token for /cluster: generated once, kept beside the cluster (mode 600).
+OPS_TOKEN_FILE := $(DATA_DIR)/ops-token
+
 run: cluster
 	$(MESSENGER) seed demo --topology $(DATA_DIR)/topology.toml
 	$(MESSENGER) cluster status --data-dir $(DATA_DIR)
-	MESSENGER_PROFILE=dev $(MESSENGER) serve --port $(PORT) --topology $(DATA_DIR)/topology.toml
+	@test -s $(OPS_TOKEN_FILE) || (umask 077; $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))' > $(OPS_TOKEN_FILE))
+	@echo "chat: http://127.0.0.1:$(PORT)/   cluster: http://127.0.0.1:$(PORT)/cluster (ops token in $(OPS_TOKEN_FILE))   docs: http://127.0.0.1:$(PORT)/docs"
+	MESSENGER_PROFILE=dev MESSENGER_OPS_TOKEN="$$(cat $(OPS_TOKEN_FILE))" $(MESSENGER) serve --port $(PORT) --topology $(DATA_DIR)/topology.toml
 
 status: venv
 	$(MESSENGER) cluster status --data-dir $(DATA_DIR)

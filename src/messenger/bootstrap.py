@@ -37,6 +37,7 @@ from messenger.api.context import ApiContext
 from messenger.background import BackgroundWork
 from messenger.metrics import Metrics
 from messenger.services.accounts import AccountLimits, AccountService
+from messenger.services.cluster import ClusterOverview
 from messenger.services.cursor import CursorCodec
 from messenger.services.follows import FollowService
 from messenger.services.live import LiveHub
@@ -179,6 +180,7 @@ def _api_context(
         sessions=sessions,
         clients=ClientAddresses(settings.trusted_proxies),
         ops=OpsService(router, freshness, users, metrics, schema_version=schema_version),
+        cluster=ClusterOverview(router),
     )
 
 

@@ -130,3 +130,12 @@ def test_the_old_single_secret_variables_are_refused_with_the_new_names(
     monkeypatch.setenv("MESSENGER_CURSOR_SECRET", "s" * 32)
     with pytest.raises(SettingsError, match="MESSENGER_CURSOR_SECRETS"):
         Settings.from_env(topology_file)
+
+
+def test_ops_token_is_off_unless_configured(topology_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _with_keys(monkeypatch)
+    monkeypatch.delenv("MESSENGER_OPS_TOKEN", raising=False)
+    assert Settings.from_env(topology_file).ops_token == ""
+    monkeypatch.setenv("MESSENGER_OPS_TOKEN", " t0ken \n")
+    settings = Settings.from_env(topology_file)
+    assert settings.ops_token == "t0ken" and "t0ken" not in repr(settings)

@@ -14,6 +14,7 @@ from starlette.requests import HTTPConnection
 from messenger.api.clients import ClientAddresses
 from messenger.metrics import Metrics
 from messenger.services.accounts import AccountService
+from messenger.services.cluster import ClusterOverview
 from messenger.services.follows import FollowService
 from messenger.services.live import LiveHub
 from messenger.services.messaging import MessagingService
@@ -39,6 +40,7 @@ class ApiContext:
     clients: ClientAddresses
     """Who a request's client is, for per-client limits (trusted proxies)."""
     ops: OpsService
+    cluster: ClusterOverview
 
 
 def context(connection: HTTPConnection) -> ApiContext:

@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from messenger.api.bodies import GROUP_BODY_BYTES
 from messenger.api.context import context
+from messenger.api.schemas.accounts import UserByUsernameOut
 from messenger.api.schemas.conversations import (
     MAX_MEMBERS_PER_REQUEST,
     ConversationCreate,
@@ -41,6 +42,7 @@ from messenger.domain.conversations import (
 )
 from messenger.domain.pages import MAX_PAGE_SIZE
 from messenger.domain.users import NAME_MAX_LENGTH, NAME_MIN_LENGTH
+from messenger.services.cluster import ClusterSnapshot
 from messenger.services.messaging import DEFAULT_PAGE_SIZE as MESSAGES_PAGE_SIZE
 from messenger.services.users import DEFAULT_PAGE_SIZE
 
@@ -48,6 +50,9 @@ _REF = "#/components/schemas/{name}"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024  # Settings.max_body_bytes's default
 EVENTS_MAX_PAGE = 500  # the conversation log's page size
 EVENTS_DEFAULT_PAGE = 100
+DOCS_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+            "script-src 'self'; connect-src 'self'")
+"""Swagger UI sets inline styles and data: images; everything else only from this server."""
 
 
 def _ref(struct: type) -> dict[str, str]:
@@ -184,7 +189,7 @@ def build_openapi(max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> dict[str, Any
     at least GROUP_BODY_BYTES, so that 1,000 member ids always fit)."""
     _, components = msgspec.json.schema_components(
         [UserCreate, UserReplace, UserPatch, UserOut, UserPage, FollowOut, FollowPageOut, ErrorBody,
-         *_MESSAGING_SCHEMAS],
+         UserByUsernameOut, ClusterSnapshot, *_MESSAGING_SCHEMAS],
         ref_template=_REF,
     )
     _refine(components)
@@ -306,12 +311,53 @@ def build_openapi(max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> dict[str, Any
             "/ready": plain("Readiness: every shard reachable, schema at head (503 if not)"),
             "/metrics": plain("Prometheus metrics"),
             **messaging_paths(max_body_bytes),
+            **lookup_paths(),
+            **ops_paths(),
         },
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "ops": {"type": "http", "scheme": "bearer",
+                        "description": "The operator token, MESSENGER_OPS_TOKEN"},
+            },
         },
     }
+
+
+def lookup_paths() -> dict[str, Any]:
+    """Finding a person by username (the web client's "new chat" box)."""
+    return {"/api/v1/users/by-username/{username}": {"get": {
+        "summary": "The user a username names (any letter case), to open a conversation with",
+        "operationId": "getUserByUsername",
+        "description": "Looked up through the username's claim on its shard, then the holder's "
+                       "account on the user's shard. A name that is only reserved (registration or "
+                       "rename in flight), or that is not a valid username, names nobody: 404.",
+        "security": [{"bearer": []}],
+        "parameters": [{"name": "username", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {
+            "200": {"description": "The user", "content": _json(UserByUsernameOut)},
+            "401": {"description": "No or bad access token", "content": _json(ErrorBody)},
+            "404": {"description": "No user has this username", "content": _json(ErrorBody)},
+            **_errors(503),
+        },
+    }}}
+
+
+def ops_paths() -> dict[str, Any]:
+    """The operator's endpoints behind the ops token."""
+    return {"/api/v1/ops/cluster": {"get": {
+        "summary": "Every shard's servers, lag, connections, rows vs ring share, relay backlog",
+        "operationId": "getClusterOverview",
+        "description": "What the /cluster page shows; readings are at most a second old.",
+        "security": [{"ops": []}],
+        "responses": {
+            "200": {"description": "The snapshot", "content": _json(ClusterSnapshot)},
+            "401": {"description": "No or wrong ops token", "content": _json(ErrorBody)},
+            "403": {"description": "No ops token is configured (MESSENGER_OPS_TOKEN)",
+                    "content": _json(ErrorBody)},
+        },
+    }}}
 
 
 _MESSAGING_SCHEMAS = [
@@ -427,12 +473,16 @@ def messaging_paths(max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> dict[str, A
     }
 
 
+# Swagger UI's files come from the installed swagger-ui-bundle-v2 package (api/pages.py mounts
+# them at /docs/assets), never from a CDN: the page works on a machine without internet access.
 _DOCS_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>Messenger API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head><body><div id="ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+<html lang="en"><head><meta charset="utf-8"><title>Messenger API</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css">
+<link rel="icon" type="image/png" href="/docs/assets/favicon-32x32.png">
+</head><body><div id="ui" data-openapi="/openapi.json"></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script src="/static/docs.js"></script>
 </body></html>"""
 
 
@@ -447,7 +497,7 @@ def openapi_routes() -> list[Route]:
         return Response(document, 200, None, "application/json")
 
     async def docs(_request: Request) -> Response:
-        return HTMLResponse(_DOCS_PAGE)
+        return HTMLResponse(_DOCS_PAGE, headers={"Content-Security-Policy": DOCS_CSP})
 
     return [
         Route("/openapi.json", openapi, methods=["GET"], name="openapi"),
