@@ -32,17 +32,19 @@ from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from messenger.api.app import build_app
+from messenger.api.clients import ClientAddresses
 from messenger.api.context import ApiContext
 from messenger.background import BackgroundWork
 from messenger.metrics import Metrics
-from messenger.services.accounts import AccountService, LoginLimits
+from messenger.services.accounts import AccountLimits, AccountService
 from messenger.services.cluster import ClusterOverview
 from messenger.services.cursor import CursorCodec
 from messenger.services.follows import FollowService
 from messenger.services.live import LiveHub
-from messenger.services.messaging import MessagingService
+from messenger.services.messaging import MessagingLimits, MessagingService
 from messenger.services.ops import OpsService
 from messenger.services.passwords import Passwords
+from messenger.services.sessions import Sessions
 from messenger.services.tokens import TokenSigner
 from messenger.services.users import UserService
 from messenger.settings import Settings
@@ -53,7 +55,8 @@ from messenger.storage.conversations import ConversationStore
 from messenger.storage.follows import FollowStore
 from messenger.storage.inbox import InboxStore
 from messenger.storage.messages import MessageStore
-from messenger.storage.redis.rate_limits import RateLimit, TokenBucket
+from messenger.storage.redis.rate_limits import Backoff, ConcurrencyLimit, FixedWindow, TokenBucket
+from messenger.storage.redis.revocations import RevocationStore
 from messenger.storage.schema import check_migrations
 from messenger.storage.shards.breaker import CircuitBreaker
 from messenger.storage.shards.freshness import FreshnessMarkers
@@ -127,6 +130,10 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
         hub = LiveHub(
             conversation_log, redis_url=settings.topology.redis_url,
             timeout_s=max(settings.redis_timeout_s, 0.5), queue_limit=settings.ws_queue_limit,
+            socket_slots=ConcurrencyLimit(
+                redis, "sockets", settings.sockets_per_user, lease_s=3 * settings.ws_heartbeat_s
+            ),
+            typing_per_s=settings.typing_per_socket_per_s,
         )
         opened.push_async_callback(hub.close)  # first to close: sockets hear 1001 at once
 
@@ -145,34 +152,59 @@ def _api_context(
     schema_version: str,
 ) -> ApiContext:
     """The stores over the router, and the services over them."""
-    cursors = CursorCodec(settings.cursor_secret)
+    cursors = CursorCodec(settings.cursor_keys)
     users = UserStore(router)
-    tokens = TokenSigner(settings.token_secret, access_ttl_s=settings.access_ttl_s)
+    tokens = TokenSigner(settings.token_keys, access_ttl_s=settings.access_ttl_s)
+    # A revocation outlives every access token it could concern.
+    sessions = Sessions(RevocationStore(redis, ttl_s=settings.access_ttl_s + 60), hub)
     accounts = AccountService(
         ClaimStore(router), AccountStore(router), passwords, tokens,
-        LoginLimits(
-            RateLimit(redis, "login-account", settings.login_failures_per_account, settings.login_window_s),
-            RateLimit(redis, "login-client", settings.login_attempts_per_client, settings.login_window_s),
-        ),
-        refresh_ttl_s=settings.refresh_ttl_s,
+        _account_limits(redis, settings),
+        sessions=sessions, refresh_ttl_s=settings.refresh_ttl_s,
     )
     messaging = MessagingService(
         ConversationStore(router), MessageStore(router), InboxStore(router), conversation_log,
         users, hub,
         TokenBucket(redis, "send", rate=settings.send_rate_per_s, burst=settings.send_burst),
-        cursors, member_limit=settings.member_limit,
+        cursors, member_limit=settings.member_limit, limits=_messaging_limits(redis, settings),
     )
     return ApiContext(
         settings=settings,
         metrics=metrics,
-        users=UserService(users, cursors, open_users=settings.open_users),
+        users=UserService(users, cursors, open_users=settings.open_users, sessions=sessions),
         follows=FollowService(FollowStore(router), cursors),
         accounts=accounts,
         messaging=messaging,
         hub=hub,
         tokens=tokens,
+        sessions=sessions,
+        clients=ClientAddresses(settings.trusted_proxies),
         ops=OpsService(router, freshness, users, metrics, schema_version=schema_version),
         cluster=ClusterOverview(router),
+    )
+
+
+def _account_limits(redis: Redis, s: Settings) -> AccountLimits:
+    def backoff(name: str) -> Backoff:
+        return Backoff(redis, name, free=s.login_failures_per_account, base_s=s.login_backoff_base_s,
+                       max_s=s.login_backoff_max_s, ttl_s=s.login_window_s)
+
+    return AccountLimits(
+        FixedWindow(redis, "login-client", s.login_attempts_per_client, s.login_window_s, fail_closed=True),
+        backoff("login-account"),
+        backoff("password-account"),
+        FixedWindow(redis, "register-client", s.registrations_per_client, s.registration_window_s),
+        TokenBucket(redis, "account-change", rate=s.account_change_rate_per_s, burst=s.account_change_burst),
+    )
+
+
+def _messaging_limits(redis: Redis, s: Settings) -> MessagingLimits:
+    return MessagingLimits(
+        conversations=TokenBucket(redis, "conversation-create", rate=s.group_rate_per_s, burst=s.group_burst),
+        member_adds=FixedWindow(redis, "member-adds", s.members_added_per_window, s.members_window_s),
+        members_per_request=s.members_per_request,
+        edits=TokenBucket(redis, "edit", rate=s.edit_rate_per_s, burst=s.edit_burst),
+        resumes=TokenBucket(redis, "resume", rate=s.resume_rate_per_s, burst=s.resume_burst),
     )
 
 

@@ -23,7 +23,9 @@ def serving(topology_path: Path, *, workers: int = 2, ready_within_s: float = 60
     """Serve until the block ends; yields the base URL and the server's pid. `env` adds
     MESSENGER_* settings (open users are on, as the load scenarios need)."""
     port = free_port()
-    environment = dict(os.environ, PYTHONPATH=str(SRC), MESSENGER_OPEN_USERS="1", **env)
+    # Every test client is 127.0.0.1: the per-address limits would add up over the session.
+    per_address = {"MESSENGER_REGISTRATIONS_PER_CLIENT": "1000000", "MESSENGER_LOGIN_ATTEMPTS_PER_CLIENT": "1000000"}
+    environment = dict(os.environ, PYTHONPATH=str(SRC), MESSENGER_OPEN_USERS="1", **{**per_address, **env})
     process = subprocess.Popen(
         [sys.executable, "-m", "messenger", "serve", "--port", str(port), "--workers", str(workers),
          "--topology", str(topology_path)],

@@ -45,7 +45,7 @@ def _tokens(pair: TokenPair) -> Response:
 
 
 def _client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    return context(request).clients.of(request)
 
 
 def _set(value: object) -> object | None:
@@ -55,7 +55,8 @@ def _set(value: object) -> object | None:
 async def register(request: Request) -> Response:
     body = await read_body(request, _create)
     profile = await context(request).accounts.register(
-        Registration(body.username, body.email, body.password, body.first_name, body.last_name)
+        Registration(body.username, body.email, body.password, body.first_name, body.last_name),
+        _client_address(request),
     )
     headers = {**_NO_STORE, "Location": "/api/v1/me"}
     return Response(_me(profile), 201, headers, JSON)
@@ -101,7 +102,9 @@ async def me(request: Request) -> Response:
 async def change_password(request: Request) -> Response:
     user_id = require_caller(request)
     body = await read_body(request, _password)
-    await context(request).accounts.change_password(user_id, body.current_password, body.new_password)
+    await context(request).accounts.change_password(
+        user_id, body.current_password, body.new_password, _client_address(request)
+    )
     return Response(None, 204)
 
 

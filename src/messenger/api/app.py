@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from messenger.api import accounts, cluster, conversations, follows, ops, pages, users, ws
+from messenger.api.auth import SessionCheck
 from messenger.api.context import ApiContext
 from messenger.api.errors import EXCEPTION_HANDLERS
 from messenger.api.openapi import openapi_routes
@@ -79,5 +80,6 @@ def build_app(open_context: OpenContext, metrics: Metrics) -> Starlette:
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False
+    app.add_middleware(SessionCheck)  # inside the metrics: its 401s are counted too
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

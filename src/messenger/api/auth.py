@@ -1,13 +1,25 @@
-"""Who is calling: the bearer access token of a request, verified without a database call."""
+"""Who is calling: the bearer access token of a request, verified without a database call.
+
+`SessionCheck` (raw ASGI, in front of every route) verifies a bearer token once, and refuses
+the request with 401 when the token's session has ended (logout, password change, account
+deleted: services/sessions.py), so no route acts for a ghost; routes then read the verified
+claims through `caller` / `require_caller`. A request without a token passes through untouched
+(routes that need one answer 401 themselves).
+"""
 
 from __future__ import annotations
 
 import uuid
 
 from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from messenger.api.context import context
+from messenger.api.context import ApiContext, context
+from messenger.api.errors import error_response
 from messenger.domain.errors import Unauthenticated
+from messenger.services.tokens import AccessClaims
+
+_CLAIMS = "access_claims"
 
 
 def bearer_token(request: Request) -> str | None:
@@ -22,6 +34,9 @@ def bearer_token(request: Request) -> str | None:
 
 def caller(request: Request) -> uuid.UUID | None:
     """The authenticated user's id, None without a token; 401 for a bad or expired token."""
+    claims: AccessClaims | None = request.scope.get("state", {}).get(_CLAIMS)
+    if claims is not None:
+        return claims.user_id
     token = bearer_token(request)
     if token is None:
         return None
@@ -33,3 +48,31 @@ def require_caller(request: Request) -> uuid.UUID:
     if user_id is None:
         raise Unauthenticated("this needs an access token: Authorization: Bearer <token>")
     return user_id
+
+
+class SessionCheck:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            request = Request(scope)
+            try:
+                token = bearer_token(request)
+            except Unauthenticated:
+                token = None  # malformed: the route answers it
+            if token is not None:
+                ctx: ApiContext = scope["app"].state.context
+                try:
+                    claims = ctx.tokens.verify_access(token)
+                except Unauthenticated:
+                    claims = None  # the route answers it, with the reason
+                if claims is not None:
+                    try:
+                        await ctx.sessions.check(claims)
+                    except Unauthenticated as exc:
+                        response = error_response(401, exc.code, exc.message)
+                        await response(scope, receive, send)
+                        return
+                    scope.setdefault("state", {})[_CLAIMS] = claims
+        await self.app(scope, receive, send)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
+from messenger.api.clients import ClientAddresses
 from messenger.metrics import Metrics
 from messenger.services.accounts import AccountService
 from messenger.services.cluster import ClusterOverview
@@ -18,6 +19,7 @@ from messenger.services.follows import FollowService
 from messenger.services.live import LiveHub
 from messenger.services.messaging import MessagingService
 from messenger.services.ops import OpsService
+from messenger.services.sessions import Sessions
 from messenger.services.tokens import TokenSigner
 from messenger.services.users import UserService
 from messenger.settings import Settings
@@ -33,6 +35,10 @@ class ApiContext:
     messaging: MessagingService
     hub: LiveHub
     tokens: TokenSigner
+    sessions: Sessions
+    """Whether a token's session is still alive (logout, password change, deletion end it)."""
+    clients: ClientAddresses
+    """Who a request's client is, for per-client limits (trusted proxies)."""
     ops: OpsService
     cluster: ClusterOverview
 

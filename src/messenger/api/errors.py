@@ -22,6 +22,7 @@ from messenger.domain.errors import (
     Conflict,
     Forbidden,
     InvalidInput,
+    LimiterUnavailable,
     MessengerError,
     NotFound,
     RateLimited,
@@ -41,6 +42,7 @@ STATUS_BY_ERROR: dict[type[MessengerError], int] = {
     RateLimited: 429,
     ShardUnavailable: 503,
     ShardBusy: 503,
+    LimiterUnavailable: 503,
 }
 CODE_BY_HTTP_STATUS = {
     400: "bad_request",
@@ -100,7 +102,7 @@ async def handle_messenger_error(_request: Request, exc: Exception) -> Response:
     headers = None
     if isinstance(exc, RateLimited):
         headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
-    elif isinstance(exc, ShardUnavailable | ShardBusy):
+    elif isinstance(exc, ShardUnavailable | ShardBusy | LimiterUnavailable):
         headers = {"Retry-After": "1"}
     return error_response(status, exc.code, exc.message, exc.details, headers)
 

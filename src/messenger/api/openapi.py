@@ -75,7 +75,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         422: "A field is missing, of the wrong type, unknown, or out of range; or it names what "
              "the document cannot know of: a user that does not exist, the caller itself, a cursor "
              "this server did not sign. `details.field` names the field",
-        429: "Sending too fast; Retry-After says when to try again",
+        429: "Over a rate limit (sends, edits, groups, member adds: README, \"Security settings for "
+             "production\"); Retry-After says when to try again",
         426: "Not a WebSocket handshake: this path only speaks WebSocket (`Upgrade: websocket`)",
         503: "A shard this request needs is unavailable; `details.shard` names it",
     }
@@ -412,14 +413,14 @@ def messaging_paths(max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> dict[str, A
             "Open a direct conversation (200 if it existed, 201 if created) or create a group (201)",
             body=ConversationCreate, ok=("201", "Created", ConversationOut),
             also=("200", "The direct conversation of the two existed: it is returned"),
-            errors=(400, 413, 415, 422, 503), body_bytes=max(max_body_bytes, GROUP_BODY_BYTES))},
+            errors=(400, 413, 415, 422, 429, 503), body_bytes=max(max_body_bytes, GROUP_BODY_BYTES))},
         prefix + "/{conversation_id}": {"get": op(
             "A conversation with its members and their read markers", params=path("conversation_id"),
             ok=("200", "The conversation", ConversationOut))},
         prefix + "/{conversation_id}/members": {"post": op(
             "Add members (group admins; 409 for direct conversations or past the member limit)",
             body=MembersAdd, params=path("conversation_id"), ok=("200", "The conversation", ConversationOut),
-            errors=(*write_errors, 403, 409))},
+            errors=(*write_errors, 403, 409, 429))},
         prefix + "/{conversation_id}/members/{user_id}": {"delete": op(
             "Leave (your own id) or remove a member (group admins)", params=path("conversation_id", "user_id"),
             ok=("204", "Removed", None), errors=(400, 403, 404, 409, 503))},
@@ -439,10 +440,10 @@ def messaging_paths(max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> dict[str, A
         },
         prefix + "/{conversation_id}/messages/{message_id}": {
             "patch": op("Edit a message (its sender)", body=MessagePatch, params=path("conversation_id", "message_id"),
-                        ok=("200", "The message", MessageOut), errors=(*write_errors, 403, 409)),
+                        ok=("200", "The message", MessageOut), errors=(*write_errors, 403, 409, 429)),
             "delete": op("Delete a message (its sender or a group admin): it stays as a tombstone",
                          params=path("conversation_id", "message_id"), ok=("204", "Deleted", None),
-                         errors=(400, 403, 404, 503)),
+                         errors=(400, 403, 404, 429, 503)),
         },
         prefix + "/{conversation_id}/read": {"post": op(
             "Move your read marker forward to a message", body=ReadBody, params=path("conversation_id"),

@@ -22,17 +22,21 @@ from starlette.websockets import WebSocket
 
 from messenger.api.context import context
 from messenger.api.errors import error_response
-from messenger.domain.errors import LiveUnavailable, MessengerError, Unauthenticated
+from messenger.domain.errors import LiveUnavailable, MessengerError, RateLimited, Unauthenticated
 from messenger.services.live import (
     CLOSE_HEARTBEAT_TIMEOUT,
     CLOSE_INTERNAL,
+    CLOSE_POLICY,
     CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN,
     CLOSE_UNAUTHENTICATED,
+    LiveHub,
     Session,
     SessionClosed,
+    TooManySockets,
 )
 from messenger.services.messaging import MessagingService
+from messenger.services.sessions import Sessions
 from messenger.services.tokens import AccessClaims, TokenSigner
 
 log = logging.getLogger(__name__)
@@ -83,6 +87,8 @@ class Connection:
         self.expires_at = claims.expires_at
         self.messaging: MessagingService = ctx.messaging
         self.tokens: TokenSigner = ctx.tokens
+        self.sessions: Sessions = ctx.sessions
+        self.hub: LiveHub = ctx.hub
         self.heartbeat_s = ctx.settings.ws_heartbeat_s
         self.max_frame = ctx.settings.ws_max_frame_bytes
         self.resume_wait_s = ctx.settings.ws_resume_wait_s
@@ -124,7 +130,9 @@ class Connection:
                 return
             self.last_heard = time.monotonic()
             data = message.get("text") or message.get("bytes") or ""
-            if len(data) > self.max_frame:
+            # In bytes: a text frame's characters may take up to 4 bytes each. (granian 2.8
+            # reads a whole message, up to its fixed 64 MiB, before the app sees it: README.)
+            if len(data) > self.max_frame or (isinstance(data, str) and len(data.encode()) > self.max_frame):
                 self.session.close(CLOSE_TOO_BIG, f"frames are limited to {self.max_frame} bytes")
                 return
             try:
@@ -156,6 +164,7 @@ class Connection:
         elif isinstance(frame, Auth):
             try:
                 claims = self.tokens.verify_access(frame.access_token)
+                await self.sessions.check(claims)
             except Unauthenticated as exc:
                 session.close(CLOSE_UNAUTHENTICATED, exc.message)
                 return
@@ -163,10 +172,17 @@ class Connection:
                 session.close(CLOSE_UNAUTHENTICATED, "the token belongs to another user")
                 return
             self.expires_at = claims.expires_at
+            session.session_id = claims.session_id  # a fresh sign-in may bring a new session
             session.send_now({"type": "authenticated", "expires_at": claims.expires_at})
         # Pong: being heard is all it is for.
 
     async def _resume(self, positions: dict[uuid.UUID, int]) -> None:
+        try:
+            await self.messaging.allow_resume(self.session.user_id)
+        except RateLimited as exc:
+            self._error(exc.code, exc.message, retry_after=f"{exc.retry_after:.1f}")
+            self.session.release()  # held events flow: the client resumes again later
+            return
         try:
             report = await self.session.resume(positions)
         except SessionClosed:
@@ -187,6 +203,7 @@ class Connection:
                 self.session.close(CLOSE_HEARTBEAT_TIMEOUT, "no frame from the client in two heartbeats")
                 return
             self.session.send_now({"type": "ping"})
+            await self.hub.refresh(self.session)  # the socket's slot in its user's count
 
     async def _expire(self) -> None:
         while True:
@@ -216,16 +233,20 @@ async def live(websocket: WebSocket) -> None:
         if token is None:
             raise Unauthenticated("pass the access token as ?access_token= or Authorization: Bearer")
         claims = ctx.tokens.verify_access(token)
+        await ctx.sessions.check(claims)
     except Unauthenticated as exc:
         await websocket.close(CLOSE_UNAUTHENTICATED, exc.message)
         return
     hub = ctx.hub
     holding = websocket.query_params.get("resume", "") in ("1", "true")
-    session = hub.new_session(claims.user_id, hold_until_resume=holding)
+    session = hub.new_session(claims.user_id, hold_until_resume=holding, session_id=claims.session_id)
     try:
         await hub.attach(session)
     except LiveUnavailable:
         await websocket.close(CLOSE_TRY_AGAIN, "live updates are unavailable right now, try again")
+        return
+    except TooManySockets as exc:
+        await websocket.close(CLOSE_POLICY, str(exc))
         return
     try:
         session.send_now({

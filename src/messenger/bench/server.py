@@ -37,6 +37,13 @@ MESSAGING_ENV = {
     "MESSENGER_SEND_BURST": "1000000",
     "MESSENGER_LOGIN_ATTEMPTS_PER_CLIENT": "1000000",
     "MESSENGER_LOGIN_FAILURES_PER_ACCOUNT": "1000000",
+    "MESSENGER_REGISTRATIONS_PER_CLIENT": "1000000",
+    "MESSENGER_GROUP_RATE": "1000000",
+    "MESSENGER_GROUP_BURST": "1000000",
+    "MESSENGER_MEMBERS_ADDED_PER_WINDOW": "1000000",
+    "MESSENGER_RESUME_RATE": "1000000",
+    "MESSENGER_RESUME_BURST": "1000000",
+    "MESSENGER_SOCKETS_PER_USER": "1000",
 }
 """Set on the API server the harness starts: the per-user send rate limit (5/s by default) and
 the per-address sign-in limit (60 per 5 min, and every benchmark account signs in from

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from messenger.cli.console import console, fail
-from messenger.settings import ENV_PREFIX, available_cpus
+from messenger.settings import ENV_PREFIX, SettingsError, available_cpus, load_keys
 from messenger.topology import TOPOLOGY_ENV, TopologyError, load_topology
 
 APP_FACTORY = "messenger.bootstrap:create_app_from_env"
@@ -76,6 +76,10 @@ def serve(
     report = check_drift(topo)
     if not report.ok:
         fail(f"refusing to serve: {report.message}")
+    try:  # the workers would each fail (and be respawned) on the same missing key
+        load_keys(topo, dev=os.environ.get(ENV_PREFIX + "PROFILE") == "dev")
+    except SettingsError as exc:
+        fail(f"refusing to serve: {exc}")
     count = resolve_workers(workers)
     assert topo.path is not None
     # Workers are separate processes that build their own settings: hand them what we resolved.

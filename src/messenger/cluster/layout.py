@@ -66,5 +66,10 @@ class ClusterLayout:
         return self.data_dir / "cluster.toml"
 
     @property
+    def secrets_file(self) -> Path:
+        """Signing keys (token, cursor), mode 600; beside the topology, where the API looks."""
+        return self.data_dir / "secrets.toml"
+
+    @property
     def topology_file(self) -> Path:
         return self.data_dir / "topology.toml"

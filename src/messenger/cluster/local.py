@@ -26,6 +26,7 @@ from messenger.cluster.pgbouncer import PgBouncerServer
 from messenger.cluster.postgres import DATABASE, PostgresServer, wait_until_accepting
 from messenger.cluster.redis import RedisServer
 from messenger.cluster.service_user import ServiceUser, give_to, grant_traverse, service_user
+from messenger.settings import write_secrets_file
 from messenger.topology import ShardConfig, Topology, dump_topology
 
 DEFAULT_SHARDS = 5
@@ -199,6 +200,8 @@ class LocalCluster:
                 "password": self.state.password, "epoch": self.state.epoch,
             }))
             state.chmod(0o600)
+        if write_secrets_file(self.layout.secrets_file):
+            self.progress(f"signing keys generated in {self.layout.secrets_file} (mode 600)")
 
     def _check_ports(self) -> None:
         busy = []

@@ -42,6 +42,19 @@ class RateLimited(MessengerError):
         self.retry_after = retry_after
 
 
+class LimiterUnavailable(MessengerError):
+    """A limit that must hold (sign-in, password changes) cannot be checked: Redis is down.
+    Refusing is the safe answer; the client retries shortly."""
+
+    code = "rate_limiter_unavailable"
+
+    def __init__(self, limit: str) -> None:
+        super().__init__(
+            "sign-in is unavailable right now (its rate limit cannot be checked), try again shortly",
+            details={"limit": limit},
+        )
+
+
 class ShardUnavailable(MessengerError):
     """A shard (or the role of it a request needs) cannot be reached in time."""
 
@@ -52,6 +65,16 @@ class ShardUnavailable(MessengerError):
         super().__init__(message, details={"shard": shard, "role": role})
         self.shard = shard
         self.role = role
+
+
+class CommitUncertain(ShardUnavailable):
+    """The shard failed at or after COMMIT (the reply lost, the position read after it failing):
+    the transaction may have committed. A caller must not undo what depends on it having failed
+    (e.g. release a registration's claims); what it wrote is settled later from the shard."""
+
+    def __init__(self, shard: str, reason: str = "") -> None:
+        super().__init__(shard, "primary", reason)
+        self.details["commit"] = "unknown"
 
 
 class ShardBusy(MessengerError):

@@ -18,10 +18,18 @@ from messenger.domain.accounts import (
     normalize_email,
     normalize_username,
 )
-from messenger.domain.errors import InvalidInput, MessengerError, NotFound, Unauthenticated
+from messenger.domain.errors import (
+    CommitUncertain,
+    Conflict,
+    InvalidInput,
+    MessengerError,
+    NotFound,
+    Unauthenticated,
+)
 from messenger.domain.ids import new_id
 from messenger.domain.users import clean_name
 from messenger.services.passwords import Passwords
+from messenger.services.sessions import Sessions
 from messenger.services.tokens import (
     TokenSigner,
     new_refresh_token,
@@ -30,7 +38,7 @@ from messenger.services.tokens import (
 )
 from messenger.storage.accounts import AccountStore, NewAccount
 from messenger.storage.claims import Claim, ClaimKind, ClaimStore
-from messenger.storage.redis.rate_limits import RateLimit
+from messenger.storage.redis.rate_limits import Backoff, FixedWindow, TokenBucket
 
 Step = Callable[[str], Awaitable[None]]
 
@@ -64,9 +72,24 @@ class TokenPair:
 
 
 @dataclass(frozen=True, slots=True)
-class LoginLimits:
-    per_account: RateLimit
-    per_client: RateLimit
+class AccountLimits:
+    """Sign-in and password checks fail closed (Redis down: 503); the others fail open."""
+
+    login_per_client: FixedWindow
+    """Every sign-in or password-change attempt from one client address, per window."""
+    login_per_account: Backoff
+    """Wrong passwords for one login value: a growing delay, never a lock-out."""
+    password_per_account: Backoff
+    """Wrong current passwords on POST /me/password, per user."""
+    registrations_per_client: FixedWindow | None = None
+    changes_per_user: TokenBucket | None = None
+    """Renames and login changes (PATCH /me): each fans out to every message and membership."""
+
+
+def _taken() -> Conflict:
+    """One answer for a taken username and a taken email: naming the field would tell anyone
+    which email addresses have an account, which sign-in does not (README, "Security")."""
+    return Conflict("username or email is already taken", details={"fields": ["username", "email"]})
 
 
 class AccountService:
@@ -76,11 +99,13 @@ class AccountService:
         accounts: AccountStore,
         passwords: Passwords,
         signer: TokenSigner,
-        limits: LoginLimits | None = None,
+        limits: AccountLimits | None = None,
         *,
+        sessions: Sessions | None = None,
         refresh_ttl_s: int = 30 * 24 * 3600,
         step: Step = _no_step,
     ) -> None:
+        self._sessions = sessions
         self._claims = claims
         self._accounts = accounts
         self._passwords = passwords
@@ -91,7 +116,9 @@ class AccountService:
 
     # -- registration ----------------------------------------------------------------------
 
-    async def register(self, request: Registration) -> Profile:
+    async def register(self, request: Registration, client: str | None = None) -> Profile:
+        if self._limits is not None and self._limits.registrations_per_client is not None and client is not None:
+            await self._limits.registrations_per_client.take(client, message="too many registrations, try again later")
         username = normalize_username(request.username)
         email = normalize_email(request.email)
         password = check_password(request.password)
@@ -106,6 +133,11 @@ class AccountService:
             account, _ = await self._accounts.create(NewAccount(
                 user_id, account_id, first_name, last_name, username, email, password_hash, reservation,
             ))
+        except CommitUncertain:
+            # The account may exist: releasing its claims would let the name be registered again
+            # on another shard. They stay pending; the relay confirms them from the account's
+            # event if it committed, else the sweeper deletes them once they expire.
+            raise
         except Exception:
             await self._release_all(claims)
             raise
@@ -120,6 +152,9 @@ class AccountService:
                 await self._claims.reserve(claim)
                 held.append(claim)
                 await self._step(f"reserved_{claim.kind}")
+        except Conflict:
+            await self._release_all(held)
+            raise _taken() from None
         except Exception:
             await self._release_all(held)
             raise
@@ -144,11 +179,10 @@ class AccountService:
             value = normalize_email(login) if kind == "email" else normalize_username(login)
         except InvalidInput:
             value = None  # cannot exist: answered like a wrong password
-        if self._limits is not None:
-            await self._limits.per_client.check(client)
+        if self._limits is not None:  # counted before any work, atomically: parallel guesses too
+            await self._limits.login_per_client.take(client)
             if value is not None:
-                await self._limits.per_account.check(value)
-            await self._limits.per_client.hit(client)
+                await self._limits.login_per_account.attempt(value)
 
         stored = None
         if value is not None and len(password) <= 1024:
@@ -157,15 +191,15 @@ class AccountService:
                 stored = await self._accounts.for_login(holder.user_id, kind, value)
         verified = await self._passwords.verify(stored.password_hash if stored else None, password[:1024])
         if stored is None or not verified:
-            if self._limits is not None and value is not None:
-                await self._limits.per_account.hit(value)
-            raise Unauthenticated("wrong username, email or password")
+            raise Unauthenticated("wrong username, email or password")  # counted already
+        if self._limits is not None and value is not None:
+            await self._limits.login_per_account.succeeded(value)
         return await self._issue(stored.account.user_id, family_id=new_id())
 
     async def _issue(self, user_id: uuid.UUID, family_id: uuid.UUID) -> TokenPair:
         refresh = new_refresh_token(user_id)
         await self._accounts.add_refresh(user_id, family_id, new_id(), refresh_token_hash(refresh), self._refresh_ttl_s)
-        return TokenPair(self._signer.issue_access(user_id), refresh, self._signer.access_ttl_s, user_id)
+        return TokenPair(self._signer.issue_access(user_id, family_id), refresh, self._signer.access_ttl_s, user_id)
 
     async def refresh(self, token: str) -> TokenPair:
         user_id = refresh_token_user(token)
@@ -179,12 +213,17 @@ class AccountService:
             raise Unauthenticated("refresh token already used: every token of this session is revoked")
         if record.expired:
             raise Unauthenticated("refresh token expired")
-        return TokenPair(self._signer.issue_access(user_id), successor, self._signer.access_ttl_s, user_id)
+        return TokenPair(
+            self._signer.issue_access(user_id, record.family_id), successor, self._signer.access_ttl_s, user_id
+        )
 
     async def logout(self, token: str) -> None:
         user_id = refresh_token_user(token)
-        if not await self._accounts.revoke_refresh(user_id, refresh_token_hash(token)):
+        session_id = await self._accounts.revoke_refresh(user_id, refresh_token_hash(token))
+        if session_id is None:
             raise Unauthenticated("invalid refresh token")
+        if self._sessions is not None:  # its access tokens and sockets end too
+            await self._sessions.end_sessions(user_id, [session_id])
 
     # -- one's own account -----------------------------------------------------------------
 
@@ -225,6 +264,8 @@ class AccountService:
         last = None if last_name is None else clean_name("last_name", last_name)
         new_username = None if username is None else normalize_username(username)
         new_email = None if email is None else normalize_email(email)
+        if self._limits is not None and self._limits.changes_per_user is not None:
+            await self._limits.changes_per_user.take(str(user_id), message="too many account changes, slow down")
         current = await self.me(user_id)
         if first is not None or last is not None:
             await self._accounts.update_names(user_id, first, last)
@@ -243,21 +284,36 @@ class AccountService:
                     new_email or current.account.email,
                     reservation,
                 )
+            except CommitUncertain:
+                raise  # as in register: the claims stay pending for the relay or the sweeper
             except Exception:
                 await self._release_all(changes)
                 raise
             await self._confirm_all(changes)
         return await self.me(user_id)
 
-    async def change_password(self, user_id: uuid.UUID, current_password: str, new_password: str) -> None:
+    async def change_password(
+        self, user_id: uuid.UUID, current_password: str, new_password: str, client: str | None = None
+    ) -> None:
+        """Limited like sign-in: a stolen access token must not be a password-guessing oracle."""
         new = check_password(new_password, "new_password")
+        if self._limits is not None:
+            if client is not None:
+                await self._limits.login_per_client.take(client)
+            await self._limits.password_per_account.attempt(str(user_id))
         stored = await self._accounts.get(user_id)
         if not isinstance(current_password, str) or not await self._passwords.verify(stored.password_hash, current_password[:1024]):
             raise Unauthenticated("current password is wrong")
-        await self._accounts.set_password(user_id, await self._passwords.hash(new))
+        if self._limits is not None:
+            await self._limits.password_per_account.succeeded(str(user_id))
+        ended = await self._accounts.set_password(user_id, await self._passwords.hash(new))
+        if self._sessions is not None:
+            await self._sessions.end_sessions(user_id, ended)
 
     async def delete_me(self, user_id: uuid.UUID) -> None:
         try:
             await self._accounts.delete_user(user_id)
         except NotFound:
             raise Unauthenticated("the account of this token no longer exists") from None
+        if self._sessions is not None:
+            await self._sessions.end_user(user_id)

@@ -1,8 +1,10 @@
 """Opaque, tamper-evident cursors for keyset pagination.
 
-A token is ``base64url(json_payload || tag)`` without padding, where ``tag`` is HMAC-SHA256 of
-the payload under the server's secret, truncated to 16 bytes (128 bits: forging one takes ~2^128
-tries). Clients cannot read a meaning into the token or change it: any change is rejected.
+A token is ``base64url(kid_len || kid || json_payload || tag)`` without padding, where ``kid``
+names the key (one byte of length, then the ASCII id) and ``tag`` is HMAC-SHA256 of everything
+before it under that key, truncated to 16 bytes (128 bits: forging one takes ~2^128 tries).
+The current key of the set signs; a cursor signed with a previous key still decodes, so keys
+rotate without breaking the pages clients are walking. Clients cannot read a meaning into the token or change it: any change is rejected.
 The payload is a flat ``{str: str | int}`` mapping, e.g. ``{"v": 1, "o": "asc", "id": "<uuid>"}``;
 put in it everything the next page depends on (order, filters), so a cursor cannot be replayed
 against a different query.
@@ -19,6 +21,7 @@ import re
 import msgspec
 
 from messenger.domain.errors import InvalidInput
+from messenger.domain.keys import KeySet
 
 CursorPayload = dict[str, str | int]
 
@@ -34,14 +37,18 @@ def _invalid_cursor() -> InvalidInput:
 
 
 class CursorCodec:
-    """Encodes and verifies cursors under one secret; build once and share it."""
+    """Encodes cursors under the current key of a set and verifies them under any key of it;
+    build once and share it."""
 
-    __slots__ = ("_decoder", "_encoder", "_mac")
+    __slots__ = ("_decoder", "_encoder", "_header", "_macs")
 
-    def __init__(self, secret: bytes) -> None:
-        if len(secret) < MIN_SECRET_LENGTH:
-            raise ValueError(f"cursor secret must be at least {MIN_SECRET_LENGTH} bytes")
-        self._mac = hmac.new(secret, digestmod=hashlib.sha256)
+    def __init__(self, keys: KeySet) -> None:
+        keys.require_length(MIN_SECRET_LENGTH, "cursor")
+        self._macs = {
+            key.kid.encode(): hmac.new(key.secret, digestmod=hashlib.sha256) for key in keys.keys
+        }
+        kid = keys.current.kid.encode()
+        self._header = bytes([len(kid)]) + kid
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(CursorPayload)
 
@@ -59,8 +66,8 @@ class CursorCodec:
                 or isinstance(value, bool)
             ):
                 raise TypeError(f"cursor payload must map str to str | int, got {payload!r}")
-        body = self._encoder.encode(payload)
-        token = base64.urlsafe_b64encode(body + self._tag(body)).rstrip(b"=").decode("ascii")
+        signed = self._header + self._encoder.encode(payload)
+        token = base64.urlsafe_b64encode(signed + self._tag(self._header[1:], signed)).rstrip(b"=").decode("ascii")
         if len(token) > MAX_TOKEN_LENGTH:
             raise ValueError(f"cursor payload too large: {len(token)} > {MAX_TOKEN_LENGTH}")
         return token
@@ -70,7 +77,7 @@ class CursorCodec:
 
         Raises ``InvalidInput("invalid cursor")`` for anything else, and nothing else: a token
         that is not a string, too long, not canonical base64url, too short, tampered with, made
-        under another secret, or whose payload does not have the expected shape.
+        under a key not in the set, or whose payload does not have the expected shape.
         """
         if (
             not isinstance(token, str)
@@ -85,17 +92,19 @@ class CursorCodec:
         # Unused low bits in the last character would let two tokens carry the same bytes.
         if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != token:
             raise _invalid_cursor()
-        if len(raw) <= TAG_LENGTH:
+        kid_end = 1 + raw[0] if raw else 0
+        if len(raw) <= kid_end + TAG_LENGTH:
             raise _invalid_cursor()
-        body, tag = raw[:-TAG_LENGTH], raw[-TAG_LENGTH:]
-        if not hmac.compare_digest(self._tag(body), tag):
+        signed, tag = raw[:-TAG_LENGTH], raw[-TAG_LENGTH:]
+        kid, body = raw[1:kid_end], raw[kid_end:-TAG_LENGTH]
+        if kid not in self._macs or not hmac.compare_digest(self._tag(kid, signed), tag):
             raise _invalid_cursor()
         try:
             return self._decoder.decode(body)
         except msgspec.MsgspecError:
             raise _invalid_cursor() from None
 
-    def _tag(self, body: bytes) -> bytes:
-        mac = self._mac.copy()
-        mac.update(body)
+    def _tag(self, kid: bytes, signed: bytes) -> bytes:
+        mac = self._macs[kid].copy()
+        mac.update(signed)
         return mac.digest()[:TAG_LENGTH]

@@ -33,6 +33,7 @@ import msgspec
 from messenger.domain.conversations import LoggedEvent
 from messenger.domain.errors import LiveUnavailable, MessengerError
 from messenger.storage.redis.live_bus import LiveBus
+from messenger.storage.redis.rate_limits import ConcurrencyLimit
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
+CLOSE_POLICY = 1008
 CLOSE_INTERNAL = 1011
 CLOSE_RESTART = 1012
 CLOSE_TRY_AGAIN = 1013
@@ -67,6 +69,11 @@ class _Header(msgspec.Struct):
     conversation_id: uuid.UUID | None = None
     seq: int | None = None
     user_id: uuid.UUID | None = None
+    session_id: uuid.UUID | None = None
+
+SESSION_REVOKED = b'"session.revoked"'
+"""A control frame on a user's channel (services/sessions.py): close that session's sockets
+(or all of the user's, with no session id), never forwarded to a client."""
 
 
 _header = msgspec.json.Decoder(_Header)
@@ -77,6 +84,10 @@ class SessionClosed(Exception):
     pass
 
 
+class TooManySockets(Exception):
+    """The user already has as many sockets open as allowed (across workers)."""
+
+
 class GapNotFilled(Exception):
     """The log did not have events that a later live event proves committed."""
 
@@ -85,8 +96,13 @@ class Session:
     def __init__(
         self, user_id: uuid.UUID, log_: EventLog, *, queue_limit: int = 256, held_limit: int = 1024,
         typing_interval_s: float = 1.0, hold_until_resume: bool = False,
+        session_id: uuid.UUID | None = None, typing_per_s: float = 5.0,
     ) -> None:
         self.user_id = user_id
+        self.slot = uuid.uuid4().hex
+        """This socket's name in its user's socket count (storage/redis ConcurrencyLimit)."""
+        self.session_id = session_id
+        """The access token's session (`sid`): a revocation of it closes this socket."""
         self.holding = hold_until_resume
         """Hold every conversation event until the client's resume has been served (it asked
         for that when connecting), so none reaches it ahead of the replay before it."""
@@ -104,6 +120,11 @@ class Session:
         self._held: dict[uuid.UUID, list[tuple[int, bytes]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._typing_sent: dict[uuid.UUID, float] = {}
+        # Typing frames per socket, whatever the conversation, before any lookup: a client
+        # sending random conversation ids must not cost a Redis GET and a query each.
+        self._typing_rate = typing_per_s
+        self._typing_tokens = max(1.0, 2 * typing_per_s)
+        self._typing_at = time.monotonic()
 
     # -- the socket's side ------------------------------------------------------------------
 
@@ -146,6 +167,12 @@ class Session:
     def may_type(self, conversation_id: uuid.UUID) -> bool:
         """Throttle typing indicators: one per conversation per interval per socket."""
         now = time.monotonic()
+        burst = max(1.0, 2 * self._typing_rate)
+        self._typing_tokens = min(burst, self._typing_tokens + (now - self._typing_at) * self._typing_rate)
+        self._typing_at = now
+        if self._typing_tokens < 1:
+            return False
+        self._typing_tokens -= 1
         if now - self._typing_sent.get(conversation_id, -1e9) < self._typing_interval_s:
             return False
         if len(self._typing_sent) > 1000:
@@ -322,11 +349,17 @@ def _removes(frame: bytes, user_id: uuid.UUID) -> bool:
 class LiveHub:
     """The worker's sessions by user, and the bus subscriptions they need."""
 
-    def __init__(self, log_: EventLog, *, redis_url: str, timeout_s: float, queue_limit: int = 256) -> None:
+    def __init__(
+        self, log_: EventLog, *, redis_url: str, timeout_s: float, queue_limit: int = 256,
+        socket_slots: ConcurrencyLimit | None = None, typing_per_s: float = 5.0,
+    ) -> None:
         self._log = log_
         self._queue_limit = queue_limit
+        self._slots = socket_slots
+        self._typing_per_s = typing_per_s
         self._sessions: dict[uuid.UUID, set[Session]] = {}
         self._subscriptions: dict[uuid.UUID, asyncio.Future[None]] = {}
+        self._releasing: set[asyncio.Future[None]] = set()
         self.bus = LiveBus(
             redis_url, timeout_s=timeout_s, on_frame=self.dispatch, on_lost=self._lost
         )
@@ -338,14 +371,20 @@ class LiveHub:
     def sessions_of(self, user_id: uuid.UUID) -> int:
         return len(self._sessions.get(user_id, ()))
 
-    def new_session(self, user_id: uuid.UUID, *, hold_until_resume: bool = False) -> Session:
+    def new_session(
+        self, user_id: uuid.UUID, *, hold_until_resume: bool = False, session_id: uuid.UUID | None = None
+    ) -> Session:
         return Session(
-            user_id, self._log, queue_limit=self._queue_limit, hold_until_resume=hold_until_resume
+            user_id, self._log, queue_limit=self._queue_limit, hold_until_resume=hold_until_resume,
+            session_id=session_id, typing_per_s=self._typing_per_s,
         )
 
     async def attach(self, session: Session) -> None:
-        """Start delivering to `session`; returns once its user's channel is subscribed."""
+        """Start delivering to `session`; returns once its user's channel is subscribed.
+        Raises TooManySockets when its user is at the limit of open sockets."""
         user_id = session.user_id
+        if self._slots is not None and not await self._slots.acquire(str(user_id), session.slot):
+            raise TooManySockets(f"at most {self._slots.limit} sockets per user")
         self._sessions.setdefault(user_id, set()).add(session)
         subscription = self._subscriptions.get(user_id)
         if subscription is None or (subscription.done() and subscription.exception() is not None):
@@ -357,7 +396,16 @@ class LiveHub:
             self.detach(session)
             raise
 
+    async def refresh(self, session: Session) -> None:
+        """Keep the socket's slot in its user's count (each heartbeat; it lapses otherwise)."""
+        if self._slots is not None:
+            await self._slots.acquire(str(session.user_id), session.slot)
+
     def detach(self, session: Session) -> None:
+        if self._slots is not None:
+            task = asyncio.ensure_future(self._slots.release(str(session.user_id), session.slot))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
         sessions = self._sessions.get(session.user_id)
         if sessions is None:
             return
@@ -370,7 +418,20 @@ class LiveHub:
             self.bus.unsubscribe(session.user_id)
 
     def dispatch(self, user_id: uuid.UUID, frame: bytes) -> None:
-        for session in tuple(self._sessions.get(user_id, ())):
+        sessions = tuple(self._sessions.get(user_id, ()))
+        if SESSION_REVOKED in frame[:40]:
+            try:
+                header = _header.decode(frame)
+            except msgspec.DecodeError:
+                return
+            if header.type != "session.revoked":
+                return
+            ended = header.session_id
+            for session in sessions:
+                if ended is None or session.session_id == ended:
+                    session.close(CLOSE_UNAUTHENTICATED, "this session has ended: sign in again")
+            return
+        for session in sessions:
             session.live(frame)
 
     async def publish(self, user_ids: list[uuid.UUID], frame: bytes) -> None:

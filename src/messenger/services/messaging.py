@@ -32,7 +32,7 @@ from messenger.domain.conversations import (
     display_name,
     not_found,
 )
-from messenger.domain.errors import InvalidInput, NotFound
+from messenger.domain.errors import InvalidInput, NotFound, Unauthenticated
 from messenger.domain.ids import new_id, parse_id
 from messenger.domain.pages import check_page_limit
 from messenger.services.cursor import CursorCodec
@@ -40,7 +40,7 @@ from messenger.storage.conversation_log import ConversationLog
 from messenger.storage.conversations import ConversationStore
 from messenger.storage.inbox import InboxStore
 from messenger.storage.messages import MessageStore
-from messenger.storage.redis.rate_limits import TokenBucket
+from messenger.storage.redis.rate_limits import FixedWindow, TokenBucket
 from messenger.storage.users import UserStore
 
 DEFAULT_PAGE_SIZE = 50
@@ -52,6 +52,22 @@ _encode = msgspec.json.Encoder().encode
 
 class Publisher(Protocol):
     async def publish(self, user_ids: list[uuid.UUID], frame: bytes) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MessagingLimits:
+    """Per-user limits on what fans out (README, "Security settings for production"); each
+    fails open when Redis is down (logged)."""
+
+    conversations: TokenBucket | None = None
+    """Groups and direct conversations opened: each writes rows and inbox events per member."""
+    member_adds: FixedWindow | None = None
+    """Members added (by group creation or adds) per window, counted per member."""
+    members_per_request: int = 100
+    edits: TokenBucket | None = None
+    """Edits and deletions: each is an event to every member's sockets and inbox."""
+    resumes: TokenBucket | None = None
+    """WebSocket resumes: each reads up to a thousand conversations' logs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +95,9 @@ class MessagingService:
         cursors: CursorCodec,
         *,
         member_limit: int = MEMBER_LIMIT,
+        limits: MessagingLimits | None = None,
     ) -> None:
+        self._limits = limits or MessagingLimits()
         self._conversations = conversations
         self._messages = messages
         self._inbox = inbox
@@ -97,7 +115,8 @@ class MessagingService:
         """The caller's direct conversation with `other`, and whether it was created now."""
         if other == caller:
             raise InvalidInput("a direct conversation needs another user", details={"field": "user_id"})
-        await self._require_users([other], field="user_id")
+        await self._take(self._limits.conversations, caller, "opening conversations too fast, slow down")
+        await self._require_users([other], field="user_id", caller=caller)
         change = await self._conversations.open_direct(caller, other)
         await self._announce(change)
         assert change.view is not None
@@ -112,7 +131,10 @@ class MessagingService:
             raise InvalidInput(
                 f"a group has at most {self.member_limit} members", details={"field": "member_ids"}
             )
-        await self._require_users(others, field="member_ids")
+        self._check_members_per_request(others, "member_ids")
+        await self._take(self._limits.conversations, caller, "creating groups too fast, slow down")
+        await self._take(self._limits.member_adds, caller, "adding too many members, try again later", len(others))
+        await self._require_users(others, field="member_ids", caller=caller)
         change = await self._conversations.create_group(new_id(), caller, title, others)
         await self._announce(change)
         assert change.view is not None
@@ -127,7 +149,10 @@ class MessagingService:
     async def add_members(
         self, caller: uuid.UUID, conversation_id: uuid.UUID, user_ids: list[uuid.UUID]
     ) -> ConversationView:
-        await self._require_users(user_ids, field="user_ids")
+        user_ids = list(dict.fromkeys(user_ids))
+        self._check_members_per_request(user_ids, "user_ids")
+        await self._take(self._limits.member_adds, caller, "adding too many members, try again later", len(user_ids))
+        await self._require_users(user_ids, field="user_ids", caller=caller)
         change = await self._conversations.add_members(conversation_id, caller, user_ids, self.member_limit)
         self._members.pop(conversation_id, None)
         await self._announce(change)
@@ -149,7 +174,7 @@ class MessagingService:
         body = clean_body(body)
         client_message_id = clean_client_message_id(client_message_id)
         if self._send_limit is not None:
-            await self._send_limit.take(str(caller))
+            await self._send_limit.take(str(caller), message="sending too fast, slow down")
         sender = await self._users.get(caller)
         if sender is None:
             raise NotFound("your user no longer exists")
@@ -163,11 +188,14 @@ class MessagingService:
     async def edit(
         self, caller: uuid.UUID, conversation_id: uuid.UUID, message_id: uuid.UUID, body: str
     ) -> Message:
-        sent = await self._messages.edit(conversation_id, message_id, caller, clean_body(body))
+        body = clean_body(body)
+        await self._take(self._limits.edits, caller, "editing too fast, slow down")
+        sent = await self._messages.edit(conversation_id, message_id, caller, body)
         await self._announce_message(sent)
         return sent.message
 
     async def delete(self, caller: uuid.UUID, conversation_id: uuid.UUID, message_id: uuid.UUID) -> None:
+        await self._take(self._limits.edits, caller, "deleting too fast, slow down")
         sent = await self._messages.delete(conversation_id, message_id, caller)
         await self._announce_message(sent)
 
@@ -240,11 +268,28 @@ class MessagingService:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    async def _require_users(self, user_ids: list[uuid.UUID], *, field: str) -> None:
-        """The application-level foreign key: every user must exist on their shard."""
-        if not user_ids:
+    async def allow_resume(self, caller: uuid.UUID) -> None:
+        """Count a WebSocket resume against the caller's limit (RateLimited when over)."""
+        await self._take(self._limits.resumes, caller, "resuming too often, slow down")
+
+    async def _take(self, limit: TokenBucket | FixedWindow | None, caller: uuid.UUID, message: str, cost: int = 1) -> None:
+        if limit is not None and cost > 0:
+            await limit.take(str(caller), cost, message=message)
+
+    def _check_members_per_request(self, user_ids: list[uuid.UUID], field: str) -> None:
+        cap = self._limits.members_per_request
+        if len(user_ids) > cap:
+            raise InvalidInput(f"at most {cap} members per request", details={"field": field})
+
+    async def _require_users(self, user_ids: list[uuid.UUID], *, field: str, caller: uuid.UUID | None = None) -> None:
+        """The application-level foreign key: every user must exist on their shard, and so must
+        the caller (an access token outlives a deleted account: no ghost may create or add)."""
+        wanted = user_ids if caller is None else [caller, *user_ids]
+        if not wanted:
             return
-        found = await self._users.names(user_ids)
+        found = await self._users.names(wanted)
+        if caller is not None and caller not in found:
+            raise Unauthenticated("your user no longer exists")
         unknown = [str(u) for u in user_ids if u not in found]
         if unknown:
             raise InvalidInput(

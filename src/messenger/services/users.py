@@ -15,6 +15,7 @@ from messenger.domain.ids import new_id, parse_id
 from messenger.domain.pages import check_page_limit
 from messenger.domain.users import Order, User, clean_name
 from messenger.services.cursor import CursorCodec
+from messenger.services.sessions import Sessions
 from messenger.storage.users import UserStore
 
 DEFAULT_PAGE_SIZE = 20
@@ -37,10 +38,14 @@ class UserService:
     token. With `open_users` (dev profile, benchmarks) anyone may create profile-only users
     and change or delete those that have no account, as the seed's load scenarios do."""
 
-    def __init__(self, users: UserStore, cursors: CursorCodec, *, open_users: bool = False) -> None:
+    def __init__(
+        self, users: UserStore, cursors: CursorCodec, *, open_users: bool = False,
+        sessions: Sessions | None = None,
+    ) -> None:
         self._users = users
         self._cursors = cursors
         self._open_users = open_users
+        self._sessions = sessions
 
     async def authorize_change(self, user_id: uuid.UUID, caller: uuid.UUID | None) -> None:
         if caller == user_id:
@@ -103,6 +108,8 @@ class UserService:
         deleted, token = await self._users.remove(user_id)
         if not deleted:
             raise _not_found(user_id)
+        if self._sessions is not None:  # an account's tokens and sockets end with it
+            await self._sessions.end_user(user_id)
         return token
 
     async def list(self, *, limit: int, order: Order, cursor: str | None) -> Page:

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg import errors as pg_errors
+
 from messenger.domain.accounts import Account
-from messenger.domain.errors import NotFound
+from messenger.domain.errors import Conflict, NotFound
 from messenger.domain.ids import new_id
 from messenger.storage.outbox import append_event
 from messenger.storage.shards.transactions import ShardTransactions
@@ -56,7 +58,10 @@ FOR UPDATE
 """
 MARK_REFRESH_USED = "UPDATE refresh_tokens SET used_at = now() WHERE id = %s"
 REVOKE_FAMILY = "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = %s AND revoked_at IS NULL"
-REVOKE_ALL_FOR_USER = "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = %s AND revoked_at IS NULL"
+REVOKE_ALL_FOR_USER = """
+UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = %s AND revoked_at IS NULL
+RETURNING family_id
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,12 @@ class RefreshRecord:
     revoked: bool
 
 
+def _taken() -> Conflict:
+    """An account on this shard already has the value: the claims should have said so (one left
+    behind by a failure); the client sees the usual 409, never a 500."""
+    return Conflict("username or email is already taken", details={"fields": ["username", "email"]})
+
+
 def _account(row: tuple[Any, ...]) -> Account:
     return Account(id=row[0], user_id=row[1], username=row[2], email=row[3], created_at=row[4], updated_at=row[5])
 
@@ -102,9 +113,12 @@ class AccountStore:
         async with self.shards.transaction_for(new.user_id, name="create_account", marks=[new.user_id]) as conn:
             cursor = await conn.execute(INSERT_USER, (new.user_id, new.first_name, new.last_name))
             created_at, updated_at = await cursor.fetchone()  # type: ignore[misc]
-            await conn.execute(
-                INSERT_ACCOUNT, (new.account_id, new.user_id, new.username, new.email, new.password_hash)
-            )
+            try:
+                await conn.execute(
+                    INSERT_ACCOUNT, (new.account_id, new.user_id, new.username, new.email, new.password_hash)
+                )
+            except pg_errors.UniqueViolation:
+                raise _taken() from None
             await conn.execute(INSERT_LINK, (new.user_id, new.account_id))
             await append_event(conn, f"user:{new.user_id}", "account.registered", {
                 "user_id": str(new.user_id), "username": new.username, "email": new.email,
@@ -144,7 +158,10 @@ class AccountStore:
             if row is None:
                 raise NotFound("account not found")
             old_username, old_email = row
-            await conn.execute(UPDATE_LOGIN, (username, email, user_id))
+            try:
+                await conn.execute(UPDATE_LOGIN, (username, email, user_id))
+            except pg_errors.UniqueViolation:
+                raise _taken() from None
             await append_event(conn, f"user:{user_id}", "account.login_changed", {
                 "user_id": str(user_id), "reservation_id": str(reservation_id),
                 "username": username, "email": email,
@@ -152,10 +169,12 @@ class AccountStore:
             })
         return old_username, old_email
 
-    async def set_password(self, user_id: uuid.UUID, password_hash: str) -> None:
+    async def set_password(self, user_id: uuid.UUID, password_hash: str) -> set[uuid.UUID]:
+        """Set the hash and revoke every refresh token; returns the sessions (families) ended."""
         async with self.shards.transaction_for(user_id, name="set_password") as conn:
             await conn.execute(UPDATE_PASSWORD, (password_hash, user_id))
-            await conn.execute(REVOKE_ALL_FOR_USER, (user_id,))
+            cursor = await conn.execute(REVOKE_ALL_FOR_USER, (user_id,))
+            return {row[0] for row in await cursor.fetchall()}
 
     async def delete_user(self, user_id: uuid.UUID) -> None:
         """Delete the user and, by cascade, everything of theirs on this shard; the
@@ -196,12 +215,13 @@ class AccountStore:
             await conn.execute(INSERT_REFRESH, (new_id, user_id, record.family_id, new_hash, ttl_s))
             return record
 
-    async def revoke_refresh(self, user_id: uuid.UUID, token_hash: bytes) -> bool:
+    async def revoke_refresh(self, user_id: uuid.UUID, token_hash: bytes) -> uuid.UUID | None:
+        """Revoke the token's whole family; returns the family (the session), None if unknown."""
         async with self.shards.transaction_for(user_id, name="revoke_refresh_token") as conn:
             cursor = await conn.execute(SELECT_REFRESH, (token_hash,))
             row = await cursor.fetchone()
             if row is None or row[1] != user_id:
-                return False
+                return None
             await conn.execute(REVOKE_FAMILY, (row[2],))
-            return True
+            return row[2]  # type: ignore[no-any-return]
 

@@ -57,7 +57,9 @@ def _sql(kind: ClaimKind) -> ClaimSql:
         confirm=f"""
             UPDATE {table} SET state = 'confirmed', expires_at = NULL
             WHERE {kind} = %s AND reservation_id = %s AND state = 'pending'""",
-        delete=f"DELETE FROM {table} WHERE {kind} = %s AND reservation_id = %s",
+        # Only a pending claim is ever deleted by its reservation: a confirmed one belongs to an
+        # account (the relay may confirm it between the sweeper's check and its delete).
+        delete=f"DELETE FROM {table} WHERE {kind} = %s AND reservation_id = %s AND state = 'pending'",
         expired=f"""
             SELECT {kind}, user_id, reservation_id FROM {table}
             WHERE state = 'pending' AND expires_at < now()
@@ -120,7 +122,8 @@ class ClaimStore:
             await conn.execute(SQL[claim.kind].confirm, (claim.value, claim.reservation_id))
 
     async def release(self, claim: Claim) -> None:
-        """Give up a reservation (registration failed); someone else's claim is untouched."""
+        """Give up a pending reservation whose account was certainly not written; someone else's
+        claim, and a confirmed one, are untouched."""
         async with self.shards.transaction_for(claim.value, name="release_claim") as conn:
             await conn.execute(SQL[claim.kind].delete, (claim.value, claim.reservation_id))
 

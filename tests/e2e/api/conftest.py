@@ -29,8 +29,13 @@ def topology(cluster: Any) -> Topology:
 
 @pytest.fixture(scope="session")
 def settings(cluster: Any) -> Settings:
-    # Open users: most users tests create profile-only users, as the seed's clients do.
-    return replace(Settings.from_env(cluster.topology_path, workers=1), open_users=True)
+    # Open users: most users tests create profile-only users, as the seed's clients do. Every
+    # in-process request comes from 127.0.0.1, so the per-address limits would add up over the
+    # session: tests of those limits set them (and clear their buckets) themselves.
+    return replace(
+        Settings.from_env(cluster.topology_path, workers=1), open_users=True,
+        registrations_per_client=1_000_000, login_attempts_per_client=1_000_000,
+    )
 
 
 @asynccontextmanager

@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from redis.asyncio import Redis
 
 from messenger.settings import Settings
-from tests.e2e.api.conftest import USERS_URL, running_app
+from tests.e2e.api.conftest import USERS_URL, running_app, with_redis_url
 
 PASSWORD = "s3cret-pass"
 
@@ -34,6 +35,14 @@ async def _login(api: httpx.AsyncClient, login: str, password: str = PASSWORD) -
     response = await api.post("/api/v1/auth/login", json={"login": login, "password": password})
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
+
+
+async def clear_client_bucket(settings: Settings, limit: str, client: str) -> None:
+    redis = Redis.from_url(settings.topology.redis_url)
+    try:
+        await redis.delete(f"rl:{limit}:{client}")
+    finally:
+        await redis.aclose()
 
 
 def _bearer(tokens: dict[str, Any]) -> dict[str, str]:
@@ -62,7 +71,19 @@ async def test_duplicate_username_or_email_in_any_case_is_409(api: httpx.AsyncCl
     for clash in ({"username": me["account"]["username"].upper()}, {"email": me["account"]["email"].upper()}):
         response = await api.post("/api/v1/accounts", json={**_new(), **clash})
         assert response.status_code == 409
-        assert response.json()["error"]["details"]["field"] == next(iter(clash))
+
+
+async def test_a_taken_username_and_a_taken_email_get_the_same_answer(api: httpx.AsyncClient) -> None:
+    # Registration must not tell which email is registered beyond what sign-in tells (nothing):
+    # a clash on the username and one on the email are the same 409, body for body.
+    me = await _register(api)
+    answers = []
+    for clash in ({"username": me["account"]["username"]}, {"email": me["account"]["email"]}):
+        response = await api.post("/api/v1/accounts", json={**_new(), **clash})
+        assert response.status_code == 409
+        answers.append(response.json())
+    assert answers[0] == answers[1]
+    assert answers[0]["error"]["details"] == {"fields": ["username", "email"]}
 
 
 @pytest.mark.parametrize(
@@ -94,7 +115,9 @@ async def test_tampered_expired_and_foreign_tokens_are_401(api: httpx.AsyncClien
     tokens = await _login(api, me["account"]["username"])
     head, body, sig = tokens["access_token"].split(".")
     expired = jwt.encode({"sub": me["id"], "iat": int(time.time()) - 2000, "exp": int(time.time()) - 1000,
-                          "iss": "messenger", "typ": "access"}, settings.token_secret, algorithm="HS256")
+                          "sid": str(uuid.uuid4()), "iss": "messenger", "typ": "access"},
+                         settings.token_keys.current.secret, algorithm="HS256",
+                         headers={"kid": settings.token_keys.current.kid})
     for header in (f"Bearer {head}.{body}.{sig[::-1]}", f"Bearer {expired}", "Bearer garbage", "Basic abc"):
         response = await api.get("/api/v1/me", headers={"Authorization": header})
         assert response.status_code == 401, header
@@ -172,6 +195,34 @@ async def test_repeated_failed_logins_get_429_with_retry_after(settings: Setting
         assert limited.status_code == 429
         assert int(limited.headers["retry-after"]) >= 1
         assert limited.json()["error"]["code"] == "rate_limited"
+
+
+async def test_sign_in_is_a_503_with_the_json_error_shape_when_its_limit_cannot_be_checked(
+    settings: Settings, api: httpx.AsyncClient
+) -> None:
+    me = await _register(api)
+    async with running_app(replace(with_redis_url(settings, "redis://127.0.0.1:1/0"), run_background=False)) as down:
+        response = await down.post("/api/v1/auth/login", json={"login": me["account"]["username"], "password": PASSWORD})
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "rate_limiter_unavailable"
+    assert response.headers["retry-after"] == "1"
+
+
+async def test_x_forwarded_for_counts_only_from_a_trusted_proxy(settings: Settings) -> None:
+    # The in-process client's peer is 127.0.0.1: untrusted, it shares one bucket whatever it sends.
+    body = {"login": "ghost" + uuid.uuid4().hex[:8], "password": PASSWORD}
+    untrusted = replace(settings, login_attempts_per_client=2, run_background=False)
+    await clear_client_bucket(settings, "login-client", "127.0.0.1")
+    async with running_app(untrusted) as api:
+        codes = [(await api.post("/api/v1/auth/login", json=body, headers={"X-Forwarded-For": f"198.51.100.{i}"})).status_code
+                 for i in range(3)]
+    assert codes == [401, 401, 429]
+    trusted = replace(untrusted, trusted_proxies=("127.0.0.1/32",))
+    async with running_app(trusted) as api:
+        tag = uuid.uuid4().int % 200
+        codes = [(await api.post("/api/v1/auth/login", json=body, headers={"X-Forwarded-For": f"203.0.{tag}.{i}"})).status_code
+                 for i in range(3)]
+    assert codes == [401, 401, 401]
 
 
 async def test_login_body_must_name_exactly_one_login(api: httpx.AsyncClient) -> None:

@@ -22,7 +22,7 @@ async def _user(api: httpx.AsyncClient, first: str) -> tuple[str, dict[str, str]
     response = await api.post(USERS_URL, json={"first_name": first, "last_name": "Test"})
     assert response.status_code == 201
     user_id = response.json()["id"]
-    token = runtime(api).api.tokens.issue_access(uuid.UUID(user_id))
+    token = runtime(api).api.tokens.issue_access(uuid.UUID(user_id), uuid.uuid4())
     return user_id, {"Authorization": f"Bearer {token}"}
 
 

@@ -86,3 +86,17 @@ def test_serve_refuses_to_start_when_shards_are_behind_head(cluster: Any, tmp_pa
         )
     assert result.returncode == 1
     assert "refusing to serve" in result.stderr and "messenger migrate up" in result.stderr
+
+
+def test_serve_refuses_to_start_without_signing_keys_naming_the_variables(cluster: Any, tmp_path: Path) -> None:
+    # The cluster's topology (schema at head) copied where no secrets file sits beside it.
+    path = tmp_path / "topology.toml"
+    dump_topology(cluster.topology, path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESSENGER_")}
+    env.update(PYTHONPATH=str(Path(__file__).parents[3] / "src"))
+    result = subprocess.run(
+        [sys.executable, "-m", "messenger", "serve", "--port", str(free_port()), "--topology", str(path)],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 1
+    assert "MESSENGER_TOKEN_SECRETS" in result.stderr and "MESSENGER_CURSOR_SECRETS" in result.stderr

@@ -39,7 +39,10 @@ def rel_topology(cluster: LocalCluster) -> Iterator[Topology]:
 def rel_settings(cluster: LocalCluster, rel_topology: Topology) -> Settings:
     base = Settings.from_env(cluster.topology_path, workers=1)
     # The test drives the relay itself (`relay` below), so faults happen when it says.
-    return replace(base, topology=rel_topology, open_users=True, run_background=False)
+    # Every in-process request comes from 127.0.0.1: per-address limits would add up over the
+    # module (as in tests/e2e/api/conftest.py).
+    return replace(base, topology=rel_topology, open_users=True, run_background=False,
+                   registrations_per_client=1_000_000, login_attempts_per_client=1_000_000)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +84,7 @@ async def new_user(api: httpx.AsyncClient, first: str = "Ada", *, shard: int | N
 
 
 def bearer(api: httpx.AsyncClient, user_id: str) -> dict[str, str]:
-    token = runtime(api).api.tokens.issue_access(uuid.UUID(user_id))
+    token = runtime(api).api.tokens.issue_access(uuid.UUID(user_id), uuid.uuid4())
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -80,7 +80,7 @@ async def http(chat: ChatServer) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="session")
 def tokens(settings: Settings) -> TokenSigner:  # noqa: F811
-    return TokenSigner(settings.token_secret, access_ttl_s=settings.access_ttl_s)
+    return TokenSigner(settings.token_keys, access_ttl_s=settings.access_ttl_s)
 
 
 @pytest.fixture(scope="session")

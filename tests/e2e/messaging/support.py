@@ -42,7 +42,7 @@ async def new_user(
         assert response.status_code == 201, response.text
         user_id = uuid.UUID(response.json()["id"])
         if shard is None or (ring is not None and ring.shard_for(str(user_id)) == shard):
-            return Caller(user_id, tokens.issue_access(user_id), f"{first_name} {last_name}")
+            return Caller(user_id, tokens.issue_access(user_id, uuid.uuid4()), f"{first_name} {last_name}")
         last_name = uuid.uuid4().hex[:10]
 
 

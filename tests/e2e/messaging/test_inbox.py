@@ -164,7 +164,7 @@ async def test_renaming_oneself_renames_one_s_past_messages(http: httpx.AsyncCli
         "username": name, "email": f"{name}@example.com", "password": "s3cret-pass",
         "first_name": "Old", "last_name": "Name"})
     assert registered.status_code == 201, registered.text
-    me = Caller(uuid.UUID(registered.json()["id"]), tokens.issue_access(uuid.UUID(registered.json()["id"])), "Old Name")
+    me = Caller(uuid.UUID(registered.json()["id"]), tokens.issue_access(uuid.UUID(registered.json()["id"]), uuid.uuid4()), "Old Name")
     other = await new_user(http, tokens)
     cid = (await open_direct(http, me, other))["conversation"]["id"]
     assert (await send(http, me, cid, "hi"))["sender_name"] == "Old Name"

@@ -170,7 +170,7 @@ async def test_a_socket_without_a_valid_token_is_closed_with_4401(
     chat: ChatServer, settings: Settings, query: str
 ) -> None:
     if query.endswith("expired"):
-        query = "?access_token=" + TokenSigner(settings.token_secret).issue_access(uuid.uuid4(), now=1_000_000)
+        query = "?access_token=" + TokenSigner(settings.token_keys).issue_access(uuid.uuid4(), uuid.uuid4(), now=1_000_000)
     async with websockets.connect(f"{chat.ws}/api/v1/ws{query}") as connection:
         assert await _closed_with(connection) == 4401
 
@@ -249,10 +249,10 @@ async def test_a_client_that_does_not_read_is_disconnected_and_memory_stays_boun
 async def test_an_expired_token_closes_the_socket_unless_the_client_sends_a_fresh_one(
     chat: ChatServer, http: httpx.AsyncClient, settings: Settings
 ) -> None:
-    short = TokenSigner(settings.token_secret, access_ttl_s=2)
+    short = TokenSigner(settings.token_keys, access_ttl_s=2)
     a = await new_user(http, short)
     async with await LiveClient.connect(chat.ws, a) as live:
-        await live.send({"type": "auth", "access_token": TokenSigner(settings.token_secret).issue_access(a.id)})
+        await live.send({"type": "auth", "access_token": TokenSigner(settings.token_keys).issue_access(a.id, uuid.uuid4())})
         assert (await live.expect("authenticated"))["expires_at"] > 0
         await asyncio.sleep(2.5)  # past the first token's expiry: still open
         await live.send({"type": "ping"})

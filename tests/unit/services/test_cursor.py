@@ -8,9 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from messenger.domain.errors import InvalidInput
+from messenger.domain.keys import KeySet, SigningKey
 from messenger.services.cursor import MAX_TOKEN_LENGTH, CursorCodec
 
-SECRET = b"cursor-test-secret-0123456789abcdef"
+SECRET = KeySet.single(b"cursor-test-secret-0123456789abcdef", "c1")
 PAYLOAD: dict[str, str | int] = {"v": 1, "o": "asc", "id": "018f3c1e-7b2a-7c3d-8e4f-0123456789ab"}
 
 codec = CursorCodec(SECRET)
@@ -89,7 +90,7 @@ def test_token_in_standard_base64_alphabet_is_rejected() -> None:
 
 
 def test_token_made_with_another_secret_is_rejected() -> None:
-    other = CursorCodec(b"another-secret-0123456789abcdef!")
+    other = CursorCodec(KeySet.single(b"another-secret-0123456789abcdef!", "c1"))
     assert_invalid_cursor(other.encode(PAYLOAD))
 
 
@@ -120,8 +121,9 @@ def test_non_string_tokens_are_rejected_as_invalid_input(token: object) -> None:
 def test_validly_signed_payload_of_the_wrong_shape_is_rejected() -> None:
     # Only a holder of the secret can make one, but decode still answers InvalidInput.
     for body in (b"[1,2]", b'{"v":true}', b'{"v":1.5}', b'{"v":null}', b"{", b'{"a":{}}'):
-        tag = codec._tag(body)
-        assert_invalid_cursor(base64.urlsafe_b64encode(body + tag).rstrip(b"=").decode())
+        signed = b"\x02c1" + body
+        tag = codec._tag(b"c1", signed)
+        assert_invalid_cursor(base64.urlsafe_b64encode(signed + tag).rstrip(b"=").decode())
 
 
 @pytest.mark.parametrize(
@@ -140,7 +142,7 @@ def test_encode_refuses_payload_too_large_for_a_token() -> None:
 
 def test_short_secret_is_refused() -> None:
     with pytest.raises(ValueError):
-        CursorCodec(b"short")
+        CursorCodec(KeySet.single(b"short"))
 
 
 payloads = st.dictionaries(
@@ -170,3 +172,18 @@ def test_any_single_character_change_to_a_token_is_rejected(
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/. "
     replacement = data.draw(st.sampled_from(alphabet).filter(lambda c: c != token[index]))
     assert_invalid_cursor(token[:index] + replacement + token[index + 1 :])
+
+
+def test_after_rotation_old_cursors_decode_and_new_ones_use_the_new_key() -> None:
+    rotated = CursorCodec(KeySet((SigningKey("c2", b"new-cursor-secret-0123456789abcd"), *SECRET.keys)))
+    old_token = codec.encode(PAYLOAD)
+    assert rotated.decode(old_token) == PAYLOAD
+    new_token = rotated.encode(PAYLOAD)
+    assert rotated.decode(new_token) == PAYLOAD
+    assert_invalid_cursor(new_token)  # the codec without c2 refuses it
+
+
+def test_a_cursor_naming_another_key_id_is_refused() -> None:
+    # The same secret under another key id: the id is part of what is signed.
+    renamed = CursorCodec(KeySet.single(b"cursor-test-secret-0123456789abcdef", "c9"))
+    assert_invalid_cursor(renamed.encode(PAYLOAD))

@@ -107,3 +107,10 @@ async def test_undecodable_live_frames_are_dropped(raw: bytes) -> None:
     session.live(raw)
     session.live(frame(1))
     assert await drain(session, 1) == [1]
+
+
+def test_typing_frames_are_limited_per_socket_before_any_lookup() -> None:
+    # Random conversation ids each time: the per-conversation throttle alone would pass them all.
+    session = Session(ME, FakeLog(0), typing_per_s=5.0)
+    allowed = sum(session.may_type(uuid.uuid4()) for _ in range(100))
+    assert allowed == 10  # the burst: two seconds' worth

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from messenger.domain.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
+from messenger.domain.keys import KeySet
 from messenger.domain.pages import MAX_PAGE_SIZE
 from messenger.domain.users import User
 from messenger.services.cursor import CursorCodec
@@ -58,7 +59,7 @@ def users() -> FakeUsers:
 
 @pytest.fixture
 def service(users: FakeUsers) -> UserService:
-    return UserService(users, CursorCodec(b"k" * 32), open_users=True)  # type: ignore[arg-type]
+    return UserService(users, CursorCodec(KeySet.single(b"k" * 32)), open_users=True)  # type: ignore[arg-type]
 
 
 async def test_create_cleans_names_before_storing(service: UserService, users: FakeUsers) -> None:
@@ -111,8 +112,8 @@ async def test_list_refuses_a_cursor_of_the_other_order(service: UserService) ->
 
 
 async def test_list_refuses_a_cursor_signed_with_another_secret(users: FakeUsers) -> None:
-    ours = UserService(users, CursorCodec(b"a" * 32), open_users=True)  # type: ignore[arg-type]
-    theirs = UserService(users, CursorCodec(b"b" * 32), open_users=True)  # type: ignore[arg-type]
+    ours = UserService(users, CursorCodec(KeySet.single(b"a" * 32)), open_users=True)  # type: ignore[arg-type]
+    theirs = UserService(users, CursorCodec(KeySet.single(b"b" * 32)), open_users=True)  # type: ignore[arg-type]
     for i in range(3):
         await ours.create(f"U{i}", "X")
     page = await theirs.list(limit=1, order="asc", cursor=None)
@@ -121,7 +122,7 @@ async def test_list_refuses_a_cursor_signed_with_another_secret(users: FakeUsers
 
 
 async def test_open_creation_is_refused_unless_enabled(users: FakeUsers) -> None:
-    closed = UserService(users, CursorCodec(b"k" * 32))  # type: ignore[arg-type]
+    closed = UserService(users, CursorCodec(KeySet.single(b"k" * 32)))  # type: ignore[arg-type]
     with pytest.raises(Forbidden, match="POST /api/v1/accounts"):
         await closed.create("Ada", "Lovelace")
 
@@ -138,10 +139,10 @@ async def test_a_user_with_an_account_changes_only_with_its_own_token(service: U
 
 
 async def test_a_profile_only_user_changes_without_a_token_only_when_open(users: FakeUsers) -> None:
-    open_service = UserService(users, CursorCodec(b"k" * 32), open_users=True)  # type: ignore[arg-type]
+    open_service = UserService(users, CursorCodec(KeySet.single(b"k" * 32)), open_users=True)  # type: ignore[arg-type]
     user_id = (await open_service.create("Ada", "Lovelace")).user.id
     await open_service.patch(user_id, "Grace", "Hopper")
-    closed = UserService(users, CursorCodec(b"k" * 32))  # type: ignore[arg-type]
+    closed = UserService(users, CursorCodec(KeySet.single(b"k" * 32)))  # type: ignore[arg-type]
     with pytest.raises(Unauthenticated):
         await closed.delete(user_id)
     await open_service.delete(user_id)

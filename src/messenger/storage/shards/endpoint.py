@@ -36,7 +36,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from messenger.domain.errors import ShardBusy, ShardUnavailable
+from messenger.domain.errors import CommitUncertain, ShardBusy, ShardUnavailable
 from messenger.metrics import Metrics
 from messenger.storage.shards.breaker import CircuitBreaker
 from messenger.storage.shards.capacity import Capacity, CapacityTimeout
@@ -273,9 +273,11 @@ class Endpoint:
         except BaseException:  # our caller went away: the BEGIN may still bring a connection
             begin.add_done_callback(self._give_back)
             raise
+        committing = False
         try:
             try:
                 yield conn
+                committing = True
                 await conn.commit()
             except BaseException:
                 with suppress(Exception):
@@ -285,6 +287,8 @@ class Endpoint:
                 await after_commit(conn)
         except FAILURES as exc:
             self.record_failure(name, type(exc).__name__, exc)
+            if committing:  # the COMMIT was sent: it may have been applied
+                raise CommitUncertain(self.shard_name, failure_reason(exc)) from None
             raise ShardUnavailable(self.shard_name, self.role, failure_reason(exc)) from None
         finally:
             try:

@@ -13,10 +13,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from messenger.domain.errors import ShardBusy, ShardUnavailable
+from messenger.domain.errors import CommitUncertain, ShardBusy, ShardUnavailable
 from messenger.domain.ids import new_id
 from messenger.metrics import Metrics
 from messenger.settings import Settings
+from messenger.storage.shards import router as router_module
 from messenger.storage.shards.breaker import CircuitBreaker
 from messenger.storage.shards.freshness import FreshnessMarkers
 from messenger.storage.shards.pools import PoolSizing, ShardPools
@@ -260,3 +261,35 @@ async def test_calls_queued_for_a_dead_primary_fail_when_its_breaker_opens(clust
             assert all(isinstance(o, ShardUnavailable) for o in outcomes), outcomes
         finally:
             cluster.start_server(shard, "primary")
+
+
+async def test_a_failure_after_commit_says_the_commit_is_uncertain_and_one_before_does_not(
+    router: ShardRouter, cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user_id = new_id()
+    shard = router.shard_for(str(user_id))
+    # The connection drops right after COMMIT, where the position is read.
+    monkeypatch.setattr(router_module, "PRIMARY_POSITION_SQL", "SELECT pg_terminate_backend(pg_backend_pid())")
+    with pytest.raises(CommitUncertain):
+        async with router.transaction(shard, marks=[str(user_id)]) as conn:
+            await conn.execute(INSERT_USER, (user_id, "After", "Commit"))
+    with psycopg.connect(cluster.topology.shard(shard).primary_dsn) as direct:
+        assert direct.execute("SELECT 1 FROM users WHERE id = %s", (user_id,)).fetchone() is not None
+    monkeypatch.undo()
+    await wait_for_async(lambda: _primary_answers(router, shard), 10, "the breaker to let calls through")
+    # Dropped before COMMIT: nothing was written, and the error says so by its type.
+    other = new_id()
+    with pytest.raises(ShardUnavailable) as caught:
+        async with router.transaction(router.shard_for(str(other))) as conn:
+            await conn.execute(INSERT_USER, (other, "Before", "Commit"))
+            await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    assert not isinstance(caught.value, CommitUncertain)
+
+
+async def _primary_answers(router: ShardRouter, shard: int) -> bool:
+    try:
+        async with router.transaction(shard) as conn:
+            await conn.execute("SELECT 1")
+        return True
+    except ShardUnavailable:
+        return False
