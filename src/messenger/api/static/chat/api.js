@@ -17,8 +17,14 @@ export class ApiError extends Error {
     this.code = code;
     this.details = details || {};
   }
-  /** The request field the API blamed (`details.field`), if any. */
-  get field() { return typeof this.details.field === "string" ? this.details.field : null; }
+  /** The request fields the API blamed: `details.field`, or `details.fields` when the answer
+   * must not say which of several it was (a taken username or email). */
+  get fields() {
+    if (typeof this.details.field === "string") return [this.details.field];
+    return Array.isArray(this.details.fields) ? this.details.fields.filter((f) => typeof f === "string") : [];
+  }
+  /** The first blamed field, if any. */
+  get field() { return this.fields[0] ?? null; }
   get offline() { return this.status === 0; }
 }
 

@@ -59,9 +59,10 @@ $("tab-signin").addEventListener("click", () => selectTab("signin"));
 $("tab-register").addEventListener("click", () => selectTab("register"));
 
 function formError(prefix, error, fields) {
-  if (error.field && fields.includes(error.field)) {
-    showError(prefix, error.field, error.message);
-    $(`${prefix}-${error.field}`).focus();
+  const blamed = error.fields.filter((field) => fields.includes(field));
+  if (blamed.length) {
+    for (const field of blamed) showError(prefix, field, error.message);
+    $(`${prefix}-${blamed[0]}`).focus();
   } else if (error.status === 429) {
     const wait = error.details.retryAfter ? ` Try again in ${error.details.retryAfter} s.` : "";
     $(`${prefix}-error`).textContent = `Too many attempts.${wait}`;
