@@ -197,6 +197,66 @@ def _fmt_ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
+def _fmt_number(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _cost_lines(report: dict[str, Any]) -> list[str]:
+    """Server CPU and counted round trips per request, and ours against the bare stack."""
+    phases = [p for p in report["phases"] if "server_cpu_us_per_request" in (p.get("extra") or {})]
+    if not phases:
+        return []
+    lines = [
+        "",
+        "## Cost per request",
+        "",
+        (
+            "Server CPU is the server processes' own user + system time over the phase "
+            "(/proc/<pid>/stat of the process group) divided by the requests answered; round trips "
+            "are counted at every PgBouncer (`SHOW STATS`) and at Redis (`INFO stats`) over the "
+            "phase, background work included. `read-bare` is the bare-stack yardstick "
+            "(bench/bare_app.py) under the same load right after ours."
+        ),
+        "",
+        "| scenario | conns | req/s | server CPU µs/request | DB round trips/request | Redis round trips/request |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for p in phases:
+        extra = p["extra"]
+        lines.append(
+            f"| {p['scenario']} | {p['connections']:,} | {p['rps']:,.0f} | "
+            f"{_fmt_number(extra.get('server_cpu_us_per_request'))} | "
+            f"{_fmt_number(extra.get('db_round_trips_per_request'), 2)} | "
+            f"{_fmt_number(extra.get('redis_round_trips_per_request'), 2)} |"
+        )
+    pairs = [
+        (ours, bare)
+        for bare in phases
+        if bare["scenario"].endswith("-bare")
+        for ours in phases
+        if ours["scenario"] == bare["scenario"].removesuffix("-bare")
+        and ours["connections"] == bare["connections"]
+    ]
+    if pairs:
+        lines += [
+            "",
+            "Ours against the bare stack (goal: throughput ≥ 1.0×, CPU per request ≤ 1.0×):",
+            "",
+            "| scenario | conns | req/s ours / bare | ratio | CPU µs ours / bare | ratio |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for ours, bare in pairs:
+            cpu_o = ours["extra"]["server_cpu_us_per_request"]
+            cpu_b = bare["extra"]["server_cpu_us_per_request"]
+            lines.append(
+                f"| {ours['scenario']} | {ours['connections']:,} | "
+                f"{ours['rps']:,.0f} / {bare['rps']:,.0f} | "
+                f"{ours['rps'] / bare['rps'] if bare['rps'] else 0:.2f}× | "
+                f"{cpu_o:,.0f} / {cpu_b:,.0f} | {cpu_o / cpu_b if cpu_b else 0:.2f}× |"
+            )
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Benchmark report {report['started_at']}",
@@ -238,6 +298,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             + f" | {_fmt_ratio(p.get('generator_vs_server'))} | "
             f"{p['generator_cpu_share']:.0%} / {p['generator_core_share']:.0%} |"
         )
+    lines += _cost_lines(report)
     samples = [(p, k, v) for p in report["phases"] for k, v in p["error_samples"].items()]
     if samples:
         lines += ["", "Error samples:", ""]

@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import msgspec
 import psycopg
 import uvloop
 
-from messenger.bench import ceilings, report
+from messenger.bench import ceilings, report, round_trips
 from messenger.bench.loadgen import Connection, Recorder, RequestFailed
 from messenger.bench.messaging import SetupFailed, run_messaging_phase
 from messenger.bench.phase import PhaseResult, Target, run_phase
@@ -89,6 +89,9 @@ class BenchConfig:
     sample_ids: int = 10_000
     profile: bool = False
     """Sample the server with py-spy during each phase; top frames go in the report."""
+    bare: bool = True
+    """Also serve the GET by id from the bare-stack yardstick (bare_app.py) and run the read
+    scenario against it right after ours at each level (needs the real API and a cluster)."""
     sockets: int = 1_000
     """WebSockets open during the messaging scenario (delivery latency is measured on them)."""
     messaging_users: int = 250
@@ -218,6 +221,59 @@ def _run_async(coro: Any) -> Any:
     return uvloop.run(coro)
 
 
+@dataclass(frozen=True)
+class Yardstick:
+    """The bare-stack server, run beside ours for the GET by id scenario."""
+
+    target: Target
+    group: int | None
+
+
+BARE_SCENARIO = "read"
+"""The scenario the bare stack also serves (GET /api/v1/users/{id})."""
+
+
+def _account(result: PhaseResult, before: round_trips.RoundTrips | None, topology: Topology | None) -> None:
+    """Server CPU and counted round trips per request of a finished phase, into its extra."""
+    requests = max(result.requests, 1)
+    if result.server_cpu_s is not None:
+        result.extra["server_cpu_us_per_request"] = result.server_cpu_s * 1e6 / requests
+    if before is not None and topology is not None:
+        delta = round_trips.snapshot(topology) - before
+        result.extra["db_round_trips_per_request"] = delta.database / requests
+        result.extra["redis_round_trips_per_request"] = delta.redis / requests
+
+
+def _users_phase(
+    config: BenchConfig,
+    target: Target,
+    scenario: Any,
+    level: int,
+    ids: list[str],
+    observer: RunObserver,
+    server_group: int | None,
+    topology: Topology | None,
+    label: str,
+) -> PhaseResult:
+    observer.phase_started(f"{label} @ {level:,} connections", config.duration)
+    before = round_trips.snapshot(topology) if topology is not None else None
+    result: PhaseResult = _run_async(
+        run_phase(
+            target,
+            scenario,
+            level,
+            config.duration,
+            ids,
+            timeout=config.timeout,
+            think_time=config.think_time,
+            on_tick=observer.phase_tick,
+            server_group=server_group,
+        )
+    )
+    _account(result, before, topology)
+    return result
+
+
 def _run_phases(
     config: BenchConfig,
     target: Target,
@@ -225,6 +281,8 @@ def _run_phases(
     observer: RunObserver,
     server_group: int | None,
     run_dir: Path,
+    topology: Topology | None = None,
+    yardstick: Yardstick | None = None,
 ) -> list[PhaseResult]:
     results = []
     for name in config.scenarios:
@@ -241,27 +299,27 @@ def _run_phases(
                     observer.note("py-spy not found: no server profile")
                     profiler = None
             if scenario.kind == "messaging":
+                before = round_trips.snapshot(topology) if topology is not None else None
                 result = _run_messaging(config, target, scenario, level, observer, server_group)
+                _account(result, before, topology)
             else:
-                observer.phase_started(f"{name} @ {level:,} connections", config.duration)
-                result = _run_async(
-                    run_phase(
-                        target,
-                        scenario,
-                        level,
-                        config.duration,
-                        ids,
-                        timeout=config.timeout,
-                        think_time=config.think_time,
-                        on_tick=observer.phase_tick,
-                        server_group=server_group,
-                    )
+                result = _users_phase(
+                    config, target, scenario, level, ids, observer, server_group, topology, name
                 )
             if profiler is not None:
                 result.extra["profile"] = profiler.finish()
             observer.phase_finished(result)
             results.append(result)
             time.sleep(PAUSE_BETWEEN_PHASES_S)
+            if yardstick is not None and name == BARE_SCENARIO:
+                bare = _users_phase(
+                    config, yardstick.target, scenario, level, ids, observer, yardstick.group,
+                    topology, "bare stack " + name,
+                )
+                bare = replace(bare, scenario=f"{name}-bare")
+                observer.phase_finished(bare)
+                results.append(bare)
+                time.sleep(PAUSE_BETWEEN_PHASES_S)
     return results
 
 
@@ -362,6 +420,20 @@ def _empty_handler_ceiling(
     return out
 
 
+def _start_yardstick(
+    config: BenchConfig, topology: Topology, stack: ExitStack, run_dir: Path, observer: RunObserver
+) -> Yardstick:
+    """The bare stack on its own port, with the API's granian setup and worker count."""
+    if topology.path is None:
+        raise BenchError("serving the bare stack needs a topology file")
+    port = free_port()
+    command = granian_command("messenger.bench.bare_app:create_app", port, config.workers, factory=True)
+    env = {"MESSENGER_TOPOLOGY": str(topology.path), "MESSENGER_WORKERS": str(config.workers)}
+    observer.note(f"starting the bare-stack yardstick on :{port}")
+    process = stack.enter_context(ServerProcess(command, port, run_dir / "bare-server.log", env=env))
+    return Yardstick(Target("127.0.0.1", port), process.pid)
+
+
 def _new_run_dir(root: Path, started: datetime) -> Path:
     """var/bench/<UTC timestamp>/, suffixed when two runs start in the same second."""
     root.mkdir(parents=True, exist_ok=True)
@@ -414,7 +486,12 @@ def run_benchmark(config: BenchConfig, observer: RunObserver | None = None) -> P
             ids = _sample_ids_from_shards(topology, config.sample_ids)
         if not ids:  # a fake server, or an empty cluster: read (or create) through the API
             ids = _run_async(_ids_from_api(target, config.sample_ids, config.timeout))
-        phases = _run_phases(config, target, ids, observer, server_group, run_dir)
+        yardstick = None
+        if config.bare and server is not None and config.server == "api" and topology is not None:
+            yardstick = _start_yardstick(config, topology, server, run_dir, observer)
+        phases = _run_phases(
+            config, target, ids, observer, server_group, run_dir, topology, yardstick
+        )
         if server is not None:
             server.close()  # stop our server before measuring the ceilings on the same cores
         measured: dict[str, Any] = {}

@@ -141,6 +141,9 @@ def bench_command(
         float, typer.Option(help="Mean pause between a user's iterations, seconds.")
     ] = 0.0,
     ceilings: Annotated[bool, typer.Option(help="Measure pgbench and empty handler.")] = True,
+    bare: Annotated[
+        bool, typer.Option(help="Run the read scenario on the bare-stack yardstick too.")
+    ] = True,
     ceiling_duration: Annotated[float, typer.Option(help="Seconds per ceiling run.")] = 10.0,
     out: Annotated[Path, typer.Option(help="Reports go to OUT/<timestamp>/.")] = Path("var/bench"),
     smoke: Annotated[bool, typer.Option(help="Short run of every part (under 2 minutes).")] = False,
@@ -167,6 +170,7 @@ def bench_command(
         "timeout": timeout,
         "think_time": think_time,
         "ceilings": ceilings,
+        "bare": bare,
         "profile": profile,
         "group_size": group_size,
     }
