@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project runs on, only those that are missing:
-# PostgreSQL server + client, PgBouncer, Redis, ACL tools, wrk, python3-venv.
+# PostgreSQL server + client, PgBouncer, Redis, ACL tools, wrk, python3-venv, and Chromium
+# (the browser tests drive Debian's chromium through Playwright; Playwright's own browser
+# download is never used).
 # Package installs must not start their own system services (a default PostgreSQL on 5432,
 # Redis on 6379, PgBouncer on 6432): the project runs its own servers on its own ports.
 set -euo pipefail
@@ -14,6 +16,8 @@ command -v setfacl >/dev/null || need+=(acl)
 command -v wrk >/dev/null || need+=(wrk)
 command -v ss >/dev/null || need+=(iproute2)
 python3 -c "import ensurepip, venv" 2>/dev/null || need+=(python3-venv)
+command -v chromium >/dev/null || need+=(chromium)
+compgen -G "/usr/share/fonts/truetype/*" >/dev/null || need+=(fonts-dejavu-core)  # text in screenshots
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

@@ -36,6 +36,7 @@ from messenger.api.context import ApiContext
 from messenger.background import BackgroundWork
 from messenger.metrics import Metrics
 from messenger.services.accounts import AccountService, LoginLimits
+from messenger.services.cluster import ClusterOverview
 from messenger.services.cursor import CursorCodec
 from messenger.services.follows import FollowService
 from messenger.services.live import LiveHub
@@ -171,6 +172,7 @@ def _api_context(
         hub=hub,
         tokens=tokens,
         ops=OpsService(router, freshness, users, metrics, schema_version=schema_version),
+        cluster=ClusterOverview(router),
     )
 
 

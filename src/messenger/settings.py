@@ -114,6 +114,11 @@ class Settings:
     ws_resume_wait_s: float = 10.0
     """How long events wait for the resume a client announced (`?resume=1`) before flowing anyway."""
 
+    # Operators.
+    ops_token: str = field(default="", repr=False)
+    """The bearer token of the operator's endpoints (the /cluster page's data). Empty: those
+    endpoints refuse every caller. `make run` generates one into var/cluster/ops-token."""
+
     @classmethod
     def from_env(cls, topology_path: str | Path | None = None, *, workers: int | None = None) -> Settings:
         topology = load_topology(topology_path)
@@ -152,6 +157,7 @@ class Settings:
             member_limit=int(_env("MEMBER_LIMIT", "1000")),
             ws_heartbeat_s=float(_env("WS_HEARTBEAT", "25")),
             ws_queue_limit=int(_env("WS_QUEUE_LIMIT", "256")),
+            ops_token=_env("OPS_TOKEN", "").strip(),
         )
 
 

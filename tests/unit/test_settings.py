@@ -50,3 +50,11 @@ def test_cursor_secret_is_the_same_in_every_worker(topology_file: Path) -> None:
 def test_configured_cursor_secret_wins(topology_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MESSENGER_CURSOR_SECRET", "s" * 32)
     assert Settings.from_env(topology_file).cursor_secret == b"s" * 32
+
+
+def test_ops_token_is_off_unless_configured(topology_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MESSENGER_OPS_TOKEN", raising=False)
+    assert Settings.from_env(topology_file).ops_token == ""
+    monkeypatch.setenv("MESSENGER_OPS_TOKEN", " t0ken \n")
+    settings = Settings.from_env(topology_file)
+    assert settings.ops_token == "t0ken" and "t0ken" not in repr(settings)

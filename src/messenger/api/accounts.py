@@ -20,6 +20,7 @@ from messenger.api.schemas.accounts import (
     PasswordChange,
     RefreshBody,
     TokensOut,
+    UserByUsernameOut,
 )
 from messenger.domain.errors import InvalidInput
 from messenger.services.accounts import Profile, Registration, TokenPair
@@ -104,6 +105,15 @@ async def change_password(request: Request) -> Response:
     return Response(None, 204)
 
 
+async def user_by_username(request: Request) -> Response:
+    """GET /api/v1/users/by-username/{username}: find a person to talk to (signed-in callers)."""
+    require_caller(request)
+    profile = await context(request).accounts.find_by_username(request.path_params["username"])
+    body = UserByUsernameOut(profile.account.user_id, profile.account.username, profile.first_name,
+                             profile.last_name)
+    return Response(encode(body), 200, {"Cache-Control": "private, no-store"}, JSON)
+
+
 routes = [
     Route("/api/v1/accounts", register, methods=["POST"], name="accounts"),
     Route("/api/v1/auth/login", login, methods=["POST"], name="login"),
@@ -111,4 +121,5 @@ routes = [
     Route("/api/v1/auth/logout", logout, methods=["POST"], name="logout"),
     Route("/api/v1/me", me, methods=["GET", "PATCH", "DELETE"], name="me"),
     Route("/api/v1/me/password", change_password, methods=["POST"], name="me_password"),
+    Route("/api/v1/users/by-username/{username}", user_by_username, methods=["GET"], name="user_by_username"),
 ]

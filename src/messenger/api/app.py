@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from messenger.api import accounts, conversations, follows, ops, users, ws
+from messenger.api import accounts, cluster, conversations, follows, ops, pages, users, ws
 from messenger.api.context import ApiContext
 from messenger.api.errors import (
     EXCEPTION_HANDLERS,
@@ -105,7 +105,7 @@ def build_app(open_context: OpenContext, metrics: Metrics) -> Starlette:
 
     app = Starlette(
         routes=[*users.routes, *follows.routes, *accounts.routes, *conversations.routes,
-                *ws.routes, *ops.routes, *openapi_routes()],
+                *ws.routes, *ops.routes, *openapi_routes(), *cluster.routes, *pages.routes],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -13,6 +13,7 @@ from starlette.requests import HTTPConnection
 
 from messenger.metrics import Metrics
 from messenger.services.accounts import AccountService
+from messenger.services.cluster import ClusterOverview
 from messenger.services.follows import FollowService
 from messenger.services.live import LiveHub
 from messenger.services.messaging import MessagingService
@@ -33,6 +34,7 @@ class ApiContext:
     hub: LiveHub
     tokens: TokenSigner
     ops: OpsService
+    cluster: ClusterOverview
 
 
 def context(connection: HTTPConnection) -> ApiContext:

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from messenger.api.auth import require_caller
-from messenger.api.bodies import read_body
+from messenger.api.bodies import GROUP_BODY_BYTES, read_body
 from messenger.api.context import context
 from messenger.api.errors import HttpError
 from messenger.api.responses import JSON, encode
@@ -73,7 +73,7 @@ def _view(view: ConversationView) -> dict[str, object]:
 
 async def create_conversation(request: Request) -> Response:
     caller = require_caller(request)
-    body = await read_body(request, _create)
+    body = await read_body(request, _create, GROUP_BODY_BYTES)
     service = context(request).messaging
     if body.type == "direct":
         if body.user_id is msgspec.UNSET:

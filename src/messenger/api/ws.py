@@ -15,10 +15,13 @@ import time
 import uuid
 
 import msgspec
-from starlette.routing import WebSocketRoute
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from messenger.api.context import context
+from messenger.api.errors import error_response
 from messenger.domain.errors import LiveUnavailable, MessengerError, Unauthenticated
 from messenger.services.live import (
     CLOSE_HEARTBEAT_TIMEOUT,
@@ -63,7 +66,7 @@ ClientFrame = Ping | Pong | Typing | Resume | Auth
 _decode = msgspec.json.Decoder(ClientFrame).decode
 
 
-def _token(websocket: WebSocket) -> str | None:
+def _token(websocket: HTTPConnection) -> str | None:
     """`?access_token=` (browsers cannot set headers on a WebSocket) or `Authorization: Bearer`."""
     token = websocket.query_params.get("access_token")
     if token:
@@ -234,4 +237,19 @@ async def live(websocket: WebSocket) -> None:
         hub.detach(session)
 
 
-routes = [WebSocketRoute(PATH, live, name="ws")]
+async def not_a_handshake(request: Request) -> Response:
+    """A plain GET of the socket's path: 426 Upgrade Required (RFC 9110 §15.5.22 wants the
+    `Upgrade` header naming the protocol), in the JSON error shape, instead of a 404. The token
+    is checked first, as on every route that needs one: 401 without a valid one."""
+    token = _token(request)
+    if token is None:
+        raise Unauthenticated("this needs an access token: ?access_token= or Authorization: Bearer")
+    context(request).tokens.verify_access(token)
+    return error_response(
+        426, "upgrade_required", f"{PATH} only serves WebSocket handshakes (Upgrade: websocket)",
+        headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+    )
+
+
+# The socket, and for the same path over plain HTTP the 426 (routes match by scope type).
+routes = [WebSocketRoute(PATH, live, name="ws"), Route(PATH, not_a_handshake, methods=["GET"], name="ws_http")]

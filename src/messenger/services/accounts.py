@@ -195,6 +195,23 @@ class AccountService:
             raise Unauthenticated("the account of this token no longer exists") from None
         return Profile(stored.account, stored.first_name, stored.last_name)
 
+    async def find_by_username(self, username: str) -> Profile:
+        """The account that holds `username` now (any letter case), through its claim: one
+        read on the claim's shard, one on the holder's. A name that is only reserved (a
+        registration or rename in flight) or that could not be valid names nobody: 404."""
+        try:
+            value = normalize_username(username)
+        except InvalidInput:
+            raise NotFound("no user has this username", details={"username": username}) from None
+        holder = await self._claims.holder("username", value)
+        stored = None
+        if holder is not None:
+            with suppress(NotFound):
+                stored = await self._accounts.get(holder.user_id)
+        if stored is None or stored.account.username != value:
+            raise NotFound("no user has this username", details={"username": value})
+        return Profile(stored.account, stored.first_name, stored.last_name)
+
     async def update_me(
         self,
         user_id: uuid.UUID,

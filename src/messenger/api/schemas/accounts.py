@@ -67,3 +67,12 @@ class TokensOut(msgspec.Struct):
     user_id: uuid.UUID
     expires_in: Annotated[int, msgspec.Meta(description="Seconds the access token is valid")]
     token_type: str = "Bearer"
+
+
+class UserByUsernameOut(msgspec.Struct):
+    """Whom a username names: enough to open a conversation with them. No email."""
+
+    id: Annotated[uuid.UUID, msgspec.Meta(description="The user id")]
+    username: str
+    first_name: str
+    last_name: str
