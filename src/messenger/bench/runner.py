@@ -20,6 +20,7 @@ import uvloop
 from messenger.bench import ceilings, report, round_trips
 from messenger.bench.loadgen import Connection, Recorder, RequestFailed
 from messenger.bench.messaging import SetupFailed, run_messaging_phase
+from messenger.bench.open_loop import best_rate, run_open_loop_step
 from messenger.bench.phase import PhaseResult, Target, run_phase
 from messenger.bench.profile import ServerProfiler
 from messenger.bench.scenarios import SCENARIOS, USERS
@@ -92,6 +93,11 @@ class BenchConfig:
     bare: bool = True
     """Also serve the GET by id from the bare-stack yardstick (bare_app.py) and run the read
     scenario against it right after ours at each level (needs the real API and a cluster)."""
+    open_loop: bool = False
+    """After the phases: the closed-loop maximum of the 80/20 mix, then open-loop steps at
+    `open_loop_fractions` of it with `open_loop_connections` open (open_loop.py)."""
+    open_loop_connections: int = 10_000
+    open_loop_fractions: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9)
     sockets: int = 1_000
     """WebSockets open during the messaging scenario (delivery latency is measured on them)."""
     messaging_users: int = 250
@@ -420,6 +426,53 @@ def _empty_handler_ceiling(
     return out
 
 
+CLOSED_LOOP_MAX_CONNECTIONS = 256
+"""Connections of the closed-loop run that finds the maximum rate the open-loop steps scale."""
+
+
+def _open_loop(
+    config: BenchConfig,
+    target: Target,
+    ids: list[str],
+    observer: RunObserver,
+    server_group: int | None,
+) -> dict[str, Any]:
+    """Closed-loop maximum of the 80/20 mix first, then the open-loop steps at fractions of it."""
+    closed = _users_phase(
+        config, target, SCENARIOS["mixed"], CLOSED_LOOP_MAX_CONNECTIONS, ids, observer,
+        server_group, None, "closed-loop maximum, mixed",
+    )
+    observer.phase_finished(closed)
+    time.sleep(PAUSE_BETWEEN_PHASES_S)
+    steps = []
+    for fraction in config.open_loop_fractions:
+        rate = max(1.0, closed.rps * fraction)
+        observer.note(
+            f"open loop: {rate:,.0f} req/s ({fraction:.0%} of {closed.rps:,.0f}) on "
+            f"{config.open_loop_connections:,} connections for {config.duration:.0f} s"
+        )
+        step = _run_async(
+            run_open_loop_step(
+                target.host, target.port, ids,
+                connections=config.open_loop_connections, rate=rate, duration=config.duration,
+                timeout=config.timeout, fraction=fraction,
+            )
+        )
+        observer.note(
+            f"  p50 {step.p50_ms:.1f} ms, p99 {step.p99_ms:.1f} ms, p99.9 {step.p999_ms:.1f} ms, "
+            f"success {step.success_pct:.2f} %"
+        )
+        steps.append(step.to_dict())
+        time.sleep(PAUSE_BETWEEN_PHASES_S)
+    return {
+        "closed_loop_max_rps": closed.rps,
+        "closed_loop_connections": CLOSED_LOOP_MAX_CONNECTIONS,
+        "connections": config.open_loop_connections,
+        "steps": steps,
+        "best_rate": best_rate(steps),
+    }
+
+
 def _start_yardstick(
     config: BenchConfig, topology: Topology, stack: ExitStack, run_dir: Path, observer: RunObserver
 ) -> Yardstick:
@@ -492,6 +545,9 @@ def run_benchmark(config: BenchConfig, observer: RunObserver | None = None) -> P
         phases = _run_phases(
             config, target, ids, observer, server_group, run_dir, topology, yardstick
         )
+        open_loop: dict[str, Any] | None = None
+        if config.open_loop and ids:
+            open_loop = _open_loop(config, target, ids, observer, server_group)
         if server is not None:
             server.close()  # stop our server before measuring the ceilings on the same cores
         measured: dict[str, Any] = {}
@@ -523,6 +579,7 @@ def run_benchmark(config: BenchConfig, observer: RunObserver | None = None) -> P
         "known_ids": len(ids),
         "phases": [p.to_dict() for p in phases],
         "ceilings": measured,
+        "open_loop": open_loop,
         "distribution": distribution,
     }
     observer.note(f"writing the report to {run_dir}")

@@ -141,6 +141,12 @@ def bench_command(
         float, typer.Option(help="Mean pause between a user's iterations, seconds.")
     ] = 0.0,
     ceilings: Annotated[bool, typer.Option(help="Measure pgbench and empty handler.")] = True,
+    open_loop: Annotated[
+        bool, typer.Option(help="Open-loop steps of the 80/20 mix after the phases (10,000 conns).")
+    ] = False,
+    open_loop_connections: Annotated[
+        int, typer.Option(help="Connections open during the open-loop steps.")
+    ] = 10_000,
     bare: Annotated[
         bool, typer.Option(help="Run the read scenario on the bare-stack yardstick too.")
     ] = True,
@@ -171,6 +177,8 @@ def bench_command(
         "think_time": think_time,
         "ceilings": ceilings,
         "bare": bare,
+        "open_loop": open_loop,
+        "open_loop_connections": open_loop_connections,
         "profile": profile,
         "group_size": group_size,
     }
