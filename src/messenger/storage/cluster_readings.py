@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from psycopg.conninfo import conninfo_to_dict
 
 from messenger.domain.errors import ShardBusy, ShardUnavailable
-from messenger.storage.relay.runner import BACKLOG
+from messenger.storage.relay.runner import read_backlog
 from messenger.storage.shards.pools import Role
 from messenger.storage.shards.router import ShardRouter
-from messenger.storage.users import COUNT_USERS
+from messenger.storage.users import UserStore
 
 COUNT_CLIENT_BACKENDS = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
 LISTEN_TIMEOUT_S = 0.5
@@ -60,26 +60,25 @@ async def listening(where: Endpoint, timeout_s: float = LISTEN_TIMEOUT_S) -> boo
 class ClusterReadings:
     def __init__(self, router: ShardRouter) -> None:
         self.router = router
+        self._users = UserStore(router)
 
     async def users(self, shard: int) -> int | None:
         try:
-            rows = await self.router.read(shard, COUNT_USERS, ())
+            return await self._users.count_on_shard(shard)
         except (ShardUnavailable, ShardBusy):
             return None
-        return int(rows[0][0])
 
     async def relay_backlog(self, shard: int) -> RelayBacklog | None:
         try:
-            rows = await self.router.read(shard, BACKLOG, ())
+            backlog = await read_backlog(self.router, shard)
         except (ShardUnavailable, ShardBusy):
             return None
-        pending, age, dead = rows[0]
-        return RelayBacklog(int(pending), float(age), int(dead))
+        return RelayBacklog(backlog.pending, backlog.oldest_age_s, backlog.dead)
 
     async def client_connections(self, shard: int, role: Role) -> int | None:
         """Client backends on the server (PgBouncer's server connections and direct ones)."""
         try:
-            rows = await self.router.probe(shard, role, COUNT_CLIENT_BACKENDS)
+            rows = await self.router.probe(shard, role, COUNT_CLIENT_BACKENDS, name="count_client_backends")
         except (ShardUnavailable, ShardBusy):
             return None
         return int(rows[0][0])
