@@ -1,5 +1,6 @@
 # Benchmarks (issue 8). Include from the Makefile: `include mk/bench.mk`.
 # make bench        full run: own 5-shard cluster (var/bench/cluster, reused), 100k users,
+#                   open-loop steps at 10,000 connections after the closed-loop phases,
 #                   every scenario at 100 / 1,000 / 10,000 connections, ceilings, report
 # make bench-smoke  every part of the harness on a short load, under 2 minutes
 # Reports: var/bench/<UTC timestamp>/report.md (+ report.json, PNG charts).
@@ -9,7 +10,7 @@ BENCH_ARGS ?=
 .PHONY: bench bench-smoke
 
 bench: venv
-	$(MESSENGER) bench $(BENCH_ARGS)
+	$(MESSENGER) bench --open-loop $(BENCH_ARGS)
 
 bench-smoke: venv
 	$(MESSENGER) bench --smoke $(BENCH_ARGS)

@@ -12,13 +12,21 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from messenger.api import accounts, cluster, conversations, follows, ops, pages, users, ws
 from messenger.api.auth import SessionCheck
 from messenger.api.context import ApiContext
-from messenger.api.errors import EXCEPTION_HANDLERS
+from messenger.api.errors import (
+    EXCEPTION_HANDLERS,
+    HttpError,
+    handle_http_error,
+    handle_messenger_error,
+)
 from messenger.api.openapi import openapi_routes
+from messenger.domain.errors import MessengerError
 from messenger.metrics import Metrics
 
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -60,6 +68,29 @@ class MetricsMiddleware:
             )
 
 
+class UserReadFastPath:
+    """Serves `GET /api/v1/users/{id}` without Starlette's routing and request wrappers
+    (users.fast_get_user); every other request goes on to the app. Errors get the same
+    mapping as on any route, and the route is set on the scope so metrics label it alike."""
+
+    def __init__(self, app: ASGIApp, route: BaseRoute) -> None:
+        self.app = app
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        id_text = users.fast_get_user_id(scope) if scope["type"] == "http" else None
+        if id_text is None:
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = self.route
+        try:
+            await users.fast_get_user(scope["app"].state.context, scope, send, id_text)
+        except (MessengerError, HttpError) as exc:
+            handler = handle_http_error if isinstance(exc, HttpError) else handle_messenger_error
+            response = await handler(Request(scope), exc)
+            await response(scope, receive, send)
+
+
 OpenContext = Callable[[Starlette], AbstractAsyncContextManager[ApiContext]]
 """Opens what the app serves with when it starts and closes it when it stops (its lifespan)."""
 
@@ -80,6 +111,10 @@ def build_app(open_context: OpenContext, metrics: Metrics) -> Starlette:
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False
-    app.add_middleware(SessionCheck)  # inside the metrics: its 401s are counted too
+    # Added innermost first: the fast path for GET /users/{id} runs inside the session check,
+    # so a revoked session is refused there too, and both inside the metrics.
+    user_route = next(r for r in users.routes if getattr(r, "name", None) == "user")
+    app.add_middleware(UserReadFastPath, route=user_route)
+    app.add_middleware(SessionCheck)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

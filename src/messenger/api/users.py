@@ -8,10 +8,11 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Scope, Send
 
 from messenger.api.auth import caller
 from messenger.api.bodies import read_body
-from messenger.api.context import context
+from messenger.api.context import ApiContext, context
 from messenger.api.errors import HttpError
 from messenger.api.responses import JSON, encode
 from messenger.api.schemas.users import UserCreate, UserPatch, UserReplace
@@ -59,6 +60,41 @@ async def get_user(request: Request) -> Response:
         path_user_id(request), token=request.headers.get(TOKEN_HEADER)
     )
     return Response(encode(user), 200, None, JSON)
+
+
+_ITEM_PREFIX = PREFIX + "/"
+_TOKEN_HEADER_RAW = TOKEN_HEADER.lower().encode()
+_JSON_HEADER = (b"content-type", JSON.encode())
+
+
+def fast_get_user_id(scope: Scope) -> str | None:
+    """The id text when the request is `GET /api/v1/users/{id}` (no trailing slash), else None."""
+    if scope["method"] != "GET":
+        return None
+    path: str = scope["path"]
+    if not path.startswith(_ITEM_PREFIX) or "/" in path[len(_ITEM_PREFIX):]:
+        return None
+    return path[len(_ITEM_PREFIX):] or None
+
+
+async def fast_get_user(ctx: ApiContext, scope: Scope, send: Send, id_text: str) -> None:
+    """`get_user` in raw ASGI: the GET by id is the hot read, and Starlette's route matching,
+    Request, exception wrappers and Response cost more CPU than the rest of the request
+    (docs/performance.md). Same service call, body, status and headers as `get_user`;
+    errors raise and the caller maps them like any route's."""
+    try:
+        user_id = parse_id(id_text)
+    except InvalidInput:
+        raise HttpError(400, "invalid_id", "the user id must be a UUID", {"id": id_text}) from None
+    token = None
+    for name, value in scope["headers"]:
+        if name == _TOKEN_HEADER_RAW:
+            token = value.decode("latin-1")
+            break
+    body = encode(await ctx.users.get(user_id, token=token))
+    headers = [(b"content-length", str(len(body)).encode()), _JSON_HEADER]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def replace_user(request: Request) -> Response:

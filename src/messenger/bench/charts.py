@@ -99,3 +99,21 @@ def distribution_chart(shares: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def open_loop_chart(steps: list[dict[str, Any]], goal_ms: float, path: Path) -> None:
+    """p50/p95/p99/p99.9 against the scheduled arrival rate, log scale, with the p99 goal."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    rates = [s["rate"] for s in steps]
+    for key, name in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
+        ax.plot(rates, [max(s[key], 1e-3) for s in steps], marker="o", label=name)
+    ax.axhline(goal_ms, color="red", linestyle="--", linewidth=1, label=f"goal p99 {goal_ms:g} ms")
+    ax.set_yscale("log")
+    ax.set_xlabel("scheduled arrivals per second (open loop)")
+    ax.set_ylabel("latency from scheduled send, ms")
+    ax.set_title(f"Open loop, 80/20 mix, {steps[0]['connections']:,} connections")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

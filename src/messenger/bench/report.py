@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from messenger.bench import charts
+from messenger.bench.open_loop import P99_GOAL_MS
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -197,6 +198,101 @@ def _fmt_ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
+def _fmt_number(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _cost_lines(report: dict[str, Any]) -> list[str]:
+    """Server CPU and counted round trips per request, and ours against the bare stack."""
+    phases = [p for p in report["phases"] if "server_cpu_us_per_request" in (p.get("extra") or {})]
+    if not phases:
+        return []
+    lines = [
+        "",
+        "## Cost per request",
+        "",
+        (
+            "Server CPU is the server processes' own user + system time over the phase "
+            "(/proc/<pid>/stat of the process group) divided by the requests answered; round trips "
+            "are counted at every PgBouncer (`SHOW STATS`) and at Redis (`INFO stats`) over the "
+            "phase, background work included. `read-bare` is the bare-stack yardstick "
+            "(bench/bare_app.py) under the same load right after ours."
+        ),
+        "",
+        "| scenario | conns | req/s | server CPU µs/request | DB round trips/request | Redis round trips/request |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for p in phases:
+        extra = p["extra"]
+        lines.append(
+            f"| {p['scenario']} | {p['connections']:,} | {p['rps']:,.0f} | "
+            f"{_fmt_number(extra.get('server_cpu_us_per_request'))} | "
+            f"{_fmt_number(extra.get('db_round_trips_per_request'), 2)} | "
+            f"{_fmt_number(extra.get('redis_round_trips_per_request'), 2)} |"
+        )
+    pairs = [
+        (ours, bare)
+        for bare in phases
+        if bare["scenario"].endswith("-bare")
+        for ours in phases
+        if ours["scenario"] == bare["scenario"].removesuffix("-bare")
+        and ours["connections"] == bare["connections"]
+    ]
+    if pairs:
+        lines += [
+            "",
+            "Ours against the bare stack (goal: throughput ≥ 1.0×, CPU per request ≤ 1.0×):",
+            "",
+            "| scenario | conns | req/s ours / bare | ratio | CPU µs ours / bare | ratio |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for ours, bare in pairs:
+            cpu_o = ours["extra"]["server_cpu_us_per_request"]
+            cpu_b = bare["extra"]["server_cpu_us_per_request"]
+            lines.append(
+                f"| {ours['scenario']} | {ours['connections']:,} | "
+                f"{ours['rps']:,.0f} / {bare['rps']:,.0f} | "
+                f"{ours['rps'] / bare['rps'] if bare['rps'] else 0:.2f}× | "
+                f"{cpu_o:,.0f} / {cpu_b:,.0f} | {cpu_o / cpu_b if cpu_b else 0:.2f}× |"
+            )
+    return lines
+
+
+def _open_loop_lines(report: dict[str, Any]) -> list[str]:
+    open_loop = report.get("open_loop") or {}
+    if not open_loop.get("steps"):
+        return []
+    best = open_loop["best_rate"]
+    top = open_loop["closed_loop_max_rps"]
+    lines = [
+        "",
+        "## Open loop (fixed arrival rate, latency from the scheduled send time)",
+        "",
+        (
+            f"Closed-loop maximum of the mixed scenario first: {top:,.0f} req/s at "
+            f"{open_loop['closed_loop_connections']:,} connections. Then each step schedules "
+            f"requests (80 % GET by id, 20 % create) at a fixed rate over "
+            f"{open_loop['connections']:,} open connections; HDR histogram percentiles."
+        ),
+        "",
+        "| rate req/s | of max | connected | sent | success % | p50 ms | p95 | p99 | p99.9 | max | errors |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for s in open_loop["steps"]:
+        errors = ", ".join(f"{k} {v}" for k, v in s["errors"].items()) or "-"
+        lines.append(
+            f"| {s['rate']:,.0f} | {_fmt_ratio(s['fraction'])} | {s['connected']:,} | {s['sent']:,} | "
+            f"{s['success_pct']:.2f} | {s['p50_ms']:.1f} | {s['p95_ms']:.1f} | {s['p99_ms']:.1f} | "
+            f"{s['p999_ms']:.1f} | {s['max_ms']:.1f} | {errors} |"
+        )
+    verdict = (
+        f"{best:,.0f} req/s ({best / top:.0%} of the closed-loop maximum)" if best and top
+        else "none of the steps"
+    )
+    lines += ["", f"Highest rate with p99 < {P99_GOAL_MS:g} ms and 100 % success: {verdict}."]
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Benchmark report {report['started_at']}",
@@ -238,6 +334,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             + f" | {_fmt_ratio(p.get('generator_vs_server'))} | "
             f"{p['generator_cpu_share']:.0%} / {p['generator_core_share']:.0%} |"
         )
+    lines += _cost_lines(report)
+    lines += _open_loop_lines(report)
     samples = [(p, k, v) for p in report["phases"] for k, v in p["error_samples"].items()]
     if samples:
         lines += ["", "Error samples:", ""]
@@ -419,6 +517,10 @@ def _draw_charts(report: dict[str, Any], directory: Path) -> list[str]:
             lines[f"empty handler @{r['connections']}"] = r["rps"]
         charts.throughput_chart(phases, lines, directory / "throughput.png")
         drawn += ["latency.png", "timeline.png", "throughput.png"]
+    open_loop = report.get("open_loop") or {}
+    if open_loop.get("steps"):
+        charts.open_loop_chart(open_loop["steps"], P99_GOAL_MS, directory / "open_loop.png")
+        drawn.append("open_loop.png")
     if report.get("distribution"):
         charts.distribution_chart(report["distribution"], directory / "distribution.png")
         drawn.append("distribution.png")

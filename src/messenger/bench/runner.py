@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,10 @@ import msgspec
 import psycopg
 import uvloop
 
-from messenger.bench import ceilings, report
+from messenger.bench import ceilings, report, round_trips
 from messenger.bench.loadgen import Connection, Recorder, RequestFailed
 from messenger.bench.messaging import SetupFailed, run_messaging_phase
+from messenger.bench.open_loop import best_rate, run_open_loop_step
 from messenger.bench.phase import PhaseResult, Target, run_phase
 from messenger.bench.profile import ServerProfiler
 from messenger.bench.scenarios import SCENARIOS, USERS
@@ -89,6 +90,14 @@ class BenchConfig:
     sample_ids: int = 10_000
     profile: bool = False
     """Sample the server with py-spy during each phase; top frames go in the report."""
+    bare: bool = True
+    """Also serve the GET by id from the bare-stack yardstick (bare_app.py) and run the read
+    scenario against it right after ours at each level (needs the real API and a cluster)."""
+    open_loop: bool = False
+    """After the phases: the closed-loop maximum of the 80/20 mix, then open-loop steps at
+    `open_loop_fractions` of it with `open_loop_connections` open (open_loop.py)."""
+    open_loop_connections: int = 10_000
+    open_loop_fractions: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9)
     sockets: int = 1_000
     """WebSockets open during the messaging scenario (delivery latency is measured on them)."""
     messaging_users: int = 250
@@ -218,6 +227,59 @@ def _run_async(coro: Any) -> Any:
     return uvloop.run(coro)
 
 
+@dataclass(frozen=True)
+class Yardstick:
+    """The bare-stack server, run beside ours for the GET by id scenario."""
+
+    target: Target
+    group: int | None
+
+
+BARE_SCENARIO = "read"
+"""The scenario the bare stack also serves (GET /api/v1/users/{id})."""
+
+
+def _account(result: PhaseResult, before: round_trips.RoundTrips | None, topology: Topology | None) -> None:
+    """Server CPU and counted round trips per request of a finished phase, into its extra."""
+    requests = max(result.requests, 1)
+    if result.server_cpu_s is not None:
+        result.extra["server_cpu_us_per_request"] = result.server_cpu_s * 1e6 / requests
+    if before is not None and topology is not None:
+        delta = round_trips.snapshot(topology) - before
+        result.extra["db_round_trips_per_request"] = delta.database / requests
+        result.extra["redis_round_trips_per_request"] = delta.redis / requests
+
+
+def _users_phase(
+    config: BenchConfig,
+    target: Target,
+    scenario: Any,
+    level: int,
+    ids: list[str],
+    observer: RunObserver,
+    server_group: int | None,
+    topology: Topology | None,
+    label: str,
+) -> PhaseResult:
+    observer.phase_started(f"{label} @ {level:,} connections", config.duration)
+    before = round_trips.snapshot(topology) if topology is not None else None
+    result: PhaseResult = _run_async(
+        run_phase(
+            target,
+            scenario,
+            level,
+            config.duration,
+            ids,
+            timeout=config.timeout,
+            think_time=config.think_time,
+            on_tick=observer.phase_tick,
+            server_group=server_group,
+        )
+    )
+    _account(result, before, topology)
+    return result
+
+
 def _run_phases(
     config: BenchConfig,
     target: Target,
@@ -225,6 +287,8 @@ def _run_phases(
     observer: RunObserver,
     server_group: int | None,
     run_dir: Path,
+    topology: Topology | None = None,
+    yardstick: Yardstick | None = None,
 ) -> list[PhaseResult]:
     results = []
     for name in config.scenarios:
@@ -241,27 +305,27 @@ def _run_phases(
                     observer.note("py-spy not found: no server profile")
                     profiler = None
             if scenario.kind == "messaging":
+                before = round_trips.snapshot(topology) if topology is not None else None
                 result = _run_messaging(config, target, scenario, level, observer, server_group)
+                _account(result, before, topology)
             else:
-                observer.phase_started(f"{name} @ {level:,} connections", config.duration)
-                result = _run_async(
-                    run_phase(
-                        target,
-                        scenario,
-                        level,
-                        config.duration,
-                        ids,
-                        timeout=config.timeout,
-                        think_time=config.think_time,
-                        on_tick=observer.phase_tick,
-                        server_group=server_group,
-                    )
+                result = _users_phase(
+                    config, target, scenario, level, ids, observer, server_group, topology, name
                 )
             if profiler is not None:
                 result.extra["profile"] = profiler.finish()
             observer.phase_finished(result)
             results.append(result)
             time.sleep(PAUSE_BETWEEN_PHASES_S)
+            if yardstick is not None and name == BARE_SCENARIO:
+                bare = _users_phase(
+                    config, yardstick.target, scenario, level, ids, observer, yardstick.group,
+                    topology, "bare stack " + name,
+                )
+                bare = replace(bare, scenario=f"{name}-bare")
+                observer.phase_finished(bare)
+                results.append(bare)
+                time.sleep(PAUSE_BETWEEN_PHASES_S)
     return results
 
 
@@ -362,6 +426,67 @@ def _empty_handler_ceiling(
     return out
 
 
+CLOSED_LOOP_MAX_CONNECTIONS = 256
+"""Connections of the closed-loop run that finds the maximum rate the open-loop steps scale."""
+
+
+def _open_loop(
+    config: BenchConfig,
+    target: Target,
+    ids: list[str],
+    observer: RunObserver,
+    server_group: int | None,
+) -> dict[str, Any]:
+    """Closed-loop maximum of the 80/20 mix first, then the open-loop steps at fractions of it."""
+    closed = _users_phase(
+        config, target, SCENARIOS["mixed"], CLOSED_LOOP_MAX_CONNECTIONS, ids, observer,
+        server_group, None, "closed-loop maximum, mixed",
+    )
+    observer.phase_finished(closed)
+    time.sleep(PAUSE_BETWEEN_PHASES_S)
+    steps = []
+    for fraction in config.open_loop_fractions:
+        rate = max(1.0, closed.rps * fraction)
+        observer.note(
+            f"open loop: {rate:,.0f} req/s ({fraction:.0%} of {closed.rps:,.0f}) on "
+            f"{config.open_loop_connections:,} connections for {config.duration:.0f} s"
+        )
+        step = _run_async(
+            run_open_loop_step(
+                target.host, target.port, ids,
+                connections=config.open_loop_connections, rate=rate, duration=config.duration,
+                timeout=config.timeout, fraction=fraction,
+            )
+        )
+        observer.note(
+            f"  p50 {step.p50_ms:.1f} ms, p99 {step.p99_ms:.1f} ms, p99.9 {step.p999_ms:.1f} ms, "
+            f"success {step.success_pct:.2f} %"
+        )
+        steps.append(step.to_dict())
+        time.sleep(PAUSE_BETWEEN_PHASES_S)
+    return {
+        "closed_loop_max_rps": closed.rps,
+        "closed_loop_connections": CLOSED_LOOP_MAX_CONNECTIONS,
+        "connections": config.open_loop_connections,
+        "steps": steps,
+        "best_rate": best_rate(steps),
+    }
+
+
+def _start_yardstick(
+    config: BenchConfig, topology: Topology, stack: ExitStack, run_dir: Path, observer: RunObserver
+) -> Yardstick:
+    """The bare stack on its own port, with the API's granian setup and worker count."""
+    if topology.path is None:
+        raise BenchError("serving the bare stack needs a topology file")
+    port = free_port()
+    command = granian_command("messenger.bench.bare_app:create_app", port, config.workers, factory=True)
+    env = {"MESSENGER_TOPOLOGY": str(topology.path), "MESSENGER_WORKERS": str(config.workers)}
+    observer.note(f"starting the bare-stack yardstick on :{port}")
+    process = stack.enter_context(ServerProcess(command, port, run_dir / "bare-server.log", env=env))
+    return Yardstick(Target("127.0.0.1", port), process.pid)
+
+
 def _new_run_dir(root: Path, started: datetime) -> Path:
     """var/bench/<UTC timestamp>/, suffixed when two runs start in the same second."""
     root.mkdir(parents=True, exist_ok=True)
@@ -414,7 +539,15 @@ def run_benchmark(config: BenchConfig, observer: RunObserver | None = None) -> P
             ids = _sample_ids_from_shards(topology, config.sample_ids)
         if not ids:  # a fake server, or an empty cluster: read (or create) through the API
             ids = _run_async(_ids_from_api(target, config.sample_ids, config.timeout))
-        phases = _run_phases(config, target, ids, observer, server_group, run_dir)
+        yardstick = None
+        if config.bare and server is not None and config.server == "api" and topology is not None:
+            yardstick = _start_yardstick(config, topology, server, run_dir, observer)
+        phases = _run_phases(
+            config, target, ids, observer, server_group, run_dir, topology, yardstick
+        )
+        open_loop: dict[str, Any] | None = None
+        if config.open_loop and ids:
+            open_loop = _open_loop(config, target, ids, observer, server_group)
         if server is not None:
             server.close()  # stop our server before measuring the ceilings on the same cores
         measured: dict[str, Any] = {}
@@ -446,6 +579,7 @@ def run_benchmark(config: BenchConfig, observer: RunObserver | None = None) -> P
         "known_ids": len(ids),
         "phases": [p.to_dict() for p in phases],
         "ceilings": measured,
+        "open_loop": open_loop,
         "distribution": distribution,
     }
     observer.note(f"writing the report to {run_dir}")

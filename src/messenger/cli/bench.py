@@ -141,6 +141,15 @@ def bench_command(
         float, typer.Option(help="Mean pause between a user's iterations, seconds.")
     ] = 0.0,
     ceilings: Annotated[bool, typer.Option(help="Measure pgbench and empty handler.")] = True,
+    open_loop: Annotated[
+        bool, typer.Option(help="Open-loop steps of the 80/20 mix after the phases (10,000 conns).")
+    ] = False,
+    open_loop_connections: Annotated[
+        int, typer.Option(help="Connections open during the open-loop steps.")
+    ] = 10_000,
+    bare: Annotated[
+        bool, typer.Option(help="Run the read scenario on the bare-stack yardstick too.")
+    ] = True,
     ceiling_duration: Annotated[float, typer.Option(help="Seconds per ceiling run.")] = 10.0,
     out: Annotated[Path, typer.Option(help="Reports go to OUT/<timestamp>/.")] = Path("var/bench"),
     smoke: Annotated[bool, typer.Option(help="Short run of every part (under 2 minutes).")] = False,
@@ -167,6 +176,9 @@ def bench_command(
         "timeout": timeout,
         "think_time": think_time,
         "ceilings": ceilings,
+        "bare": bare,
+        "open_loop": open_loop,
+        "open_loop_connections": open_loop_connections,
         "profile": profile,
         "group_size": group_size,
     }

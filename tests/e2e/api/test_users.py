@@ -146,3 +146,22 @@ async def test_head_of_a_user_has_no_body(api: httpx.AsyncClient) -> None:
     user = await create(api)
     response = await api.head(f"{USERS_URL}/{user['id']}")
     assert response.status_code == 200 and response.content == b""
+
+
+async def test_get_by_id_is_counted_under_its_route_template(api: httpx.AsyncClient) -> None:
+    # GET by id is served past Starlette's router (api/app.py UserReadFastPath): its metrics
+    # must still carry the route template, not the raw path or "unmatched".
+    user = await create(api)
+    assert (await api.get(f"{USERS_URL}/{user['id']}")).status_code == 200
+    assert (await api.get(f"{USERS_URL}/{uuid.uuid4()}")).status_code == 404
+    text = (await api.get("/metrics")).text
+    assert 'http_requests_total{method="GET",route="/api/v1/users/{user_id}",status="200"}' in text
+    assert 'http_requests_total{method="GET",route="/api/v1/users/{user_id}",status="404"}' in text
+
+
+async def test_get_by_id_answers_the_consistency_token_like_any_read(api: httpx.AsyncClient) -> None:
+    response = await api.post(USERS_URL, json={"first_name": "Tok", "last_name": "En"})
+    token = response.headers["x-consistency-token"]
+    got = await api.get(response.headers["location"], headers={"X-Consistency-Token": token})
+    assert got.status_code == 200 and got.json()["id"] == response.json()["id"]
+    assert got.headers["content-type"] == "application/json"

@@ -116,3 +116,31 @@ def test_messaging_scenario_validates_every_response_and_samples_delivery(
     (target,) = [t for t in report["targets"] if t["target"].startswith("message send")]
     assert target["value"] == delivery["latency"]["p99_ms"]
     assert "## Message delivery" in (run_dir / "report.md").read_text()
+
+
+def test_read_runs_on_the_bare_yardstick_too_with_cost_per_request(cluster, tmp_path: Path) -> None:
+    config = smoke_config(
+        topology_path=cluster.topology_path,
+        server="api",
+        scenarios=("read",),
+        levels=(4,),
+        duration=1.5,
+        ceilings=False,
+        workers=1,
+        sample_ids=200,
+        out_root=tmp_path,
+    )
+    run_dir = run_benchmark(config)
+    report = json.loads((run_dir / "report.json").read_text())
+    ours, bare = report["phases"]
+    assert (ours["scenario"], bare["scenario"]) == ("read", "read-bare")
+    for phase in (ours, bare):
+        assert phase["ok"] > 0 and phase["success_pct"] == 100.0, phase["error_samples"]
+        extra = phase["extra"]
+        assert extra["server_cpu_us_per_request"] > 0
+        # Counted at the PgBouncers: every GET is at least one database round trip.
+        assert extra["db_round_trips_per_request"] >= 1.0
+    # Ours reads the freshness marker; the bare stack never talks to Redis.
+    assert ours["extra"]["redis_round_trips_per_request"] >= 1.0
+    assert bare["extra"]["redis_round_trips_per_request"] < 0.5
+    assert "Ours against the bare stack" in (run_dir / "report.md").read_text()

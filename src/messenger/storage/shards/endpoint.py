@@ -41,12 +41,14 @@ from messenger.metrics import Metrics
 from messenger.storage.shards.breaker import CircuitBreaker
 from messenger.storage.shards.capacity import Capacity, CapacityTimeout
 from messenger.storage.shards.pools import Role, pool_stats
+from messenger.storage.shards.statements import COMMIT_WITH_POSITION_SQL
 
 log = logging.getLogger(__name__)
 
 Rows = list[tuple[Any, ...]]
 Params = Sequence[Any] | Mapping[str, Any]
-AfterCommit = Callable[[AsyncConnection[Any]], Awaitable[None]]
+AfterCommit = Callable[[str], Awaitable[None]]
+"""Told the primary's WAL position (text) read in the commit's own round trip."""
 
 FAILURES = (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError, OSError)
 """Errors that mean the server (or PgBouncer in front of it) did not answer properly: they
@@ -255,7 +257,8 @@ class Endpoint:
         Same admission, deadline, statement timeout and breaker as single calls. Only getting
         a server (pool, PgBouncer, primary) can hang on a dead shard, so that part runs under
         the deadline; once BEGIN has answered, statement_timeout bounds the rest. After the
-        commit, `after_commit` runs on the same connection (read-your-writes markers).
+        commit, `after_commit` is told the WAL position read in the COMMIT's own round trip
+        (read-your-writes markers), one round trip fewer than a separate SELECT.
         """
         await self.admit(name=name)
         begin = asyncio.ensure_future(self._begin())
@@ -275,16 +278,20 @@ class Endpoint:
             raise
         committing = False
         try:
+            position = ""
             try:
                 yield conn
-                committing = True
-                await conn.commit()
+                committing = True  # from here on a failure may hide an applied COMMIT
+                if after_commit is None:
+                    await conn.commit()
+                else:
+                    position = await _commit_with_position(conn)
             except BaseException:
                 with suppress(Exception):
                     await conn.rollback()
                 raise
             if after_commit is not None:
-                await after_commit(conn)
+                await after_commit(position)
         except FAILURES as exc:
             self.record_failure(name, type(exc).__name__, exc)
             if committing:  # the COMMIT was sent: it may have been applied
@@ -325,6 +332,15 @@ class Endpoint:
         task = asyncio.ensure_future(give_back())
         self._abandoned.add(task)
         task.add_done_callback(self._abandoned.discard)
+
+
+async def _commit_with_position(conn: AsyncConnection[Any]) -> str:
+    """COMMIT and the primary's WAL position after it, in one round trip (as writes do)."""
+    cursor = await conn.execute(COMMIT_WITH_POSITION_SQL)
+    while cursor.description is None and cursor.nextset():
+        pass
+    row = await cursor.fetchone()
+    return str(row[0]) if row else ""
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -36,7 +36,7 @@ from messenger.storage.shards.freshness import FreshnessMarkers, FreshnessUnknow
 from messenger.storage.shards.health import ReplicaMonitor, ReplicaState
 from messenger.storage.shards.pools import Role, ShardPools
 from messenger.storage.shards.ring import HashRing
-from messenger.storage.shards.statements import PRIMARY_POSITION_SQL, SCHEMA_VERSION_SQL, Statements
+from messenger.storage.shards.statements import SCHEMA_VERSION_SQL, Statements
 from messenger.storage.shards.transactions import UNNAMED, Key, canonical_key
 from messenger.topology import Topology
 
@@ -155,10 +155,8 @@ class ShardRouter:
             yield conn
 
     def _marking(self, keys: list[str]) -> AfterCommit:
-        async def mark(conn: AsyncConnection[Any]) -> None:
-            cursor = await conn.execute(PRIMARY_POSITION_SQL)
-            row = await cursor.fetchone()
-            lsn = lsn_to_int(row[0])  # type: ignore[index]
+        async def mark(position: str) -> None:
+            lsn = lsn_to_int(position)
             for key in keys:
                 await self._freshness.mark(key, lsn)
 

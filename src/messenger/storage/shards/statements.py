@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Literal
 
 PRIMARY_POSITION_SQL = "SELECT pg_current_wal_lsn()::text"
+COMMIT_WITH_POSITION_SQL = f"COMMIT; {PRIMARY_POSITION_SQL}"
+"""Ends a multi-statement transaction and reads the position after its commit record."""
 REPLICA_POSITION_SQL = "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text"
 REPLAY_POSITION_SQL = "SELECT pg_last_wal_replay_lsn()::text"
 SCHEMA_VERSION_SQL = "SELECT version_num FROM alembic_version"
