@@ -17,7 +17,7 @@ from messenger.domain.errors import CommitUncertain, ShardBusy, ShardUnavailable
 from messenger.domain.ids import new_id
 from messenger.metrics import Metrics
 from messenger.settings import Settings
-from messenger.storage.shards import router as router_module
+from messenger.storage.shards import endpoint as endpoint_module
 from messenger.storage.shards.breaker import CircuitBreaker
 from messenger.storage.shards.freshness import FreshnessMarkers
 from messenger.storage.shards.pools import PoolSizing, ShardPools
@@ -268,8 +268,10 @@ async def test_a_failure_after_commit_says_the_commit_is_uncertain_and_one_befor
 ) -> None:
     user_id = new_id()
     shard = router.shard_for(str(user_id))
-    # The connection drops right after COMMIT, where the position is read.
-    monkeypatch.setattr(router_module, "PRIMARY_POSITION_SQL", "SELECT pg_terminate_backend(pg_backend_pid())")
+    # The connection drops right after COMMIT, where the position is read (same round trip).
+    monkeypatch.setattr(
+        endpoint_module, "COMMIT_WITH_POSITION_SQL", "COMMIT; SELECT pg_terminate_backend(pg_backend_pid())"
+    )
     with pytest.raises(CommitUncertain):
         async with router.transaction(shard, marks=[str(user_id)]) as conn:
             await conn.execute(INSERT_USER, (user_id, "After", "Commit"))
@@ -279,6 +281,9 @@ async def test_a_failure_after_commit_says_the_commit_is_uncertain_and_one_befor
     await wait_for_async(lambda: _primary_answers(router, shard), 10, "the breaker to let calls through")
     # Dropped before COMMIT: nothing was written, and the error says so by its type.
     other = new_id()
+    await wait_for_async(
+        lambda: _primary_answers(router, router.shard_for(str(other))), 10, "the other shard to answer"
+    )
     with pytest.raises(ShardUnavailable) as caught:
         async with router.transaction(router.shard_for(str(other))) as conn:
             await conn.execute(INSERT_USER, (other, "Before", "Commit"))
