@@ -111,6 +111,7 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
             ttl_ms=settings.freshness_ttl_ms,
             timeout_s=settings.redis_timeout_s,
             breaker=CircuitBreaker("redis", failure_threshold=1, reset_after=1.0),
+            metrics=metrics,
         )
         opened.push_async_callback(freshness.close)
         router = ShardRouter(settings.topology, pools, freshness, settings, metrics)

@@ -53,6 +53,11 @@ class Metrics:
             "db_pool_connections", "Pool connections by shard, role and state (summed over workers)",
             ["shard", "role", "state"], multiprocess_mode="livesum", registry=r,
         )
+        self.freshness_mark_failures = Counter(
+            "freshness_mark_failures_total",
+            "Read-your-writes markers Redis did not take (the key is read from the primary meanwhile)",
+            registry=r,
+        )
         self.replica_lag_seconds = Gauge(
             "db_replica_lag_seconds", "Replica replay lag as this worker's monitor sees it",
             ["shard"], multiprocess_mode="livemax", registry=r,

@@ -8,7 +8,12 @@ session delivers them in seq order with no gap and no repeat:
 - a frame after a gap (published out of order by two workers, or lost by pub/sub) is held
   while the missing ones are read from the conversation's log, then everything goes in order;
 - `resume` (a reconnecting client's last seq per conversation) replays the log after those
-  positions, holding live frames of those conversations until the replay has caught up.
+  positions, holding live frames of those conversations until the replay has caught up;
+- the first frame of a conversation the session has no position for (seq n) is held while the
+  log says what came before it: the events committed since the session started (seqs before n
+  that two workers published out of order, or pub/sub lost) go first, then n. Accepting n at
+  once would make a late n - 1 look "already delivered" and drop it. Events of transactions
+  begun before the session started are the client's to read (history, or its resume).
 
 Live frames that do not fit the queue mean a client that does not read: it is disconnected
 (memory stays bounded). Replayed frames wait for room instead, so a long replay is paced by the
@@ -25,8 +30,8 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Coroutine, Mapping
+from typing import Any, Protocol
 
 import msgspec
 
@@ -62,6 +67,10 @@ class EventLog(Protocol):
     async def after_many(
         self, user_id: uuid.UUID, positions: Mapping[uuid.UUID, int]
     ) -> dict[uuid.UUID, list[LoggedEvent]]: ...
+
+    async def before(
+        self, conversation_id: uuid.UUID, user_id: uuid.UUID, before_seq: int, since: float
+    ) -> tuple[int, list[LoggedEvent]] | None: ...
 
 
 class _Header(msgspec.Struct):
@@ -120,6 +129,8 @@ class Session:
         self._held: dict[uuid.UUID, list[tuple[int, bytes]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._typing_sent: dict[uuid.UUID, float] = {}
+        self._started = time.time()
+        """Wall clock, compared with the log's created_at (the database's clock, kept in sync)."""
         # Typing frames per socket, whatever the conversation, before any lookup: a client
         # sending random conversation ids must not cost a Redis GET and a query each.
         self._typing_rate = typing_per_s
@@ -253,21 +264,49 @@ class Session:
             heapq.heappush(held, (seq, frame))
             return
         last = self._delivered.get(conversation_id)
-        if last is None or seq == last + 1:
+        if last is None and seq > 1:
+            self._held[conversation_id] = [(seq, frame)]
+            self._background(conversation_id, self._first(conversation_id, seq))
+        elif last is None or seq == last + 1:
             self._delivered[conversation_id] = seq
             self._offer(frame)
             if _removes(frame, self.user_id):
                 self._forget(conversation_id)
         elif seq > last + 1:
             self._held[conversation_id] = [(seq, frame)]
-            task = asyncio.ensure_future(self._fill(conversation_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._background(conversation_id, self._catch_up(conversation_id, None))
         # else: delivered already (the replay had it, or the bus repeated it)
 
-    async def _fill(self, conversation_id: uuid.UUID) -> None:
+    def _background(self, conversation_id: uuid.UUID, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(self._fill(conversation_id, work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _first(self, conversation_id: uuid.UUID, seq: int) -> None:
+        """Find the position before the first frame seen of a conversation (seq `seq`): the
+        events before it committed since the session started go first. A replica that has not
+        replayed seq - 1 yet is asked again."""
+        for attempt in range(1, GAP_FILL_ATTEMPTS + 1):
+            found = await self._log.before(conversation_id, self.user_id, seq, self._started)
+            if found is None:  # not a member (any more): nothing before it to deliver
+                self._delivered[conversation_id] = seq - 1
+                await self._catch_up(conversation_id, [])
+                return
+            highest, events = found
+            if highest >= seq - 1:
+                self._delivered[conversation_id] = (events[0][0] if events else seq) - 1
+                await self._catch_up(conversation_id, events)
+                return
+            await asyncio.sleep(0.05 * attempt)
+        # The replica stays behind: start at this frame (what the session did before) rather
+        # than close a socket on every first frame while a replica lags.
+        log.info("no position before %s seq %d: starting there", conversation_id, seq)
+        self._delivered[conversation_id] = seq - 1
+        await self._catch_up(conversation_id, [])
+
+    async def _fill(self, conversation_id: uuid.UUID, work: Coroutine[Any, Any, None]) -> None:
         try:
-            await self._catch_up(conversation_id, None)
+            await work
         except asyncio.CancelledError:
             pass
         except SessionClosed:

@@ -67,6 +67,19 @@ LEFT JOIN LATERAL (
 ORDER BY r.conversation_id, e.seq
 """
 
+# What came before a live frame's seq: the highest seq the (replica's) log has below it, and
+# the events below it logged since a time (a new socket's start), newest page first.
+EVENTS_BEFORE = """
+SELECT e.seq, e.frame::text, e.created_at >= to_timestamp(%s)
+FROM conversation_members me
+LEFT JOIN LATERAL (
+    SELECT seq, frame, created_at FROM conversation_events
+    WHERE conversation_id = me.conversation_id AND seq < %s
+    ORDER BY seq DESC LIMIT %s
+) e ON true
+WHERE me.conversation_id = %s AND me.user_id = %s
+"""
+
 _encode = msgspec.json.Encoder().encode
 
 async def lock_for_member(
@@ -110,6 +123,21 @@ class ConversationLog:
         if not rows:
             return None
         return [(seq, frame.encode()) for seq, frame in rows if seq is not None]
+
+    async def before(
+        self, conversation_id: uuid.UUID, user_id: uuid.UUID, before_seq: int, since: float
+    ) -> tuple[int, list[LoggedEvent]] | None:
+        """The highest seq logged below `before_seq` (0 if none) and, in order, the events below
+        it logged at or after `since` (epoch seconds; at most a page); None if no member."""
+        rows = await self._router.read_key(
+            conversation_id, EVENTS_BEFORE,
+            (since, before_seq, self.page_size, conversation_id, user_id), name="conversation_events_before",
+        )
+        if not rows:
+            return None
+        highest = max((seq for seq, _, _ in rows if seq is not None), default=0)
+        recent = sorted((seq, frame.encode()) for seq, frame, new in rows if seq is not None and new)
+        return highest, recent
 
     async def after_many(
         self, user_id: uuid.UUID, positions: Mapping[uuid.UUID, int]

@@ -23,10 +23,12 @@ def frame(seq: int, conversation: uuid.UUID = CID) -> bytes:
 class FakeLog:
     page_size = 3
 
-    def __init__(self, last: int, members: set[uuid.UUID] = frozenset({ME})) -> None:  # type: ignore[assignment]
+    def __init__(self, last: int, members: set[uuid.UUID] = frozenset({ME}), committed_before_session: int | None = None) -> None:  # type: ignore[assignment]
         self.last = last
         self.members = members
         self.reads = 0
+        self.committed_before_session = committed_before_session
+        """Events up to this seq committed before the session started; None: every one before a live frame."""
 
     async def after(self, conversation_id: uuid.UUID, user_id: uuid.UUID, after_seq: int, limit: int | None = None):  # type: ignore[no-untyped-def]
         self.reads += 1
@@ -34,6 +36,13 @@ class FakeLog:
             return None
         top = min(self.last, after_seq + (limit or self.page_size))
         return [(s, frame(s)) for s in range(after_seq + 1, top + 1)]
+
+    async def before(self, conversation_id: uuid.UUID, user_id: uuid.UUID, before_seq: int, since: float):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        if user_id not in self.members:
+            return None
+        old = before_seq - 1 if self.committed_before_session is None else self.committed_before_session
+        return before_seq - 1, [(s, frame(s)) for s in range(old + 1, before_seq)]
 
     async def after_many(self, user_id: uuid.UUID, positions: Mapping[uuid.UUID, int]):  # type: ignore[no-untyped-def]
         return {c: await self.after(c, user_id, p) for c, p in positions.items() if user_id in self.members}
@@ -63,6 +72,17 @@ async def test_a_gap_is_filled_from_the_log_before_what_follows_it() -> None:
     session.live(frame(9))
     assert await drain(session, 9) == list(range(1, 10))
     assert log.reads >= 2  # pages of 3
+
+
+async def test_a_late_earlier_seq_is_delivered_before_the_first_frame_seen(  # item 12
+) -> None:
+    # Seqs 1-3 were committed before the socket connected; 4 and 5 after, published out of
+    # order by two workers: 5 is the first frame this session sees of the conversation.
+    session = Session(ME, FakeLog(last=5, committed_before_session=3))
+    session.live(frame(5))
+    await asyncio.sleep(0.01)
+    session.live(frame(4))
+    assert await drain(session, 2) == [4, 5]
 
 
 async def test_resume_replays_after_the_position_and_holds_live_frames_meanwhile() -> None:

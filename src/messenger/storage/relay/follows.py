@@ -32,9 +32,11 @@ SELECT f.id, f.created_at, u.first_name, u.last_name, f.followee_first_name, f.f
 FROM follows f JOIN users u ON u.id = f.follower_id
 WHERE f.follower_id = %(follower)s AND f.followee_id = %(followee)s
 """
-# The followee's row, share-locked: it cannot be deleted or renamed until this transaction
-# (and the forward-edge fix nested in it) has committed, so a rename's handler runs after it.
-LOCK_FOLLOWEE = "SELECT first_name, last_name FROM users WHERE id = %(followee)s FOR SHARE"
+# The followee's row, locked: it cannot be deleted or renamed until this transaction (and the
+# forward-edge fix nested in it) has committed, so a rename's handler runs after it. FOR NO KEY
+# UPDATE, not FOR SHARE: the transaction then updates the same row (followers_count), and two
+# relays holding a share lock each deadlocked on that UPDATE. This lock queues them instead.
+LOCK_FOLLOWEE = "SELECT first_name, last_name FROM users WHERE id = %(followee)s FOR NO KEY UPDATE"
 UPSERT_REVERSE_EDGE = """
 WITH put AS (
     INSERT INTO followers (followee_id, follower_id, id, follower_first_name, follower_last_name, created_at)

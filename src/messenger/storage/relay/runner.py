@@ -11,9 +11,14 @@ One relay design for the whole project (DESIGN.md, "Reads and writes"):
 - A handler applies its effect on a target shard in one transaction together with a row in
   that shard's `applied_events` ledger (`outbox.first_application`), so re-delivery after a crash
   or a retry never applies an effect twice.
-- A failure (a target shard down, a bug) is retried with exponential backoff; later events of
-  the same aggregate wait behind it so they never overtake it. After `max_attempts` the event is
-  parked as a dead letter for `messenger check` and /metrics.
+- A failure is retried with exponential backoff capped at a minute; later events of the same
+  aggregate wait behind it so they never overtake it, and other aggregates go on (the claim
+  skips blocked aggregates). An infrastructure failure (a shard down, partitioned, failing over
+  or overloaded: `TRANSIENT`) is retried for ever, however long the outage: a shard that is
+  down delays an effect, never loses it. Any other error is the event's own (a handler bug, a
+  payload it cannot apply) and repeats the same way every time, so after `max_attempts` the
+  event is parked as a dead letter: it still blocks its aggregate, `messenger check` lists it
+  and /metrics raises `outbox_dead_letters` (the alert); `messenger check --repair` requeues it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+
+from messenger.domain.errors import ShardBusy, ShardUnavailable
 from messenger.domain.events import OutboxEvent
 from messenger.storage.shards.router import ShardRouter
 from messenger.storage.shards.transactions import ShardTransactions
@@ -34,10 +42,21 @@ log = logging.getLogger(__name__)
 
 RELAY_LOCK_KEY = 7_146_918_423  # + shard index: one relay pass per source shard at a time
 
+# Only events that are due, of aggregates with nothing earlier backing off or dead: an event
+# that cannot be applied yet must not hold back other aggregates (DESIGN.md). Only the head of
+# an aggregate ever fails (later ones wait behind it in the pass), so "has a row not due or
+# dead" is exactly "blocked". Both sides use the partial indexes (outbox_pending, outbox_dead).
 CLAIM_BATCH = """
-SELECT id, aggregate, type, payload, attempts, next_attempt_at <= now() AS due
+WITH blocked AS (
+    SELECT aggregate FROM outbox
+    WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at > now()
+    UNION
+    SELECT aggregate FROM outbox WHERE dead_at IS NOT NULL AND delivered_at IS NULL
+)
+SELECT id, aggregate, type, payload, attempts
 FROM outbox
-WHERE delivered_at IS NULL AND dead_at IS NULL
+WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= now()
+  AND aggregate NOT IN (SELECT aggregate FROM blocked)
 ORDER BY id
 LIMIT %s
 FOR UPDATE SKIP LOCKED
@@ -48,7 +67,7 @@ UPDATE outbox
 SET attempts = attempts + 1,
     last_error = %s,
     next_attempt_at = now() + make_interval(secs => %s),
-    dead_at = CASE WHEN attempts + 1 >= %s THEN now() END
+    dead_at = CASE WHEN %s AND attempts + 1 >= %s THEN now() END
 WHERE id = %s
 """
 BACKLOG = """
@@ -98,9 +117,23 @@ class PassResult:
     skipped_shards: list[str] = field(default_factory=list)
 
 
+TRANSIENT: tuple[type[BaseException], ...] = (
+    ShardUnavailable, ShardBusy, TimeoutError, OSError, psycopg.OperationalError, psycopg.InterfaceError,
+)
+"""Failures of the infrastructure, not of the event: retried for ever, never a dead letter.
+psycopg's OperationalError covers lost connections, pool timeouts, statement timeouts,
+deadlocks and serialization failures (all of them succeed on a later try)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT)
+
+
 def backoff_seconds(attempts: int, base: float = 0.5, cap: float = 60.0) -> float:
-    """Delay before the next try after `attempts` failed ones: 0.5 s, 1 s, 2 s, … up to a minute."""
-    return min(cap, base * 2.0 ** max(0, attempts - 1))
+    """Delay before the next try after `attempts` failed ones: 0.5 s, 1 s, 2 s, … up to a minute.
+    The exponent is capped too: an event retried for a day has thousands of attempts, and
+    2.0 ** 1024 overflows."""
+    return min(cap, base * 2.0 ** min(max(0, attempts - 1), 32))
 
 
 async def read_backlog(router: ShardRouter, shard: int) -> Backlog:
@@ -198,9 +231,9 @@ class OutboxRelay:
             if not row or not row[0]:
                 return 0, 0  # another relay is on this shard right now
             cursor = await conn.execute(CLAIM_BATCH, (self.batch_size,))
-            blocked: set[str] = set()  # aggregates with an earlier event still pending
-            for event_id, aggregate, type_, payload, attempts, due in await cursor.fetchall():
-                if aggregate in blocked or not due:
+            blocked: set[str] = set()  # aggregates whose earlier event failed in this pass
+            for event_id, aggregate, type_, payload, attempts in await cursor.fetchall():
+                if aggregate in blocked:
                     blocked.add(aggregate)
                     continue
                 event = OutboxEvent(event_id, aggregate, type_, payload, attempts)
@@ -211,9 +244,9 @@ class OutboxRelay:
                     blocked.add(aggregate)
                     reason = f"{type(exc).__name__}: {exc}"[:500]
                     log.info("relay: %s %s failed (attempt %d): %s", type_, event_id, attempts + 1, reason)
-                    await conn.execute(
-                        MARK_FAILED, (reason, backoff_seconds(attempts + 1), self.max_attempts, event_id)
-                    )
+                    await conn.execute(MARK_FAILED, (
+                        reason, backoff_seconds(attempts + 1), not is_transient(exc), self.max_attempts, event_id,
+                    ))
                     continue
                 delivered.append(event_id)
             if delivered:

@@ -51,11 +51,28 @@ AfterCommit = Callable[[str], Awaitable[None]]
 """Told the primary's WAL position (text) read in the commit's own round trip."""
 
 FAILURES = (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError, OSError)
-"""Errors that mean the server (or PgBouncer in front of it) did not answer properly: they
-count against the breaker and become ShardUnavailable. Anything else is a bug or a constraint
-violation and propagates as is."""
+"""Errors that become ShardUnavailable. Those that mean the server (or PgBouncer in front of
+it) did not answer properly also count against the breaker (`is_connection_failure`); anything
+else is a bug or a constraint violation and propagates as is."""
+
+CONNECTION_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "58")
+"""SQLSTATE prefixes of a server that cannot serve: connection exceptions, insufficient
+resources (too many connections), shutting down or starting up, system errors. Statement
+timeouts (57014), deadlocks and serialization failures (40), lock timeouts (55P03) are the
+statement's: a user who deletes an account with many followers, or two relays racing, must not
+open the breaker of a shard that is answering fine."""
+
+
+def is_connection_failure(exc: BaseException) -> bool:
+    """Whether `exc` says the server did not answer properly (and so counts on the breaker)."""
+    if isinstance(exc, psycopg.Error) and not isinstance(exc, psycopg.InterfaceError):
+        sqlstate = exc.sqlstate
+        return sqlstate is None or sqlstate.startswith(CONNECTION_SQLSTATES)  # None: client side
+    return isinstance(exc, FAILURES)
 
 CIRCUIT_OPEN = "circuit open after recent failures"
+TRANSACTION_DEADLINE_FACTOR = 4
+"""A transaction (BEGIN answered) may take this many call deadlines, commit included."""
 
 
 class Endpoint:
@@ -161,7 +178,7 @@ class Endpoint:
                 raise TimeoutError
             sets = work.result()
         except FAILURES as exc:
-            self.record_failure(name, "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__, exc)
+            self.record_outcome(name, "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__, exc)
             raise ShardUnavailable(self.shard_name, self.role, failure_reason(exc)) from None
         except BaseException:
             # Not the server's fault (a bug, a constraint, a cancelled request): the server
@@ -196,6 +213,16 @@ class Endpoint:
                 if conn.broken:  # the socket died: its idle siblings probably did too
                     self.check_pool()
                 raise
+
+    def record_outcome(self, name: str, kind: str, exc: BaseException) -> None:
+        """A call that failed: on the breaker if the connection failed, else only counted (the
+        server answered: it is up)."""
+        if is_connection_failure(exc):
+            self.record_failure(name, kind, exc)
+            return
+        self._count_error(name, kind)
+        self.breaker.record_success()
+        log.info("%s on %s failed (%s): %s", name, self.label, kind, failure_reason(exc))
 
     def record_failure(self, name: str, kind: str, exc: BaseException | None = None) -> None:
         """Record a server-side failure; if it opened the breaker, fail the calls queued for
@@ -255,9 +282,12 @@ class Endpoint:
         """A transaction of several statements on this server.
 
         Same admission, deadline, statement timeout and breaker as single calls. Only getting
-        a server (pool, PgBouncer, primary) can hang on a dead shard, so that part runs under
-        the deadline; once BEGIN has answered, statement_timeout bounds the rest. After the
-        commit, `after_commit` is told the WAL position read in the COMMIT's own round trip
+        a server (pool, PgBouncer, primary) runs under the call deadline; once BEGIN has
+        answered, the body's statements and the commit run under TRANSACTION_DEADLINE_FACTOR
+        deadlines (a partition after BEGIN never answers, and statement_timeout is the
+        server's, which a partition does not reach), and libpq's tcp_user_timeout and
+        keepalives break the socket itself (pools.NETWORK_DEADLINES). After the commit,
+        `after_commit` is told the WAL position read in the COMMIT's own round trip
         (read-your-writes markers), one round trip fewer than a separate SELECT.
         """
         await self.admit(name=name)
@@ -276,24 +306,33 @@ class Endpoint:
         except BaseException:  # our caller went away: the BEGIN may still bring a connection
             begin.add_done_callback(self._give_back)
             raise
+        # Every statement of the body and the commit run under one client-side deadline (a
+        # transaction's statements are a few, each bounded by statement_timeout on the server);
+        # past it the connection's state is unknown, so it is closed, not rolled back and reused.
+        deadline = asyncio.timeout(self.timeout * TRANSACTION_DEADLINE_FACTOR)
         committing = False
         try:
             position = ""
             try:
-                yield conn
-                committing = True  # from here on a failure may hide an applied COMMIT
-                if after_commit is None:
-                    await conn.commit()
-                else:
-                    position = await _commit_with_position(conn)
+                async with deadline:
+                    yield conn
+                    committing = True  # from here on a failure may hide an applied COMMIT
+                    if after_commit is None:
+                        await conn.commit()
+                    else:
+                        position = await _commit_with_position(conn)
             except BaseException:
-                with suppress(Exception):
-                    await conn.rollback()
+                if deadline.expired():
+                    with suppress(Exception):
+                        await conn.close()
+                else:
+                    with suppress(Exception):
+                        await conn.rollback()
                 raise
             if after_commit is not None:
                 await after_commit(position)
         except FAILURES as exc:
-            self.record_failure(name, type(exc).__name__, exc)
+            self.record_outcome(name, type(exc).__name__, exc)
             if committing:  # the COMMIT was sent: it may have been applied
                 raise CommitUncertain(self.shard_name, failure_reason(exc)) from None
             raise ShardUnavailable(self.shard_name, self.role, failure_reason(exc)) from None

@@ -3,19 +3,31 @@ Redis under the written key for a few seconds. Any worker process serving a read
 then knows how far the shard's replica must have replayed before it may answer.
 
 Redis being down must never produce a stale read, so a marker that cannot be read is reported
-as unknown and the caller reads from the primary.
+as unknown and the caller reads from the primary. Nor may a marker that could not be *stored*
+(one slow call, the breaker open) be skipped silently: the key goes into this worker's
+"unmarked writes" for the marker's TTL, so this worker's reads of it go to the primary, and a
+background task stores it as soon as Redis answers again (set-if-higher makes a late store
+harmless), so other workers see it too. Failures are counted in
+freshness_mark_failures_total. Past `MAX_UNMARKED` keys (a long Redis outage under load), the
+worker stops remembering keys and reads every key from the primary until the TTL has passed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Callable
 
+from messenger.metrics import Metrics
 from messenger.storage.redis.resp import RedisUnavailable, RespClient
 from messenger.storage.shards.breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "ryw:"
+MAX_UNMARKED = 10_000
+RETRY_INTERVAL_S = 0.2
 
 # Keep the highest position: two writes of one key racing from two workers must not let the
 # older position overwrite the newer one. Positions are fixed-width hex, so they compare as text.
@@ -45,16 +57,36 @@ def int_to_lsn(value: int) -> str:
 
 
 class FreshnessMarkers:
-    def __init__(self, url: str, *, ttl_ms: int, timeout_s: float, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self, url: str, *, ttl_ms: int, timeout_s: float, breaker: CircuitBreaker,
+        metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = RespClient(url, timeout=timeout_s)
         self._ttl_ms = str(ttl_ms)
+        self._ttl_s = ttl_ms / 1000
         self._breaker = breaker
+        self._metrics = metrics
+        self._clock = clock
+        self._unmarked: dict[str, tuple[int, float]] = {}
+        """key -> (position, until when): writes whose marker Redis did not take."""
+        self._all_unknown_until = 0.0
+        self._retrying: asyncio.Task[None] | None = None
+        self.mark_failures = 0
 
     async def close(self) -> None:
+        if self._retrying is not None:
+            self._retrying.cancel()
         await self._client.close()
 
     async def mark(self, key: str, lsn: int) -> bool:
-        """Record that `key` was written at `lsn`; False if Redis could not take it."""
+        """Record that `key` was written at `lsn`; False if Redis could not take it now (the
+        key is then read from the primary here until the marker is stored or its TTL passed)."""
+        if await self._store(key, lsn):
+            return True
+        self._remember(key, lsn)
+        return False
+
+    async def _store(self, key: str, lsn: int) -> bool:
         if not self._breaker.allow():
             return False
         try:
@@ -68,9 +100,53 @@ class FreshnessMarkers:
         self._breaker.record_success()
         return True
 
+    def _remember(self, key: str, lsn: int) -> None:
+        self.mark_failures += 1
+        if self._metrics is not None:
+            self._metrics.freshness_mark_failures.inc()
+        now = self._clock()
+        if len(self._unmarked) >= MAX_UNMARKED:
+            self._unmarked.clear()
+            self._all_unknown_until = now + self._ttl_s
+            return
+        previous = self._unmarked.get(key)
+        self._unmarked[key] = (max(lsn, previous[0]) if previous else lsn, now + self._ttl_s)
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.get_running_loop().create_task(self._retry_until_stored())
+
+    async def _retry_until_stored(self) -> None:
+        while self._unmarked:
+            await asyncio.sleep(RETRY_INTERVAL_S)
+            await self.retry_unmarked()
+
+    async def retry_unmarked(self) -> None:
+        """Store the markers Redis did not take (and forget those whose TTL has passed)."""
+        for key, (lsn, until) in list(self._unmarked.items()):
+            if self._clock() >= until:
+                self._unmarked.pop(key, None)
+            elif await self._store(key, lsn):
+                if self._unmarked.get(key, (None,))[0] == lsn:
+                    del self._unmarked[key]
+            else:
+                return  # Redis is still away: try again later
+
+    def _unknown_here(self, key: str) -> bool:
+        now = self._clock()
+        if now < self._all_unknown_until:
+            return True
+        entry = self._unmarked.get(key)
+        if entry is None:
+            return False
+        if now >= entry[1]:
+            del self._unmarked[key]
+            return False
+        return True
+
     async def get(self, key: str) -> int | None:
         """The WAL position the key was last written at, if recently; raise FreshnessUnknown
-        when Redis cannot answer."""
+        when Redis cannot answer, or when this worker wrote the key and could not mark it."""
+        if self._unknown_here(key):
+            raise FreshnessUnknown("a recent write of this key is not marked")
         if not self._breaker.allow():
             raise FreshnessUnknown("redis circuit open")
         try:
@@ -90,3 +166,4 @@ class FreshnessMarkers:
     async def forget(self, key: str) -> None:
         """Drop a key's marker (tests and tools: as if its TTL had run out)."""
         await self._client.command("DEL", KEY_PREFIX + key)
+

@@ -24,6 +24,14 @@ CONNECT_TIMEOUT_S = 2
 """libpq's connect_timeout (whole seconds, 2 at least); calls are bounded tighter by the router."""
 
 
+NETWORK_DEADLINES: dict[str, int] = {
+    "keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1, "keepalives_count": 3,
+    "tcp_user_timeout": 5000,
+}
+"""libpq socket options: on a partition (packets dropped, no RST) a connection fails after
+~5 s of unacknowledged data or silent keepalives instead of TCP's minutes-to-hours."""
+
+
 @dataclass(frozen=True, slots=True)
 class PoolSizing:
     min_size: int
@@ -52,6 +60,7 @@ class ShardPools:
                         "cursor_factory": AsyncClientCursor,
                         "connect_timeout": CONNECT_TIMEOUT_S,
                         "application_name": app_name,
+                        **NETWORK_DEADLINES,
                     },
                     connection_class=AsyncConnection,
                     reconnect_timeout=3600.0,

@@ -9,6 +9,7 @@ from typing import Any
 from psycopg import AsyncClientCursor, AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from messenger.storage.shards.pools import NETWORK_DEADLINES
 from messenger.storage.shards.ring import HashRing
 from messenger.storage.shards.transactions import UNNAMED, Key, canonical_key
 from messenger.topology import Topology
@@ -38,6 +39,7 @@ class PrimaryPools:
                     "prepare_threshold": None,
                     "connect_timeout": CONNECT_TIMEOUT_S,
                     "cursor_factory": AsyncClientCursor,
+                    **NETWORK_DEADLINES,
                 },
                 name=f"{s.name}-primary",
             )

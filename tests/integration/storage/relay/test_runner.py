@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from messenger.cluster.local import LocalCluster
+from messenger.domain.errors import ShardUnavailable
 from messenger.domain.events import OutboxEvent
 from messenger.storage.migrator import migrate
 from messenger.storage.outbox import append_event, first_application
@@ -157,3 +158,53 @@ async def test_an_unknown_event_type_is_retried_not_dropped(pools: PrimaryPools)
     result = await relay.run_once()
     assert result.failed == 1
     assert sum(b.pending for b in await relay.backlog()) == 1
+
+
+def _reset_backoff(topology: Topology) -> None:
+    for shard in topology.shards:
+        with psycopg.connect(shard.primary_dsn, autocommit=True) as conn:
+            conn.execute("UPDATE outbox SET next_attempt_at = now() WHERE delivered_at IS NULL")
+
+
+async def test_more_than_a_batch_of_failing_events_does_not_hold_back_healthy_ones(
+    pools: PrimaryPools, relay_topology: Topology
+) -> None:
+    failing = [(f"agg:bad{i}", {"key": "k", "seq": i, "fail": True}) for i in range(25)]
+    healthy = [(f"agg:ok{i}", {"key": str(uuid.uuid4()), "seq": i}) for i in range(3)]
+    await _emit(pools, 0, failing + healthy)
+    relay = OutboxRelay(pools, {"probe": record_probe}, batch_size=10)
+    for _ in range(4):  # the failing ones back off; the claim must reach past them
+        await relay.run_once()
+    assert sorted(_probes(relay_topology)) == sorted((a, p["seq"]) for a, p in healthy)
+
+
+async def test_a_dead_letter_keeps_blocking_its_aggregate(pools: PrimaryPools, relay_topology: Topology) -> None:
+    await _emit(pools, 1, [("agg:bad", {"key": "k", "seq": 1, "fail": True}),
+                           ("agg:bad", {"key": str(uuid.uuid4()), "seq": 2}),
+                           ("agg:other", {"key": str(uuid.uuid4()), "seq": 1})])
+    relay = OutboxRelay(pools, {"probe": record_probe}, max_attempts=1)
+    for _ in range(3):
+        await relay.run_once()
+        _reset_backoff(relay_topology)
+    backlog = {b.shard: b for b in await relay.backlog()}
+    assert backlog["shard_1"].dead == 1
+    assert _probes(relay_topology) == [("agg:other", 1)], "seq 2 must not overtake its dead seq 1"
+
+
+async def test_infrastructure_errors_are_retried_for_ever(pools: PrimaryPools, relay_topology: Topology) -> None:
+    async def unreachable(event: OutboxEvent, shards: ShardTransactions) -> None:
+        raise ShardUnavailable("shard_2", "primary", "timed out")
+
+    await _emit(pools, 0, [("agg:outage", {"key": "k", "seq": 1})])
+    relay = OutboxRelay(pools, {"probe": unreachable}, max_attempts=2)
+    for _ in range(5):
+        await relay.run_once()
+        _reset_backoff(relay_topology)
+    backlog = {b.shard: b for b in await relay.backlog()}
+    assert backlog["shard_0"].dead == 0 and backlog["shard_0"].pending == 1
+    with psycopg.connect(relay_topology.shards[0].primary_dsn) as conn:
+        row = conn.execute("SELECT attempts FROM outbox").fetchone()
+    assert row == (5,)
+    relay.handlers["probe"] = record_probe  # the shard is back
+    await relay.drain()
+    assert len(_probes(relay_topology)) == 1

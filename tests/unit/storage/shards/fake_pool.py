@@ -41,12 +41,27 @@ class FakeCursor:
 
 class FakeConnection:
     broken = False
+    closed = False
 
     def __init__(self, pool: FakePool) -> None:
         self._pool = pool
 
     def cursor(self) -> FakeCursor:
         return FakeCursor(self._pool)
+
+    async def execute(self, sql: str, params: Any = None) -> FakeCursor:
+        cursor = FakeCursor(self._pool)
+        await cursor.execute(sql, params)
+        return cursor
+
+    async def commit(self) -> None:
+        await self.execute("COMMIT")
+
+    async def rollback(self) -> None:
+        await self.execute("ROLLBACK")
+
+    async def close(self) -> None:
+        self.closed = True
 
 
 class FakePool:
@@ -55,10 +70,17 @@ class FakePool:
         self.answer = answer
         self.executed: list[tuple[str, Any]] = []
         self.checks = 0
+        self.returned: list[FakeConnection] = []
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[FakeConnection]:
         yield FakeConnection(self)
+
+    async def getconn(self) -> FakeConnection:
+        return FakeConnection(self)
+
+    async def putconn(self, conn: FakeConnection) -> None:
+        self.returned.append(conn)
 
     async def check(self) -> None:
         self.checks += 1

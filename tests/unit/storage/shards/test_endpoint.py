@@ -12,6 +12,9 @@ from messenger.domain.errors import ShardBusy, ShardUnavailable
 from messenger.metrics import Metrics
 from messenger.storage.shards.breaker import CircuitBreaker
 from messenger.storage.shards.endpoint import CIRCUIT_OPEN, Endpoint
+from messenger.storage.shards.pools import PoolSizing, ShardPools
+from messenger.storage.shards.primaries import PrimaryPools
+from messenger.topology import ShardConfig, Topology
 from tests.unit.storage.shards.fake_pool import Answer, FakePool, Rows, one_row
 
 
@@ -133,3 +136,55 @@ async def test_an_error_that_is_not_the_servers_propagates_and_leaves_the_breake
     with pytest.raises(psycopg.errors.UniqueViolation):
         await endpoint.execute("INSERT ...", (), name="add_user")
     assert not endpoint.tripped and endpoint.capacity.in_use == 0
+
+
+@pytest.mark.parametrize("error", [
+    psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
+    psycopg.errors.DeadlockDetected("deadlock detected"),
+    psycopg.errors.SerializationFailure("could not serialize access"),
+    psycopg.errors.LockNotAvailable("could not obtain lock"),
+])
+async def test_errors_of_the_statement_not_the_connection_leave_the_breaker_closed(error: Exception) -> None:  # item 11
+    async def fails(sql: str, params: Any) -> list[Rows]:
+        raise error
+
+    endpoint, pool, _ = make_endpoint(fails, failures=1)
+    for _ in range(3):
+        with pytest.raises(ShardUnavailable):
+            await endpoint.execute("DELETE FROM users WHERE id = %s", (1,), name="delete_user")
+    assert not endpoint.tripped and len(pool.executed) == 3
+
+
+async def test_a_server_shutting_down_counts_on_the_breaker() -> None:
+    async def shutting_down(sql: str, params: Any) -> list[Rows]:
+        raise psycopg.errors.AdminShutdown("terminating connection due to administrator command")
+
+    endpoint, _, _ = make_endpoint(shutting_down, failures=1)
+    with pytest.raises(ShardUnavailable):
+        await endpoint.execute("SELECT 1", (), name="get_user")
+    assert endpoint.tripped
+
+
+async def test_a_statement_inside_a_transaction_that_never_answers_fails_within_the_deadline() -> None:  # item 10
+    # A partition after BEGIN (packets dropped, no RST): the call must not wait for TCP.
+    async def hangs_after_begin(sql: str, params: Any) -> list[Rows]:
+        if sql != "BEGIN":
+            await asyncio.Event().wait()
+        return []
+
+    endpoint, pool, _ = make_endpoint(hangs_after_begin, timeout=0.05)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ShardUnavailable):
+        async with endpoint.transaction(name="send_message") as conn:
+            await conn.execute("INSERT INTO messages VALUES (1)")
+    assert asyncio.get_running_loop().time() - started < 2
+    assert endpoint.capacity.in_use == 0
+    assert pool.returned and pool.returned[0].closed  # its state is unknown: not reused
+
+
+def test_every_pool_connection_has_tcp_deadlines() -> None:  # item 10
+    topology = Topology(epoch=1, shards=(ShardConfig(0, "shard_0", "rw", "ro", "rw", "ro"),), redis_url="redis://unused")
+    pools = [ShardPools(topology.shards, PoolSizing(0, 2, 1.0), app_name="t").get(0, "primary"),
+             PrimaryPools(topology)._pools[0]]
+    for pool in pools:
+        assert pool.kwargs["keepalives"] == 1 and pool.kwargs["tcp_user_timeout"] > 0
