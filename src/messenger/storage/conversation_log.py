@@ -17,7 +17,7 @@ import msgspec
 from psycopg import AsyncConnection
 
 from messenger.domain.conversation_events import Frame
-from messenger.domain.conversations import Conversation, LockedConversation, LoggedEvent
+from messenger.domain.conversations import Conversation, LockedConversation, LoggedEvent, Message
 from messenger.storage.shards.router import ShardRouter
 
 CONVERSATION_COLUMNS = (
@@ -80,6 +80,17 @@ LEFT JOIN LATERAL (
 WHERE me.conversation_id = %s AND me.user_id = %s
 """
 
+# An edit or a deletion rewrites the message in the frames logged before it, so the log never
+# serves text the sender edited away or deleted (to anyone: members added later replay the same
+# log). The frames stay, with their types and seqs: the history of changes is kept, not the text.
+REWRITE_MESSAGE_FRAMES = """
+UPDATE conversation_events
+SET frame = jsonb_set(frame::jsonb, '{message}', %(message)s::jsonb)::json
+WHERE conversation_id = %(conversation_id)s AND seq >= %(created_seq)s
+  AND type IN ('message.created', 'message.edited')
+  AND frame->'message'->>'id' = %(message_id)s
+"""
+
 _encode = msgspec.json.Encoder().encode
 
 async def lock_for_member(
@@ -103,6 +114,15 @@ async def append_frame(conn: AsyncConnection[Any], frame: Frame) -> bytes:
         "frame": encoded.decode(),
     })
     return encoded
+
+
+async def rewrite_message_frames(conn: AsyncConnection[Any], message: Message) -> None:
+    """Make the frames logged for `message` so far show it as it is now (the caller holds the
+    conversation's lock; frames from its creation on are scanned, by the log's primary key)."""
+    await conn.execute(REWRITE_MESSAGE_FRAMES, {
+        "message": _encode(message).decode(), "conversation_id": message.conversation_id,
+        "created_seq": message.seq, "message_id": str(message.id),
+    })
 
 
 class ConversationLog:

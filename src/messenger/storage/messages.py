@@ -41,6 +41,7 @@ from messenger.storage.conversation_log import (
     LOCK_CONVERSATION,
     append_frame,
     lock_for_member,
+    rewrite_message_frames,
 )
 from messenger.storage.inbox import InboxUpdate, append_inbox_update, append_read
 from messenger.storage.shards.router import ShardRouter
@@ -198,6 +199,7 @@ class MessageStore:
             edited_at = datetime.now(UTC)
             await conn.execute(EDIT_MESSAGE, (body, edited_at, conversation_id, message_id))
             message = replace(current, body=body, edited_at=edited_at)
+            await rewrite_message_frames(conn, message)
             frame = await append_frame(conn, message_frame(MESSAGE_EDITED, message, locked.next_seq))
             await append_inbox_update(
                 conn, _preview_update(locked.conversation, locked.members, message, locked.next_seq),
@@ -220,6 +222,7 @@ class MessageStore:
             deleted_at = datetime.now(UTC)
             await conn.execute(TOMBSTONE_MESSAGE, (deleted_at, conversation_id, message_id))
             message = replace(current, body=None, deleted_at=deleted_at)
+            await rewrite_message_frames(conn, message)
             frame = await append_frame(conn, message_frame(MESSAGE_DELETED, message, locked.next_seq))
             await append_inbox_update(
                 conn, _preview_update(locked.conversation, locked.members, message, locked.next_seq),

@@ -261,6 +261,31 @@ async def test_the_event_log_lists_every_change_in_seq_order(http: httpx.AsyncCl
     assert [e["seq"] for e in later["items"]] == [3, 4]
 
 
+async def test_the_event_log_serves_a_message_as_it_is_now_not_its_edited_away_or_deleted_text(
+    http: httpx.AsyncClient, tokens: TokenSigner
+) -> None:
+    a, b, later = await new_users(http, tokens, 3)
+    cid = (await create_group(http, a, [b]))["conversation"]["id"]
+    url = f"{CONVERSATIONS}/{cid}/messages"
+    kept = await send(http, b, cid, "still here")
+    edited = await send(http, b, cid, "my password is hunter2")
+    assert (await http.patch(f"{url}/{edited['id']}", json={"body": "oops"}, headers=b.headers)).status_code == 200
+    deleted = await send(http, b, cid, "secret plans")
+    await http.patch(f"{url}/{deleted['id']}", json={"body": "secret plans v2"}, headers=b.headers)
+    assert (await http.delete(f"{url}/{deleted['id']}", headers=b.headers)).status_code == 204
+    # A member added afterwards replays the log from the start, like every member.
+    added = await http.post(f"{CONVERSATIONS}/{cid}/members", json={"user_ids": [str(later.id)]}, headers=a.headers)
+    assert added.status_code in (200, 201), added.text
+    for reader in (a, later):
+        events = (await http.get(f"{CONVERSATIONS}/{cid}/events", headers=reader.headers)).json()["items"]
+        text = str(events)
+        assert "hunter2" not in text and "secret plans" not in text
+        bodies = {e["message"]["id"]: e["message"]["body"] for e in events if "message" in e}
+        assert bodies == {kept["id"]: "still here", edited["id"]: "oops", deleted["id"]: None}
+        types = [e["type"] for e in events if e.get("message", {}).get("id") == deleted["id"]]
+        assert types == ["message.created", "message.edited", "message.deleted"]  # the history stays
+
+
 async def test_sending_too_fast_is_a_429_with_retry_after_and_writes_nothing(
     settings: Settings, tokens: TokenSigner, topology: Topology, ring: HashRing
 ) -> None:
