@@ -23,7 +23,8 @@ from messenger.storage.users import UserStore
 class ServerCheck:
     up: bool
     error: str | None = None
-    """Why it is down: the shard error's message, else the exception's type name."""
+    """Why it is down, as a fixed code ("unreachable", "timeout", "error"): never the driver's
+    text, which can name hosts, ports, users and server messages."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +110,8 @@ class OpsService:
         return ShardReadiness(
             shard=router.shard_name(shard),
             index=shard,
-            primary=_server_check(primary),
-            replica=_server_check(replica),
+            primary=server_check(primary),
+            replica=server_check(replica),
             schema_version=version,
             schema_ok=version is not None and (expected is None or version == expected),
         )
@@ -165,8 +166,12 @@ class OpsService:
             metrics.child(metrics.outbox_dead, name).set(result.dead)
 
 
-def _server_check(outcome: object) -> ServerCheck:
+def server_check(outcome: object) -> ServerCheck:
+    """A server's answer, or the exception instead of it, as a check with a fixed reason."""
     if not isinstance(outcome, BaseException):
         return ServerCheck(True)
-    reason = outcome.message if isinstance(outcome, ShardUnavailable) else type(outcome).__name__
-    return ServerCheck(False, reason)
+    if isinstance(outcome, TimeoutError):
+        return ServerCheck(False, "timeout")
+    if isinstance(outcome, ShardUnavailable):
+        return ServerCheck(False, "unreachable")
+    return ServerCheck(False, "error")
