@@ -26,6 +26,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import cast
 
 from redis.asyncio import Redis
@@ -57,6 +58,7 @@ from messenger.storage.inbox import InboxStore
 from messenger.storage.messages import MessageStore
 from messenger.storage.redis.rate_limits import Backoff, ConcurrencyLimit, FixedWindow, TokenBucket
 from messenger.storage.redis.revocations import RevocationStore
+from messenger.storage.retention import Retention
 from messenger.storage.schema import check_migrations
 from messenger.storage.shards.breaker import CircuitBreaker
 from messenger.storage.shards.freshness import FreshnessMarkers
@@ -124,7 +126,7 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
         opened.push_async_callback(redis.aclose)
         passwords = Passwords()
         opened.callback(passwords.close)
-        background = BackgroundWork(router) if settings.run_background else None
+        background = BackgroundWork(router, retention=retention(settings)) if settings.run_background else None
         if background is not None:
             opened.push_async_callback(background.stop)
         conversation_log = ConversationLog(router)
@@ -232,6 +234,15 @@ def create_app_from_env() -> Starlette:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(message)s")
     logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
     return create_app(Settings.from_env())
+
+
+def retention(settings: Settings) -> Retention:
+    """How long the background pruner keeps each prunable kind of row."""
+    return Retention(
+        delivered_outbox=timedelta(seconds=settings.delivered_outbox_retention_s),
+        applied_events=timedelta(seconds=settings.applied_events_retention_s),
+        refresh_tokens=timedelta(seconds=settings.refresh_token_retention_s),
+    )
 
 
 async def run_background(topology: Topology) -> None:

@@ -153,6 +153,13 @@ class Settings:
     ws_resume_wait_s: float = 10.0
     """How long events wait for the resume a client announced (`?resume=1`) before flowing anyway."""
 
+    # Retention of rows kept only for a while (the background pruner).
+    delivered_outbox_retention_s: float = 86400.0
+    applied_events_retention_s: float = 7 * 86400.0
+    """Must outlive any redelivery window (an event is redelivered only while undelivered)."""
+    refresh_token_retention_s: float = 86400.0
+    """After a token's expiry or use."""
+
     # Operators.
     ops_token: str = field(default="", repr=False)
     """The bearer token of the operator's endpoints (the /cluster page's data). Empty: those
@@ -214,6 +221,9 @@ class Settings:
             member_limit=int(_env("MEMBER_LIMIT", "1000")),
             ws_heartbeat_s=float(_env("WS_HEARTBEAT", "25")),
             ws_queue_limit=int(_env("WS_QUEUE_LIMIT", "256")),
+            delivered_outbox_retention_s=float(_env("DELIVERED_OUTBOX_RETENTION", "86400")),
+            applied_events_retention_s=float(_env("APPLIED_EVENTS_RETENTION", str(7 * 86400))),
+            refresh_token_retention_s=float(_env("REFRESH_TOKEN_RETENTION", "86400")),
             ops_token=_env("OPS_TOKEN", "").strip(),
         )
 

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import stat
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from messenger.bootstrap import retention
 from messenger.cluster.pgbouncer import DEFAULT_POOL_SIZE
 from messenger.settings import (
     SECRETS_FILE_NAME,
@@ -139,3 +141,15 @@ def test_ops_token_is_off_unless_configured(topology_file: Path, monkeypatch: py
     monkeypatch.setenv("MESSENGER_OPS_TOKEN", " t0ken \n")
     settings = Settings.from_env(topology_file)
     assert settings.ops_token == "t0ken" and "t0ken" not in repr(settings)
+
+
+def test_retention_defaults_keep_the_ledger_a_week_and_the_rest_a_day(
+    topology_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _with_keys(monkeypatch)
+    kept = retention(Settings.from_env(topology_file, workers=2))
+    assert (kept.delivered_outbox, kept.applied_events, kept.refresh_tokens) == (
+        timedelta(days=1), timedelta(days=7), timedelta(days=1),
+    )
+    monkeypatch.setenv("MESSENGER_APPLIED_EVENTS_RETENTION", "3600")
+    assert retention(Settings.from_env(topology_file, workers=2)).applied_events == timedelta(hours=1)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from messenger.domain.errors import ShardUnavailable
 from messenger.metrics import Metrics
+from messenger.services.refreshed import Refreshed
 from messenger.storage.relay.runner import read_backlog
 from messenger.storage.shards.freshness import FreshnessMarkers
 from messenger.storage.shards.pools import ROLES
@@ -23,7 +24,8 @@ from messenger.storage.users import UserStore
 class ServerCheck:
     up: bool
     error: str | None = None
-    """Why it is down: the shard error's message, else the exception's type name."""
+    """Why it is down, as a fixed code ("unreachable", "timeout", "error"): never the driver's
+    text, which can name hosts, ports, users and server messages."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,10 @@ class ClusterStats:
     shards: list[ShardStats]
 
 
+USER_COUNTS_MAX_AGE_S = 5.0
+"""How stale the users-per-shard figures may be: they cost a count on every shard."""
+
+
 class OpsService:
     def __init__(
         self,
@@ -90,6 +96,7 @@ class OpsService:
         self._freshness = freshness
         self._users = users
         self._metrics = metrics
+        self._user_counts = Refreshed(self._count_users, USER_COUNTS_MAX_AGE_S)
         self.schema_version = schema_version
         """The migration head the shards were at when this process started."""
 
@@ -109,8 +116,8 @@ class OpsService:
         return ShardReadiness(
             shard=router.shard_name(shard),
             index=shard,
-            primary=_server_check(primary),
-            replica=_server_check(replica),
+            primary=server_check(primary),
+            replica=server_check(replica),
             schema_version=version,
             schema_ok=version is not None and (expected is None or version == expected),
         )
@@ -120,7 +127,7 @@ class OpsService:
         replication lag and this worker's pool usage."""
         router = self._router
         predicted = router.ring.shares()
-        counts = await asyncio.gather(*(self._count(s) for s in router.shard_indexes))
+        counts = await self._user_counts.get()
         total = sum(c for c in counts if c is not None)
         shards = []
         for shard, users in zip(router.shard_indexes, counts, strict=True):
@@ -138,6 +145,9 @@ class OpsService:
                 pool={role: router.pool_stats(shard, role) for role in ROLES},
             ))
         return ClusterStats(router.topology.epoch, total, shards)
+
+    async def _count_users(self) -> list[int | None]:
+        return await asyncio.gather(*(self._count(s) for s in self._router.shard_indexes))
 
     async def _count(self, shard: int) -> int | None:
         try:
@@ -165,8 +175,12 @@ class OpsService:
             metrics.child(metrics.outbox_dead, name).set(result.dead)
 
 
-def _server_check(outcome: object) -> ServerCheck:
+def server_check(outcome: object) -> ServerCheck:
+    """A server's answer, or the exception instead of it, as a check with a fixed reason."""
     if not isinstance(outcome, BaseException):
         return ServerCheck(True)
-    reason = outcome.message if isinstance(outcome, ShardUnavailable) else type(outcome).__name__
-    return ServerCheck(False, reason)
+    if isinstance(outcome, TimeoutError):
+        return ServerCheck(False, "timeout")
+    if isinstance(outcome, ShardUnavailable):
+        return ServerCheck(False, "unreachable")
+    return ServerCheck(False, "error")

@@ -38,10 +38,13 @@ SELECT_FOR_LOGIN = {
     kind: f"SELECT {ACCOUNT_COLUMNS}, a.password_hash FROM accounts a WHERE a.user_id = %s AND a.{kind} = %s"
     for kind in ("username", "email")
 }
+# A rename to the names the user already has changes nothing: no row version, no updated_at,
+# no user.renamed (whose handlers would rewrite every copy of the names on every shard).
 UPDATE_NAMES = """
-UPDATE users SET first_name = COALESCE(%s, first_name), last_name = COALESCE(%s, last_name),
+UPDATE users SET first_name = COALESCE(%(first)s, first_name), last_name = COALESCE(%(last)s, last_name),
                  updated_at = now()
-WHERE id = %s
+WHERE id = %(id)s
+  AND (first_name, last_name) IS DISTINCT FROM (COALESCE(%(first)s, first_name), COALESCE(%(last)s, last_name))
 """
 UPDATE_LOGIN = "UPDATE accounts SET username = %s, email = %s, updated_at = now() WHERE user_id = %s"
 SELECT_LOGIN_FOR_UPDATE = "SELECT username, email FROM accounts WHERE user_id = %s FOR UPDATE"
@@ -143,7 +146,9 @@ class AccountStore:
 
     async def update_names(self, user_id: uuid.UUID, first_name: str | None, last_name: str | None) -> None:
         async with self.shards.transaction_for(user_id, name="update_account_names", marks=[user_id]) as conn:
-            await conn.execute(UPDATE_NAMES, (first_name, last_name, user_id))
+            cursor = await conn.execute(UPDATE_NAMES, {"first": first_name, "last": last_name, "id": user_id})
+            if cursor.rowcount == 0:
+                return  # the same names (or no such user): nothing to tell other shards
             await append_event(conn, f"user:{user_id}", "user.renamed", {
                 "user_id": str(user_id), "first_name": first_name, "last_name": last_name,
             })

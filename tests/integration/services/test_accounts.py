@@ -450,3 +450,27 @@ async def test_changing_the_password_needs_the_current_one_and_revokes_sessions(
     with pytest.raises(Unauthenticated):
         await accounts.refresh(tokens.refresh_token)
     await accounts.login(profile.account.username, "new-password-1", "c")
+
+
+async def test_a_rename_to_the_same_names_writes_no_event_and_bumps_nothing(
+    pools: PrimaryPools, passwords: Passwords
+) -> None:
+    accounts = service(pools, passwords)
+    profile = await accounts.register(registration())
+    user_id = profile.account.user_id
+    state = (
+        "SELECT (SELECT count(*) FROM outbox WHERE aggregate = %(agg)s AND type = 'user.renamed'),"
+        " (SELECT (xmin::text, updated_at) FROM users WHERE id = %(id)s)"
+    )
+    params = {"agg": f"user:{user_id}", "id": user_id}
+    async with pools.transaction_for(user_id, name="test_rename_state") as conn:
+        before = await (await conn.execute(state, params)).fetchone()
+    await accounts.update_me(user_id, first_name="Ada", last_name="Lovelace")
+    await accounts.update_me(user_id, first_name="Ada")
+    async with pools.transaction_for(user_id, name="test_rename_state") as conn:
+        after = await (await conn.execute(state, params)).fetchone()
+    assert after == before
+    await accounts.update_me(user_id, last_name="Byron")
+    async with pools.transaction_for(user_id, name="test_rename_state") as conn:
+        renamed = await (await conn.execute(state, params)).fetchone()
+    assert renamed is not None and before is not None and renamed[0] == before[0] + 1

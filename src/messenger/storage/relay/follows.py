@@ -100,34 +100,37 @@ SELECT count(*) FROM gone
 # -- user.renamed ----------------------------------------------------------------------------
 
 SELECT_NAMES = "SELECT first_name, last_name FROM users WHERE id = %(user)s"
+# Keyset batches (each resumes after the last key of the one before, one range scan of
+# follows_by_followee / followers_by_follower), so a rename reads each copy once; re-selecting
+# "copies still stale" from the start re-read every refreshed row in every batch, O(n^2).
 REFRESH_FOLLOWEE_COPIES = """
-WITH stale AS (
-    SELECT follower_id, followee_id FROM follows
-    WHERE followee_id = %(user)s
-      AND (followee_first_name, followee_last_name) IS DISTINCT FROM (%(first)s, %(last)s)
-    LIMIT %(batch)s
+WITH batch AS (
+    SELECT follower_id FROM follows
+    WHERE followee_id = %(user)s AND follower_id > %(after)s
+    ORDER BY followee_id, follower_id LIMIT %(batch)s
 ),
 fixed AS (
     UPDATE follows f SET followee_first_name = %(first)s, followee_last_name = %(last)s
-    FROM stale WHERE f.follower_id = stale.follower_id AND f.followee_id = stale.followee_id
-    RETURNING 1
+    FROM batch WHERE f.follower_id = batch.follower_id AND f.followee_id = %(user)s
+      AND (f.followee_first_name, f.followee_last_name) IS DISTINCT FROM (%(first)s, %(last)s)
 )
-SELECT count(*) FROM fixed
+SELECT count(*) OVER (), follower_id FROM batch ORDER BY follower_id DESC LIMIT 1
 """
 REFRESH_FOLLOWER_COPIES = """
-WITH stale AS (
-    SELECT followee_id, follower_id FROM followers
-    WHERE follower_id = %(user)s
-      AND (follower_first_name, follower_last_name) IS DISTINCT FROM (%(first)s, %(last)s)
-    LIMIT %(batch)s
+WITH batch AS (
+    SELECT followee_id FROM followers
+    WHERE follower_id = %(user)s AND followee_id > %(after)s
+    ORDER BY follower_id, followee_id LIMIT %(batch)s
 ),
 fixed AS (
     UPDATE followers f SET follower_first_name = %(first)s, follower_last_name = %(last)s
-    FROM stale WHERE f.followee_id = stale.followee_id AND f.follower_id = stale.follower_id
-    RETURNING 1
+    FROM batch WHERE f.followee_id = batch.followee_id AND f.follower_id = %(user)s
+      AND (f.follower_first_name, f.follower_last_name) IS DISTINCT FROM (%(first)s, %(last)s)
 )
-SELECT count(*) FROM fixed
+SELECT count(*) OVER (), followee_id FROM batch ORDER BY followee_id DESC LIMIT 1
 """
+NO_KEY = uuid.UUID(int=0)
+"""Below every id: a keyset walk's first batch starts at the beginning."""
 
 
 async def sync_follow(shards: ShardTransactions, follower: uuid.UUID, followee: uuid.UUID,
@@ -186,20 +189,22 @@ async def remove_deleted_users_follows(event: OutboxEvent, shards: ShardTransact
             await _in_batches(shards, shard, name, sql, user)
 
 
-async def refresh_renamed_users_copies(event: OutboxEvent, shards: ShardTransactions) -> None:
+async def refresh_renamed_users_copies(
+    event: OutboxEvent, shards: ShardTransactions, batch: int = BATCH
+) -> None:
     """user.renamed: every copy of the user's names in follow lists takes the current names."""
     user_id = uuid.UUID(event.payload["user_id"])
     async with shards.transaction_for(user_id, name="relay_follow_names") as conn:
         names = await _one(conn, SELECT_NAMES, {"user": user_id})
     if names is None:
         return  # deleted since: user.deleted removes the copies
-    params = {"user": user_id, "first": names[0], "last": names[1], "batch": BATCH}
+    params = {"user": user_id, "first": names[0], "last": names[1], "batch": batch}
     for shard in shards.shard_indexes:
         for name, sql in (
             ("relay_refresh_followee_copies", REFRESH_FOLLOWEE_COPIES),
             ("relay_refresh_follower_copies", REFRESH_FOLLOWER_COPIES),
         ):
-            await _in_batches(shards, shard, name, sql, params)
+            await _in_keyset_batches(shards, shard, name, sql, params)
 
 
 async def _in_batches(
@@ -211,6 +216,20 @@ async def _in_batches(
             done = await _one(conn, sql, params)
         if done is None or done[0] < params["batch"]:
             return
+
+
+async def _in_keyset_batches(
+    shards: ShardTransactions, shard: int, name: str, sql: str, params: dict[str, Any]
+) -> None:
+    """Run a keyset batch statement (returning its row count and last key), each batch after
+    the last key of the one before, until a batch comes up short."""
+    after = NO_KEY
+    while True:
+        async with shards.transaction(shard, name=name) as conn:
+            done = await _one(conn, sql, {**params, "after": after})
+        if done is None or done[0] < params["batch"]:
+            return
+        after = done[1]
 
 
 async def _one(conn: AsyncConnection[Any], sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:

@@ -19,16 +19,28 @@ from messenger.storage.shards.transactions import ShardTransactions
 
 USER_NAMES = "SELECT first_name, last_name FROM users WHERE id = %s"
 # In batches, each its own transaction: a prolific sender's rename must not hold one huge
-# transaction (nor exceed the relay's apply timeout in one statement).
+# transaction (nor exceed the relay's apply timeout in one statement). Each batch resumes after
+# the last key of the one before, one range scan of messages_by_sender (sender_id,
+# conversation_id, id), so the whole rename reads each message once: re-selecting "rows still
+# stale" from the start re-read every already-renamed row in every batch, O(n^2) per sender.
 RENAME_SENDER_BATCH = """
-UPDATE messages SET sender_name = %(name)s
-WHERE (conversation_id, id) IN (
+WITH batch AS (
     SELECT conversation_id, id FROM messages
-    WHERE sender_id = %(user_id)s AND sender_name <> %(name)s
+    WHERE sender_id = %(user_id)s AND (conversation_id, id) > (%(after_conversation)s, %(after_id)s)
+    ORDER BY sender_id, conversation_id, id
     LIMIT %(batch)s
+),
+renamed AS (
+    UPDATE messages m SET sender_name = %(name)s
+    FROM batch WHERE m.conversation_id = batch.conversation_id AND m.id = batch.id
+      AND m.sender_name <> %(name)s
 )
+SELECT count(*) OVER (), conversation_id, id FROM batch
+ORDER BY conversation_id DESC, id DESC LIMIT 1
 """
 RENAME_BATCH_SIZE = 500
+_NO_KEY = uuid.UUID(int=0)
+"""Below every UUIDv7: the first batch starts at the beginning."""
 
 
 async def apply_inbox_update(event: OutboxEvent, shards: ShardTransactions) -> None:
@@ -80,16 +92,21 @@ async def tombstone_deleted_senders(event: OutboxEvent, shards: ShardTransaction
 
 
 async def rename_sender_everywhere_on(
-    shards: ShardTransactions, shard: int, user_id: uuid.UUID, name: str
+    shards: ShardTransactions, shard: int, user_id: uuid.UUID, name: str,
+    batch: int = RENAME_BATCH_SIZE,
 ) -> None:
     """Set the sender name of every message of `user_id` on one shard, batch by batch."""
+    after = (_NO_KEY, _NO_KEY)
     while True:
         async with shards.transaction(shard, name="relay_rename_sender_batch") as conn:
-            cursor = await conn.execute(
-                RENAME_SENDER_BATCH, {"name": name, "user_id": user_id, "batch": RENAME_BATCH_SIZE}
-            )
-            if cursor.rowcount < RENAME_BATCH_SIZE:
-                return
+            cursor = await conn.execute(RENAME_SENDER_BATCH, {
+                "name": name, "user_id": user_id, "batch": batch,
+                "after_conversation": after[0], "after_id": after[1],
+            })
+            row = await cursor.fetchone()
+        if row is None or row[0] < batch:
+            return
+        after = (row[1], row[2])
 
 
 async def rename_sender_in_messages(event: OutboxEvent, shards: ShardTransactions) -> None:

@@ -70,12 +70,17 @@ SET attempts = attempts + 1,
     dead_at = CASE WHEN %s AND attempts + 1 >= %s THEN now() END
 WHERE id = %s
 """
+# Each figure's predicate is its partial index's (outbox_pending, outbox_dead), so the planner
+# reads those small indexes; `WHERE delivered_at IS NULL` alone implied neither and scanned the
+# whole outbox, delivered rows included, on every /metrics scrape.
 BACKLOG = """
-SELECT count(*) FILTER (WHERE dead_at IS NULL),
-       COALESCE(EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE dead_at IS NULL)), 0)::float8,
-       count(*) FILTER (WHERE dead_at IS NOT NULL)
-FROM outbox
-WHERE delivered_at IS NULL
+SELECT pending.n, pending.age, dead.n
+FROM (
+    SELECT count(*) AS n, COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS age
+    FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL
+) pending, (
+    SELECT count(*) AS n FROM outbox WHERE dead_at IS NOT NULL AND delivered_at IS NULL
+) dead
 """
 DEAD_LETTERS = """
 SELECT id, aggregate, type, attempts, last_error, dead_at

@@ -1,0 +1,78 @@
+"""Pruning what is kept only for a while: delivered outbox rows, the applied-events ledger,
+used or expired refresh tokens. Without it these tables only grow.
+
+Each statement deletes at most `batch` rows (by ctid, picked in the same statement), each in its
+own short transaction, with a pause between, so pruning never holds locks or bloats WAL in one
+burst and yields to the relay and requests. The ledger outlives any redelivery window: an event
+is redelivered only while its outbox row is undelivered, and delivered rows go after a day.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+
+from messenger.storage.shards.transactions import ShardTransactions
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long each prunable kind of row is kept after it stopped mattering."""
+
+    delivered_outbox: timedelta = timedelta(days=1)
+    applied_events: timedelta = timedelta(days=7)
+    refresh_tokens: timedelta = timedelta(days=1)  # after expiry or use
+    batch: int = 1000
+    pause_s: float = 0.05
+
+
+# Pending and dead rows never match: delivered_at is set only on delivery, and a dead row keeps
+# blocking its aggregate until an operator deals with it.
+PRUNE_DELIVERED_OUTBOX = """
+DELETE FROM outbox WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM outbox
+    WHERE delivered_at < now() - %(keep)s AND dead_at IS NULL
+    LIMIT %(batch)s))
+"""
+PRUNE_APPLIED_EVENTS = """
+DELETE FROM applied_events WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM applied_events WHERE applied_at < now() - %(keep)s LIMIT %(batch)s))
+"""
+PRUNE_REFRESH_TOKENS = """
+DELETE FROM refresh_tokens WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM refresh_tokens
+    WHERE expires_at < now() - %(keep)s OR used_at < now() - %(keep)s
+    LIMIT %(batch)s))
+"""
+
+
+class RetentionPruner:
+    def __init__(self, shards: ShardTransactions, retention: Retention = Retention()) -> None:
+        self._shards = shards
+        self._retention = retention
+
+    async def prune_once(self) -> dict[str, int]:
+        """Delete every row past its retention on every shard; rows deleted, per table."""
+        r = self._retention
+        deleted: dict[str, int] = {}
+        for table, sql, keep in (
+            ("outbox", PRUNE_DELIVERED_OUTBOX, r.delivered_outbox),
+            ("applied_events", PRUNE_APPLIED_EVENTS, r.applied_events),
+            ("refresh_tokens", PRUNE_REFRESH_TOKENS, r.refresh_tokens),
+        ):
+            deleted[table] = 0
+            for shard in self._shards.shard_indexes:
+                deleted[table] += await self._prune(shard, f"prune_{table}", sql, keep)
+        return deleted
+
+    async def _prune(self, shard: int, name: str, sql: str, keep: timedelta) -> int:
+        total = 0
+        while True:
+            async with self._shards.transaction(shard, name=name) as conn:
+                cursor = await conn.execute(sql, {"keep": keep, "batch": self._retention.batch})
+                done = cursor.rowcount
+            total += done
+            if done < self._retention.batch:
+                return total
+            await asyncio.sleep(self._retention.pause_s)
