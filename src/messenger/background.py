@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 from messenger.storage.claims import ClaimStore
@@ -38,8 +39,10 @@ class BackgroundWork:
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self.relay.run_forever(self._idle_interval_s, self._stop), name="relay"),
-            asyncio.create_task(self._sweep_forever(), name="claims-sweeper"),
-            asyncio.create_task(self._prune_forever(), name="retention-pruner"),
+            asyncio.create_task(self._every("claims sweeper", SWEEP_EVERY_S, self.claims.sweep), name="claims-sweeper"),
+            asyncio.create_task(
+                self._every("retention pruner", PRUNE_EVERY_S, self.pruner.prune_once), name="retention-pruner"
+            ),
         ]
 
     async def stop(self) -> None:
@@ -58,26 +61,16 @@ class BackgroundWork:
         finally:
             await self.stop()
 
-    async def _sweep_forever(self) -> None:
+    async def _every(self, what: str, period_s: float, step: Callable[[], Awaitable[dict[str, int]]]) -> None:
+        """Run `step` every `period_s` until stopped; a failed round (a shard down, a fenced
+        range) is logged and the next round retries."""
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                counts = await self.claims.sweep()
+                counts = await step()
                 if any(counts.values()):
-                    log.info("claims sweeper: %s", counts)
-            except Exception as exc:  # a shard down: its claims wait for the next round
-                log.warning("claims sweeper: %s", exc)
+                    log.info("%s: %s", what, counts)
+            except Exception as exc:
+                log.warning("%s: %s", what, exc)
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), SWEEP_EVERY_S - (time.monotonic() - started))
-
-    async def _prune_forever(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                counts = await self.pruner.prune_once()
-                if any(counts.values()):
-                    log.info("retention pruner: %s", counts)
-            except Exception as exc:  # a shard down (or a fenced range): the next round retries
-                log.warning("retention pruner: %s", exc)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), PRUNE_EVERY_S - (time.monotonic() - started))
+                await asyncio.wait_for(self._stop.wait(), period_s - (time.monotonic() - started))
