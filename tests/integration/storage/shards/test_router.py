@@ -268,6 +268,8 @@ async def test_a_failure_after_commit_says_the_commit_is_uncertain_and_one_befor
 ) -> None:
     user_id = new_id()
     shard = router.shard_for(str(user_id))
+    # PgBouncer backs off logins for a while after an earlier test terminated a backend.
+    await wait_for_async(lambda: _primary_answers(router, shard), 10, "the shard to answer")
     # The connection drops right after COMMIT, where the position is read (same round trip).
     monkeypatch.setattr(
         endpoint_module, "COMMIT_WITH_POSITION_SQL", "COMMIT; SELECT pg_terminate_backend(pg_backend_pid())"
