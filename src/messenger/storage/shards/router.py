@@ -276,18 +276,22 @@ class ShardRouter:
         With `queue`, wait for a free connection like any call (a readiness check under load
         must not report a busy shard as down); without it, raise ShardBusy at once.
         """
-        endpoint = self._shards[shard].role(role)
+        endpoint = self.endpoint(shard, role)
         sets = await endpoint.execute(self._statements.read(sql), (), name=name, probe=True, queue=queue)
         return sets[-1]
 
     def state(self, shard: int) -> ReplicaState:
         return self._monitor.state(shard)
 
+    def endpoint(self, shard: int, role: Role) -> Endpoint:
+        """The (shard, role)'s pool, permits and breaker."""
+        return self._shards[shard].role(role)
+
     def breaker_open(self, shard: int, role: Role) -> bool:
-        return self._shards[shard].role(role).tripped
+        return self.endpoint(shard, role).tripped
 
     def pool_stats(self, shard: int, role: Role) -> dict[str, int]:
-        endpoint = self._shards[shard].role(role)
+        endpoint = self.endpoint(shard, role)
         stats = endpoint.pool_stats()
         # Calls queue for permits here, in front of the pool (which then rarely has waiters).
         stats["waiting"] = stats.get("waiting", 0) + endpoint.capacity.waiting
