@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from messenger.cli import bench, check, cluster, demo, migrate, relay, seed, serve
+from messenger.cli import bench, check, cluster, demo, migrate, relay, seed, serve, shards
 
 app = typer.Typer(
     name="messenger",
@@ -20,6 +20,7 @@ relay.register(app)
 bench.register(app)
 demo.register(app)
 check.register(app)
+shards.register(app)
 
 
 if __name__ == "__main__":

@@ -28,13 +28,20 @@ TUNING: dict[str, str] = {
     "effective_cache_size": "1GB",
     "work_mem": "4MB",
     "maintenance_work_mem": "64MB",
-    # Two cores: parallel workers only steal from concurrent queries.
-    "max_worker_processes": "8",
+    # Two cores: parallel workers only steal from concurrent queries. The background workers
+    # are for logical replication: a new shard subscribes to every old one at once (one apply
+    # worker each, plus up to two table-copy workers per subscription while copying).
+    "max_worker_processes": "24",
+    "max_parallel_workers": "0",
     "max_parallel_workers_per_gather": "0",
-    # Logical so resharding can filter publications on ring_pos (DESIGN.md).
+    "max_logical_replication_workers": "20",
+    "max_sync_workers_per_subscription": "2",
+    # Logical so resharding can filter publications on ring_pos (DESIGN.md). Senders and
+    # slots: the streaming replica, a reshard's copy or reverse replication to every other
+    # shard, and the temporary slots of table copies.
     "wal_level": "logical",
-    "max_wal_senders": "10",
-    "max_replication_slots": "10",
+    "max_wal_senders": "24",
+    "max_replication_slots": "24",
     # A replica that is gone for good must not fill the disk through its slot.
     "max_slot_wal_keep_size": "'4GB'",
     "hot_standby": "on",

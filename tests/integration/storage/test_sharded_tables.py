@@ -132,3 +132,32 @@ def test_a_row_filtered_publication_leaves_updates_and_deletes_working(
         primary.execute("DELETE FROM outbox WHERE id = %s", (event,))
     finally:
         primary.execute("DROP PUBLICATION test_filtered")
+
+
+def test_ring_pos_is_filled_by_the_shard_from_the_key_and_cannot_be_set_by_a_writer(
+    primary: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    user = uuid.uuid4()
+    try:
+        row = primary.execute(
+            "INSERT INTO users (id, first_name, last_name, ring_pos) VALUES (%s, 'Ring', 'Pos', 7) RETURNING ring_pos",
+            (user,),
+        ).fetchone()
+        assert row == (ring_position(str(user)),)
+        event = primary.execute(
+            "INSERT INTO outbox (id, aggregate, type, payload) VALUES (%s, %s, 'test', '{}') RETURNING ring_pos",
+            (uuid.uuid4(), f"conversation:{user}:to:1"),
+        ).fetchone()
+        assert event == (ring_position(str(user)),)
+    finally:
+        primary.execute("DELETE FROM outbox WHERE aggregate = %s", (f"conversation:{user}:to:1",))
+        primary.execute("DELETE FROM users WHERE id = %s", (user,))
+
+
+def test_ring_pos_is_a_plain_column_so_logical_replication_carries_it(
+    primary: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    generated = primary.execute(
+        "SELECT count(*) FROM pg_attribute WHERE attname = 'ring_pos' AND attgenerated <> ''"
+    ).fetchone()
+    assert generated == (0,)

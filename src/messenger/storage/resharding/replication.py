@@ -1,0 +1,171 @@
+"""The copy of a route's rows by PostgreSQL's logical replication, and its fence on the target.
+
+Per route (source → target): on the source a publication of every sharded table with a row
+filter on the route's `ring_pos` ranges (`users` published as its root, so its partitions
+need no publication of their own); on the target an `incoming` fence over the same ranges
+(only replication writes there) and a subscription that copies the rows, then streams their
+changes in commit order. Every step checks the catalogs first, so a resumed run repeats none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from messenger.storage.resharding.counts import connect
+from messenger.storage.resharding.plan import Route
+from messenger.storage.sharded_tables import SHARDED_TABLES
+from messenger.topology import ShardConfig
+
+CONTROL_TIMEOUT_MS = 30_000
+
+
+def ranges_filter(ranges: tuple[tuple[int, int], ...]) -> sql.Composable:
+    """`ring_pos` inside any of the ranges, as a publication row filter accepts it (plain
+    comparisons of a column with constants)."""
+    terms = [
+        sql.SQL("(ring_pos >= {} AND ring_pos < {})").format(sql.Literal(lo), sql.Literal(hi))
+        for lo, hi in ranges
+    ]
+    return sql.SQL(" OR ").join(terms)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteNames:
+    """The objects one route owns, named after its workflow so a clean-up finds all of them."""
+
+    workflow: str
+    route: Route
+
+    @property
+    def copy(self) -> str:
+        """Publication on the source, subscription and slot on the target."""
+        return f"reshard_{self.workflow}_{self.route.source}_to_{self.route.target}"
+
+    @property
+    def back(self) -> str:
+        """Reverse replication after the switch: publication on the target, subscription on the source."""
+        return f"reshard_{self.workflow}_{self.route.target}_back_{self.route.source}"
+
+
+def create_publication(source: ShardConfig, name: str, ranges: tuple[tuple[int, int], ...]) -> None:
+    where = ranges_filter(ranges)
+    tables = sql.SQL(", ").join(
+        sql.SQL("{} WHERE ({})").format(sql.Identifier(t.name), where) for t in SHARDED_TABLES
+    )
+    with connect(source, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+        if conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone():
+            return
+        conn.execute(
+            sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)").format(
+                sql.Identifier(name), tables
+            )
+        )
+
+
+def drop_publication(shard: ShardConfig, name: str) -> None:
+    with connect(shard, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+        conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def fence(shard: ShardConfig, workflow: str, ranges: tuple[tuple[int, int], ...], state: str) -> None:
+    """Put the ranges in `state` on the shard (insert or change), all in one transaction."""
+    with connect(shard, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn, conn.transaction():
+        for lo, hi in ranges:
+            conn.execute(
+                "INSERT INTO ring_fence (lo, hi, state, workflow) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (lo) DO UPDATE SET hi = excluded.hi, state = excluded.state, "
+                "workflow = excluded.workflow, since = now()",
+                (lo, hi, state, workflow),
+            )
+
+
+def unfence(shard: ShardConfig, workflow: str, ranges: tuple[tuple[int, int], ...]) -> None:
+    with connect(shard, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+        conn.execute(
+            "DELETE FROM ring_fence WHERE workflow = %s AND lo = ANY(%s)",
+            (workflow, [lo for lo, _ in ranges]),
+        )
+
+
+def create_subscription(target: ShardConfig, source: ShardConfig, name: str, *, copy_data: bool) -> None:
+    """Subscribe `target` to publication `name` on `source` (slot of the same name)."""
+    with connect(target, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+        if conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (name,)).fetchone():
+            return
+        conn.execute(
+            sql.SQL(
+                "CREATE SUBSCRIPTION {name} CONNECTION {dsn} PUBLICATION {name} "
+                "WITH (copy_data = {copy}, create_slot = true, slot_name = {slot})"
+            ).format(
+                name=sql.Identifier(name),
+                dsn=sql.Literal(source.primary_dsn),
+                copy=sql.Literal(copy_data),
+                slot=sql.Literal(name),
+            )
+        )
+
+
+def drop_subscription(shard: ShardConfig, name: str) -> None:
+    """Drop the subscription and its slot on the publisher (which must answer)."""
+    with connect(shard, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+        if conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (name,)).fetchone():
+            conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(sql.Identifier(name)))
+
+
+@dataclass(frozen=True, slots=True)
+class CopyState:
+    tables: int
+    ready: int
+    """Tables whose initial copy is done and that now stream changes."""
+    applied_lsn: str | None
+    """The source position the subscription has applied up to (None before it started)."""
+
+    @property
+    def copied(self) -> bool:
+        return self.tables > 0 and self.ready == self.tables
+
+
+def copy_state(target: ShardConfig, name: str) -> CopyState:
+    with connect(target, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+        row = conn.execute(
+            """
+            SELECT count(*), count(*) FILTER (WHERE r.srsubstate = 'r'),
+                   (SELECT s.latest_end_lsn::text FROM pg_stat_subscription s
+                    WHERE s.subname = %(name)s AND s.relid IS NULL)
+            FROM pg_subscription_rel r JOIN pg_subscription p ON p.oid = r.srsubid
+            WHERE p.subname = %(name)s
+            """,
+            {"name": name},
+        ).fetchone()
+    assert row is not None
+    return CopyState(int(row[0]), int(row[1]), row[2])
+
+
+def current_lsn(shard: ShardConfig) -> str:
+    """The shard's WAL end now, nudged so an idle walsender reports to its subscribers."""
+    with connect(shard, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        conn.execute("SELECT pg_logical_emit_message(false, 'messenger.reshard', 'position')")
+    assert row is not None
+    return str(row[0])
+
+
+def applied_past(target: ShardConfig, name: str, lsn: str) -> bool:
+    """Whether the subscription has applied everything its source committed before `lsn`."""
+    with connect(target, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+        # The apply worker handles the stream in order: a keepalive at `lsn` is received
+        # only after every change before it was applied and committed.
+        row = conn.execute(
+            "SELECT received_lsn >= %s::pg_lsn FROM pg_stat_subscription "
+            "WHERE subname = %s AND relid IS NULL",
+            (lsn, name),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, psycopg.OperationalError)
