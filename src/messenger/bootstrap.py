@@ -65,6 +65,7 @@ from messenger.storage.shards.freshness import FreshnessMarkers
 from messenger.storage.shards.pools import PoolSizing, ShardPools
 from messenger.storage.shards.primaries import PrimaryPools
 from messenger.storage.shards.router import ShardRouter
+from messenger.storage.shards.topology_watch import TopologyWatcher
 from messenger.storage.users import UserStore
 from messenger.topology import Topology
 
@@ -143,6 +144,10 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
         # Know every shard's state before the first request, then keep watching.
         await asyncio.gather(*(router.check_shard(s) for s in router.shard_indexes))
         router.start_monitor()
+        # A new epoch (resharding) is adopted without a restart; stopped before the router.
+        watcher = TopologyWatcher(router, settings.topology.path, redis)
+        watcher.start()
+        opened.push_async_callback(watcher.stop)
         api = _api_context(settings, metrics, router, freshness, redis, passwords, conversation_log, hub, head)
         if background is not None:
             background.start()
