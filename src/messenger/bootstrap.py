@@ -252,6 +252,14 @@ def retention(settings: Settings) -> Retention:
 
 async def run_background(topology: Topology) -> None:
     """The outbox relay and claims sweeper over the shards' primaries until cancelled
-    (`messenger relay`; API workers run the same inside `open_runtime`)."""
+    (`messenger relay`; API workers run the same inside `open_runtime`), adopting new topology
+    epochs as they are published."""
+    redis = Redis.from_url(topology.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     async with PrimaryPools(topology) as pools:
-        await BackgroundWork(pools).run()
+        watcher = TopologyWatcher(pools, topology.path, redis)
+        watcher.start()
+        try:
+            await BackgroundWork(pools).run()
+        finally:
+            await watcher.stop()
+            await redis.aclose()

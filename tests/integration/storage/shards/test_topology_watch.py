@@ -9,6 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from messenger.storage.shards.primaries import PrimaryPools
 from messenger.storage.shards.router import ShardRouter
 from messenger.storage.shards.topology_watch import (
     TopologyWatcher,
@@ -31,7 +32,10 @@ async def test_a_published_epoch_is_adopted_within_a_second(cluster: Any, tmp_pa
         watcher.start()
         try:
             newer = replace(current, epoch=current.epoch + 1)
-            await wait_for_async(lambda: redis.pubsub_numsub("messenger:topology"), 2, "subscribed")
+            async def subscribed() -> bool:
+                return any(count for _, count in await redis.pubsub_numsub("messenger:topology"))
+
+            await wait_for_async(subscribed, 3, "the watcher subscribed")
             started = time.monotonic()
             await publish_topology(newer, current.path, redis)  # type: ignore[arg-type]
             await wait_for_async(lambda: _adopted(router, newer.epoch), 1.5, "the published epoch adopted")
@@ -91,3 +95,19 @@ async def test_heartbeats_tell_whether_every_process_adopted_an_epoch(cluster: A
         finally:
             await watcher.stop()
             await redis.aclose()
+
+
+async def test_the_relay_processs_pools_adopt_a_newer_topology(cluster: Any, tmp_path: Path) -> None:
+    real = cluster.topology
+    current = replace(real, epoch=real.epoch + 1, path=tmp_path / "topology.toml")
+    dump_topology(current, current.path)  # type: ignore[arg-type]
+    redis = Redis.from_url(real.redis_url)
+    async with PrimaryPools(replace(real, shards=real.shards[:2], path=current.path)) as pools:
+        watcher = TopologyWatcher(pools, current.path, redis)
+        assert await watcher.check()
+        assert not await pools.adopt(current)  # the same epoch again: nothing happens
+        assert pools.shard_indexes == real.shard_indexes
+        last = real.shard_indexes[-1]
+        async with pools.transaction(last, name="ping") as conn:
+            assert await (await conn.execute("SELECT 1")).fetchone() == (1,)
+    await redis.aclose()
