@@ -32,6 +32,7 @@ class PrimaryPools:
         self._names = {s.index: s.name for s in topology.shards}
         self._pools = {s.index: self._pool(s) for s in topology.shards}
         self._retiring: set[asyncio.Task[None]] = set()
+        self._adopting = asyncio.Lock()
 
     def _pool(self, s: ShardConfig) -> AsyncConnectionPool:
         return AsyncConnectionPool(
@@ -55,33 +56,30 @@ class PrimaryPools:
         """Use a newer topology from now on (as `ShardRouter.adopt`); False for the same or an
         older epoch. New pools are opened before the swap; those of shards that left or changed
         close after RETIRE_GRACE_S."""
-        if topology.epoch <= self.topology.epoch:
-            return False
-        before = {s.index: s for s in self.topology.shards}
-        pools = dict(self._pools)
-        retired: list[AsyncConnectionPool] = []
-        for shard in topology.shards:
-            if before.get(shard.index) == shard:
-                continue
-            pool = self._pool(shard)
-            await pool.open(wait=False)
-            if shard.index in pools:
-                retired.append(pools[shard.index])
-            pools[shard.index] = pool
-        wanted = set(topology.shard_indexes)
-        retired += [pools.pop(i) for i in list(pools) if i not in wanted]
-        if topology.epoch <= self.topology.epoch:  # adopted meanwhile
-            retired = [p for p in pools.values() if p not in self._pools.values()]
-            await asyncio.gather(*(p.close() for p in retired))
-            return False
-        # The swap: nothing below awaits.
-        self.topology, self.ring = topology, HashRing.for_topology(topology)
-        self._names, self._pools = {s.index: s.name for s in topology.shards}, pools
-        if retired:
-            task = asyncio.create_task(self._retire(retired), name="retire-primary-pools")
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
-        return True
+        async with self._adopting:
+            if topology.epoch <= self.topology.epoch:
+                return False
+            before = {s.index: s for s in self.topology.shards}
+            pools = dict(self._pools)
+            retired: list[AsyncConnectionPool] = []
+            for shard in topology.shards:
+                if before.get(shard.index) == shard:
+                    continue
+                pool = self._pool(shard)
+                await pool.open(wait=False)
+                if shard.index in pools:
+                    retired.append(pools[shard.index])
+                pools[shard.index] = pool
+            wanted = set(topology.shard_indexes)
+            retired += [pools.pop(i) for i in list(pools) if i not in wanted]
+            # The swap: nothing below awaits.
+            self.topology, self.ring = topology, HashRing.for_topology(topology)
+            self._names, self._pools = {s.index: s.name for s in topology.shards}, pools
+            if retired:
+                task = asyncio.create_task(self._retire(retired), name="retire-primary-pools")
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+            return True
 
     @staticmethod
     async def _retire(pools: list[AsyncConnectionPool]) -> None:
