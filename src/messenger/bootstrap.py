@@ -65,6 +65,7 @@ from messenger.storage.shards.freshness import FreshnessMarkers
 from messenger.storage.shards.pools import PoolSizing, ShardPools
 from messenger.storage.shards.primaries import PrimaryPools
 from messenger.storage.shards.router import ShardRouter
+from messenger.storage.shards.topology_watch import TopologyWatcher
 from messenger.storage.users import UserStore
 from messenger.topology import Topology
 
@@ -143,6 +144,10 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
         # Know every shard's state before the first request, then keep watching.
         await asyncio.gather(*(router.check_shard(s) for s in router.shard_indexes))
         router.start_monitor()
+        # A new epoch (resharding) is adopted without a restart; stopped before the router.
+        watcher = TopologyWatcher(router, settings.topology.path, redis)
+        watcher.start()
+        opened.push_async_callback(watcher.stop)
         api = _api_context(settings, metrics, router, freshness, redis, passwords, conversation_log, hub, head)
         if background is not None:
             background.start()
@@ -247,6 +252,14 @@ def retention(settings: Settings) -> Retention:
 
 async def run_background(topology: Topology) -> None:
     """The outbox relay and claims sweeper over the shards' primaries until cancelled
-    (`messenger relay`; API workers run the same inside `open_runtime`)."""
+    (`messenger relay`; API workers run the same inside `open_runtime`), adopting new topology
+    epochs as they are published."""
+    redis = Redis.from_url(topology.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     async with PrimaryPools(topology) as pools:
-        await BackgroundWork(pools).run()
+        watcher = TopologyWatcher(pools, topology.path, redis)
+        watcher.start()
+        try:
+            await BackgroundWork(pools).run()
+        finally:
+            await watcher.stop()
+            await redis.aclose()

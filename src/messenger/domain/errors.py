@@ -77,6 +77,19 @@ class CommitUncertain(ShardUnavailable):
         self.details["commit"] = "unknown"
 
 
+class RangeMoved(ShardUnavailable):
+    """A write met the resharding fence: the key's range moved to another shard (this process
+    has adopted the new topology since, but a transaction's body cannot be replayed) or is
+    frozen for a switch longer than a request may wait. Nothing was written; a retry lands on
+    the shard that owns the key now."""
+
+    code = "range_moved"
+
+    def __init__(self, shard: str, reason: str = "") -> None:
+        super().__init__(shard, "primary", reason or "the key's ring range is moving to another shard")
+        self.details["retryable"] = True
+
+
 class ShardBusy(MessengerError):
     """This worker had no free connection to a shard within the wait bound: overload, not an
     outage. The shard itself may be fine; the client should retry later."""

@@ -28,11 +28,13 @@ class Retention:
 
 
 # Pending and dead rows never match: delivered_at is set only on delivery, and a dead row keeps
-# blocking its aggregate until an operator deals with it.
+# blocking its aggregate until an operator deals with it. Rows in a fenced range are skipped: the
+# fence would refuse their delete, and the range's clean-up removes them after a move.
 PRUNE_DELIVERED_OUTBOX = """
 DELETE FROM outbox WHERE ctid = ANY(ARRAY(
-    SELECT ctid FROM outbox
-    WHERE delivered_at < now() - %(keep)s AND dead_at IS NULL
+    SELECT o.ctid FROM outbox o
+    WHERE o.delivered_at < now() - %(keep)s AND o.dead_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM ring_fence f WHERE f.lo <= o.ring_pos AND o.ring_pos < f.hi)
     LIMIT %(batch)s))
 """
 PRUNE_APPLIED_EVENTS = """

@@ -112,7 +112,8 @@ class UserStore:
         """Up to `limit` users past `after` in id order, over all shards.
 
         Each shard returns its own first `limit` rows past the bound; the global first `limit`
-        are among them, so a k-way merge of the sorted per-shard lists finds them.
+        are among them, so a k-way merge of the sorted per-shard lists finds them (a user seen
+        on two shards, mid-move, counts once).
         """
         if order == "asc":
             sql, params = (LIST_USERS_ASC, (limit,)) if after is None else (
@@ -125,7 +126,13 @@ class UserStore:
             *per_shard, key=lambda row: row[0], reverse=order == "desc"
         )
         out: list[User] = []
+        last = None
         for row in merged:
+            # During a shard move a user is on its source and its target at once (the copy runs
+            # ahead of the switch): equal ids come out of the merge side by side, keep one.
+            if row[0] == last:
+                continue
+            last = row[0]
             out.append(_user(row))
             if len(out) == limit:
                 break

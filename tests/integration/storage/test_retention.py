@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
@@ -12,6 +13,7 @@ from messenger.domain.ids import new_id
 from messenger.storage.migrator import migrate
 from messenger.storage.retention import PRUNE_APPLIED_EVENTS, Retention, RetentionPruner
 from messenger.storage.shards.primaries import PrimaryPools
+from messenger.storage.shards.ring import ring_position
 from messenger.topology import Topology
 from tests.support.scratch import scratch_topology
 
@@ -98,3 +100,22 @@ async def test_refresh_tokens_go_a_day_after_expiry_or_use(pools: PrimaryPools) 
     async with pools.transaction(shard, name="test_read_tokens") as conn:
         cursor = await conn.execute("SELECT count(*) FROM refresh_tokens WHERE user_id = %s", (user,))
         assert await cursor.fetchone() == (sum(tokens.values()),)
+
+
+async def test_delivered_rows_in_a_fenced_range_are_left_for_after_the_move(pools: PrimaryPools) -> None:
+    shard = pools.shard_indexes[0]
+    key = uuid.uuid4()
+    position = ring_position(str(key))
+    async with pools.transaction(shard, name="test_seed_outbox") as conn:
+        await conn.execute(INSERT_OUTBOX, (new_id(), f"user:{key}", "-infinity", None))
+        await conn.execute(
+            "INSERT INTO ring_fence (lo, hi, state, workflow) VALUES (%s, %s, 'moved', 'test-retention')",
+            (position, position + 1),
+        )
+    try:
+        deleted = await RetentionPruner(pools, Retention(pause_s=0)).prune_once()
+        assert deleted["outbox"] == 0
+    finally:
+        async with pools.transaction(shard, name="test_unfence") as conn:
+            await conn.execute("DELETE FROM ring_fence WHERE workflow = 'test-retention'")
+    assert (await RetentionPruner(pools, Retention(pause_s=0)).prune_once())["outbox"] == 1

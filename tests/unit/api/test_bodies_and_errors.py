@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import json
+
 import msgspec
 import pytest
 
 from messenger.api.bodies import is_json
-from messenger.api.errors import invalid_body
+from messenger.api.errors import handle_messenger_error, invalid_body
 from messenger.api.openapi import build_openapi
 from messenger.api.schemas.users import UserCreate
+from messenger.domain.errors import RangeMoved
 
 
 @pytest.mark.parametrize(
@@ -44,3 +47,11 @@ def test_openapi_references_resolve() -> None:
     for name in ("UserCreate", "UserReplace", "UserPatch", "UserOut", "UserPage", "ErrorBody"):
         assert f"#/components/schemas/{name}" in text
         assert name in schemas
+
+
+async def test_a_moving_range_is_a_retryable_503_naming_the_shard() -> None:
+    response = await handle_messenger_error(None, RangeMoved("shard_1"))  # type: ignore[arg-type]
+    body = json.loads(bytes(response.body))
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert body["error"]["code"] == "range_moved"
+    assert body["error"]["details"]["shard"] == "shard_1" and body["error"]["details"]["retryable"] is True

@@ -72,3 +72,9 @@ def test_uuid_order_in_python_matches_postgres_byte_order() -> None:
     """PostgreSQL compares uuids as 16 unsigned bytes; uuid.UUID compares by int: the same."""
     a, b = uuid.UUID("7fffffff-0000-0000-0000-000000000000"), uuid.UUID("80000000-0000-0000-0000-000000000000")
     assert (a < b) == (a.bytes < b.bytes)
+
+
+async def test_a_user_on_two_shards_mid_move_is_listed_once() -> None:
+    router = FakeRouter([[1, 3, 5], [2, 3, 6], [4]])
+    page = await UserStore(router).page(None, 5, "asc")  # type: ignore[arg-type]
+    assert [u.id.int for u in page] == [1, 2, 3, 4, 5]

@@ -35,6 +35,7 @@ import psycopg
 
 from messenger.domain.errors import ShardBusy, ShardUnavailable
 from messenger.domain.events import OutboxEvent
+from messenger.storage.shards.fencing import fence_state
 from messenger.storage.shards.router import ShardRouter
 from messenger.storage.shards.transactions import ShardTransactions
 
@@ -46,6 +47,9 @@ RELAY_LOCK_KEY = 7_146_918_423  # + shard index: one relay pass per source shard
 # that cannot be applied yet must not hold back other aggregates (DESIGN.md). Only the head of
 # an aggregate ever fails (later ones wait behind it in the pass), so "has a row not due or
 # dead" is exactly "blocked". Both sides use the partial indexes (outbox_pending, outbox_dead).
+# Events in a range fenced on this shard (being copied here, frozen, or moved away) are not
+# this shard's to relay now: their rows (and these events) belong to the shard that owns the
+# range once the switch is over; the fence has a handful of rows, so this is a probe per row.
 CLAIM_BATCH = """
 WITH blocked AS (
     SELECT aggregate FROM outbox
@@ -53,11 +57,12 @@ WITH blocked AS (
     UNION
     SELECT aggregate FROM outbox WHERE dead_at IS NOT NULL AND delivered_at IS NULL
 )
-SELECT id, aggregate, type, payload, attempts
-FROM outbox
-WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= now()
-  AND aggregate NOT IN (SELECT aggregate FROM blocked)
-ORDER BY id
+SELECT o.id, o.aggregate, o.type, o.payload, o.attempts
+FROM outbox o
+WHERE o.delivered_at IS NULL AND o.dead_at IS NULL AND o.next_attempt_at <= now()
+  AND o.aggregate NOT IN (SELECT aggregate FROM blocked)
+  AND NOT EXISTS (SELECT 1 FROM ring_fence f WHERE f.lo <= o.ring_pos AND o.ring_pos < f.hi)
+ORDER BY o.id
 LIMIT %s
 FOR UPDATE SKIP LOCKED
 """
@@ -131,7 +136,8 @@ deadlocks and serialization failures (all of them succeed on a later try)."""
 
 
 def is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, TRANSIENT)
+    """Also the resharding fence's refusal (a range moving: the write succeeds once it is)."""
+    return isinstance(exc, TRANSIENT) or fence_state(exc) is not None
 
 
 def backoff_seconds(attempts: int, base: float = 0.5, cap: float = 60.0) -> float:

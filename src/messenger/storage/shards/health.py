@@ -91,19 +91,43 @@ class ReplicaMonitor:
         self._primary_sql = statements.read(PRIMARY_POSITION_SQL)
         self._replica_sql = statements.read(REPLICA_POSITION_SQL)
         self._states = {index: ReplicaState() for index in shards}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._running = False
 
     def state(self, shard: int) -> ReplicaState:
         return self._states[shard]
 
     def start(self) -> None:
+        self._running = True
         for shard in self._shards:
-            self._tasks.append(asyncio.create_task(self._watch(shard), name=f"replica-monitor-{shard}"))
+            self._start(shard)
+
+    def _start(self, shard: int) -> None:
+        self._tasks[shard] = asyncio.create_task(self._watch(shard), name=f"replica-monitor-{shard}")
+
+    def adopt(self, shards: Mapping[int, ShardEndpoints]) -> None:
+        """Watch another set of shards (a new topology epoch), without awaiting anything: a
+        shard kept with the same endpoints keeps its state and task; a new one, or one whose
+        endpoints changed, starts from a fresh state (up, lag unknown); one gone stops."""
+        old = self._shards
+        self._shards = shards
+        for shard, servers in shards.items():
+            if old.get(shard) is not servers:
+                self._states[shard] = ReplicaState()
+            if self._running and shard not in self._tasks:
+                self._start(shard)
+        for shard in [s for s in self._states if s not in shards]:
+            del self._states[shard]
+            task = self._tasks.pop(shard, None)
+            if task is not None:
+                task.cancel()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        self._running = False
+        tasks = list(self._tasks.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
 
     async def _watch(self, shard: int) -> None:
@@ -123,7 +147,9 @@ class ReplicaMonitor:
             self._probe(servers.replica, self._replica_sql, "monitor_replica"),
             return_exceptions=True,
         )
-        state = self._states[shard]
+        state = self._states.get(shard)
+        if state is None:  # the shard left the topology while it was probed
+            return ReplicaState()
         if isinstance(primary, ShardBusy) or isinstance(replica, ShardBusy):
             # Every connection of a pool is busy, so its server answers; nothing new is known.
             return state

@@ -43,28 +43,46 @@ class ShardPools:
     """The pools of one worker process. Built from the topology, opened by the app's lifespan."""
 
     def __init__(self, shards: tuple[ShardConfig, ...], sizing: PoolSizing, *, app_name: str) -> None:
+        self._sizing = sizing
+        self._app_name = app_name
         self._pools: dict[tuple[int, Role], AsyncConnectionPool] = {}
         for shard in shards:
-            endpoints: tuple[tuple[Role, str], ...] = (("primary", shard.rw_dsn), ("replica", shard.ro_dsn))
-            for role, dsn in endpoints:
-                self._pools[(shard.index, role)] = AsyncConnectionPool(
-                    dsn,
-                    min_size=sizing.min_size,
-                    max_size=sizing.max_size,
-                    timeout=sizing.acquire_timeout,
-                    open=False,
-                    name=f"{shard.name}-{role}",
-                    kwargs={
-                        "autocommit": True,
-                        "prepare_threshold": None,
-                        "cursor_factory": AsyncClientCursor,
-                        "connect_timeout": CONNECT_TIMEOUT_S,
-                        "application_name": app_name,
-                        **NETWORK_DEADLINES,
-                    },
-                    connection_class=AsyncConnection,
-                    reconnect_timeout=3600.0,
-                )
+            self.add(shard)
+
+    def add(self, shard: ShardConfig) -> list[AsyncConnectionPool]:
+        """Make (not open) the shard's two pools; the pools they replace, if the shard was
+        there with other servers (the caller closes those once their calls are over)."""
+        sizing = self._sizing
+        replaced = self.remove(shard.index)
+        endpoints: tuple[tuple[Role, str], ...] = (("primary", shard.rw_dsn), ("replica", shard.ro_dsn))
+        for role, dsn in endpoints:
+            self._pools[(shard.index, role)] = AsyncConnectionPool(
+                dsn,
+                min_size=sizing.min_size,
+                max_size=sizing.max_size,
+                timeout=sizing.acquire_timeout,
+                open=False,
+                name=f"{shard.name}-{role}",
+                kwargs={
+                    "autocommit": True,
+                    "prepare_threshold": None,
+                    "cursor_factory": AsyncClientCursor,
+                    "connect_timeout": CONNECT_TIMEOUT_S,
+                    "application_name": self._app_name,
+                    **NETWORK_DEADLINES,
+                },
+                connection_class=AsyncConnection,
+                reconnect_timeout=3600.0,
+            )
+        return replaced
+
+    def remove(self, shard: int) -> list[AsyncConnectionPool]:
+        """Forget the shard's pools and hand them over (the caller closes them)."""
+        return [pool for role in ROLES if (pool := self._pools.pop((shard, role), None)) is not None]
+
+    async def open_shard(self, shard: int) -> None:
+        """Start one shard's pools without waiting for connections (see `open`)."""
+        await asyncio.gather(*(self._pools[(shard, role)].open(wait=False) for role in ROLES))
 
     async def open(self) -> None:
         """Start every pool without waiting for connections: a shard that is down at start-up

@@ -20,25 +20,36 @@ pool) is endpoint.py, the replica monitor health.py, the text sent statements.py
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
-from messenger.domain.errors import ShardUnavailable
+from messenger.domain.errors import RangeMoved, ShardUnavailable
 from messenger.metrics import Metrics
 from messenger.settings import Settings
 from messenger.storage.shards.breaker import CircuitBreaker
 from messenger.storage.shards.endpoint import AfterCommit, Endpoint, Params, Rows, ShardEndpoints
+from messenger.storage.shards.fencing import NOT_OWNED, fence_state, frozen_waits
 from messenger.storage.shards.freshness import FreshnessMarkers, FreshnessUnknown, lsn_to_int
 from messenger.storage.shards.health import ReplicaMonitor, ReplicaState
 from messenger.storage.shards.pools import Role, ShardPools
 from messenger.storage.shards.ring import HashRing
 from messenger.storage.shards.statements import SCHEMA_VERSION_SQL, Statements
 from messenger.storage.shards.transactions import UNNAMED, Key, canonical_key
-from messenger.topology import Topology
+from messenger.topology import ShardConfig, Topology, TopologyError, load_topology
+
+log = logging.getLogger(__name__)
+
+RETIRE_GRACE_S = 5.0
+"""How long the pools of a shard that left the topology stay open for calls already on them."""
+OTHER_EPOCH = -1
+"""`_token_position` of a token from another topology epoch: the read goes to the primary."""
 
 __all__ = ["Key", "Params", "ReplicaState", "Rows", "ShardRouter", "WriteResult", "canonical_key"]
 
@@ -65,31 +76,107 @@ class ShardRouter:
         self._settings = settings
         self._metrics = metrics
         self._statements = Statements(settings.statement_timeout_ms)
+        self._shards = {s.index: self._endpoints(s) for s in topology.shards}
+        self._monitor = ReplicaMonitor(
+            self._shards, self._statements, metrics, interval_s=settings.monitor_interval_s
+        )
+        self._adopting = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    def _endpoints(self, shard: ShardConfig) -> ShardEndpoints:
+        settings = self._settings
         timeouts: dict[Role, float] = {"primary": settings.primary_timeout, "replica": settings.replica_timeout}
 
-        def endpoint(index: int, name: str, role: Role) -> Endpoint:
+        def endpoint(role: Role) -> Endpoint:
             return Endpoint(
-                index, name, role, pools.get(index, role),
+                shard.index, shard.name, role, self._pools.get(shard.index, role),
                 breaker=CircuitBreaker(
-                    f"{name}-{role}",
+                    f"{shard.name}-{role}",
                     failure_threshold=settings.breaker_failures,
                     reset_after=settings.breaker_reset_after,
                 ),
                 timeout=timeouts[role],
                 capacity_timeout=settings.capacity_timeout_s,
                 begin_sql=self._statements.begin,
-                metrics=metrics,
+                metrics=self._metrics,
             )
 
-        self._shards = {
-            s.index: ShardEndpoints(
-                s.index, s.name, endpoint(s.index, s.name, "primary"), endpoint(s.index, s.name, "replica")
-            )
-            for s in topology.shards
-        }
-        self._monitor = ReplicaMonitor(
-            self._shards, self._statements, metrics, interval_s=settings.monitor_interval_s
+        return ShardEndpoints(shard.index, shard.name, endpoint("primary"), endpoint("replica"))
+
+    # -- topology epochs -------------------------------------------------------------------
+
+    async def adopt(self, topology: Topology) -> bool:
+        """Route by a newer topology from now on; False (and nothing changes) for the same or
+        an older epoch.
+
+        Pools of shards that are new (or whose servers changed) are opened first; then the
+        ring, the topology and the shard map are swapped with no await in between, so every
+        call sees one epoch or the other, never a mix. Unchanged shards keep their endpoints
+        (pools, breakers, permits, replica state). Pools of shards that left are closed once
+        the calls on them are over (RETIRE_GRACE_S at most).
+        """
+        async with self._adopting:
+            current = self.topology
+            if topology.epoch <= current.epoch:
+                log.debug("topology epoch %d ignored: already at %d", topology.epoch, current.epoch)
+                return False
+            before = {s.index: s for s in current.shards}
+            ring = HashRing.for_topology(topology)
+            shards = dict(self._shards)
+            retired: list[ShardEndpoints] = []
+            displaced: list[AsyncConnectionPool] = []
+            for shard in topology.shards:
+                if before.get(shard.index) == shard:
+                    continue
+                displaced += self._pools.add(shard)
+                await self._pools.open_shard(shard.index)
+                if shard.index in shards:
+                    retired.append(shards[shard.index])
+                shards[shard.index] = self._endpoints(shard)
+            wanted = set(topology.shard_indexes)
+            for index in [i for i in shards if i not in wanted]:
+                retired.append(shards.pop(index))
+                displaced += self._pools.remove(index)
+            # The swap: nothing below awaits.
+            self.topology, self.ring, self._shards = topology, ring, shards
+            self._monitor.adopt(shards)
+            if retired or displaced:
+                self._retire(retired, displaced)
+        log.info(
+            "adopted topology epoch %d (shards %s, was epoch %d)",
+            topology.epoch, list(topology.shard_indexes), current.epoch,
         )
+        return True
+
+    async def reload_topology(self, seen_epoch: int | None = None) -> bool:
+        """Load the topology file again and adopt it (a shard said this process is stale).
+
+        `seen_epoch`: the epoch the caller routed by; if another call adopted a newer one
+        meanwhile, nothing is read. A file that cannot be read keeps the current topology.
+        """
+        path = self.topology.path
+        if path is None or (seen_epoch is not None and self.topology.epoch > seen_epoch):
+            return seen_epoch is not None and self.topology.epoch > seen_epoch
+        try:
+            topology = load_topology(path)
+        except TopologyError as exc:
+            log.warning("cannot reload the topology: %s", exc)
+            return False
+        return await self.adopt(topology)
+
+    def _retire(self, endpoints: list[ShardEndpoints], pools: list[AsyncConnectionPool]) -> None:
+        async def retire() -> None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + RETIRE_GRACE_S
+            try:
+                while loop.time() < deadline and any(e.capacity.in_use for s in endpoints for e in s):
+                    await asyncio.sleep(0.05)
+            finally:
+                await asyncio.gather(*(pool.close(timeout=2.0) for pool in pools), return_exceptions=True)
+
+        task = asyncio.create_task(retire(), name="retire-shard-pools")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     # -- placement -----------------------------------------------------------------------
 
@@ -132,7 +219,8 @@ class ShardRouter:
 
         When it returned rows, the key gets a freshness marker at the commit's WAL position.
         """
-        sets = await self._shards[shard].primary.execute(self._statements.write(sql), params, name=name)
+        sets = await self._write_fenced(shard, self._statements.write(sql), params, key=key, name=name)
+        shard = sets.pop()[0][0]  # the shard that took it (another one after MF001)
         rows, lsn_text = sets[0], sets[-1][0][0]
         if not rows:
             return WriteResult(rows, None)
@@ -140,6 +228,47 @@ class ShardRouter:
         if key is not None:
             await self._freshness.mark(key, lsn)
         return WriteResult(rows, f"{self.topology.epoch}.{shard}.{lsn:x}")
+
+    async def _write_fenced(
+        self, shard: int, sql: str, params: Params, *, key: str | None, name: str
+    ) -> list[Rows]:
+        """Run a write, answering the fence (fencing.py): after MF001 reload the topology and
+        send it once more to the shard the new ring names for `key`; after MF002 retry with a
+        growing pause for up to 3 s. Neither counts on a breaker. The shard it ran on is
+        appended as a last result set."""
+        waits = None
+        retried = False
+        while True:
+            servers = self._shards.get(shard)
+            if servers is None:  # the shard left the topology since the caller picked it
+                if key is None:
+                    raise RangeMoved(f"shard {shard}")
+                shard = self.ring.shard_for(key)
+                continue
+            epoch = self.topology.epoch
+            try:
+                sets = await servers.primary.execute(sql, params, name=name)
+            except psycopg.Error as exc:
+                state = fence_state(exc)
+                if state is None:
+                    raise
+                if state == NOT_OWNED:
+                    await self.reload_topology(epoch)
+                    if retried or key is None:
+                        raise RangeMoved(servers.name, "not owned by this shard") from None
+                    retried = True
+                    log.info("%s on %s: range not owned, retrying on epoch %d", name, servers.name, self.topology.epoch)
+                    shard = self.ring.shard_for(key)
+                    continue
+                if waits is None:
+                    waits = iter(frozen_waits())
+                pause = next(waits, None)
+                if pause is None:
+                    raise RangeMoved(servers.name, "frozen for a shard move") from None
+                await asyncio.sleep(pause)
+                continue
+            sets.append([(shard,)])
+            return sets
 
     @asynccontextmanager
     async def transaction(
@@ -151,8 +280,23 @@ class ShardRouter:
         commit, each key in `marks` gets a freshness marker so reads of it see this write.
         """
         after_commit = self._marking([canonical_key(k) for k in marks]) if marks else None
-        async with self._shards[shard].primary.transaction(name=name, after_commit=after_commit) as conn:
-            yield conn
+        servers = self._shards.get(shard)
+        if servers is None:
+            raise RangeMoved(f"shard {shard}")
+        epoch = self.topology.epoch
+        try:
+            async with servers.primary.transaction(name=name, after_commit=after_commit) as conn:
+                yield conn
+        except psycopg.Error as exc:
+            # The body cannot be replayed here: adopt what the fence says and let the client
+            # retry (its retry lands on the shard that owns the key now).
+            state = fence_state(exc)
+            if state is None:
+                raise
+            if state == NOT_OWNED:
+                await self.reload_topology(epoch)
+            reason = "not owned by this shard" if state == NOT_OWNED else "frozen for a shard move"
+            raise RangeMoved(servers.name, reason) from None
 
     def _marking(self, keys: list[str]) -> AfterCommit:
         async def mark(position: str) -> None:
@@ -185,6 +329,8 @@ class ShardRouter:
             return await self._read_primary(servers, sql, params, name, "replica_lagging", fallback=True)
 
         need = self._token_position(token, shard)
+        if need == OTHER_EPOCH:  # written before a reshard (or after one this process lags)
+            return await self._read_primary(servers, sql, params, name, "token_other_epoch")
         if key is not None and self._settings.read_your_writes:
             try:
                 marker = await self._freshness.get(key)
@@ -251,11 +397,15 @@ class ShardRouter:
             return None
         try:
             epoch, token_shard, lsn = token.split(".")
-            if int(epoch) == self.topology.epoch and int(token_shard) == shard:
+            if int(epoch) != self.topology.epoch:
+                # Its shard may not own the key any more, and its position says nothing of
+                # the shard that does: only the primary is sure to have the write.
+                return OTHER_EPOCH
+            if int(token_shard) == shard:
                 return int(lsn, 16)
         except ValueError:
             pass
-        return None  # a token for another shard or epoch says nothing about this one
+        return None  # a token for another shard says nothing about this one
 
     # -- health ---------------------------------------------------------------------------
 
@@ -306,3 +456,6 @@ class ShardRouter:
 
     async def stop_monitor(self) -> None:
         await self._monitor.stop()
+        for task in list(self._retiring):
+            task.cancel()  # its pools close at once
+        await asyncio.gather(*self._retiring, return_exceptions=True)

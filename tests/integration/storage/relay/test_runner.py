@@ -16,6 +16,7 @@ from messenger.storage.migrator import migrate
 from messenger.storage.outbox import append_event, first_application
 from messenger.storage.relay.runner import OutboxRelay, ShardTransactions
 from messenger.storage.shards.primaries import PrimaryPools
+from messenger.storage.shards.ring import ring_position
 from messenger.topology import Topology
 from tests.support.scratch import scratch_topology
 
@@ -208,3 +209,28 @@ async def test_infrastructure_errors_are_retried_for_ever(pools: PrimaryPools, r
     relay.handlers["probe"] = record_probe  # the shard is back
     await relay.drain()
     assert len(_probes(relay_topology)) == 1
+
+
+async def test_the_relay_skips_events_in_a_fenced_range_until_the_fence_is_lifted(
+    pools: PrimaryPools, relay_topology: Topology
+) -> None:
+    fenced_key, free_key = uuid.uuid4(), uuid.uuid4()
+    await _emit(pools, 0, [
+        (f"user:{fenced_key}", {"key": str(fenced_key), "seq": 1}),
+        (f"user:{free_key}", {"key": str(free_key), "seq": 1}),
+    ])
+    position = ring_position(str(fenced_key))
+    relay = OutboxRelay(pools, {"probe": record_probe})
+    with psycopg.connect(relay_topology.shard(0).primary_dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO ring_fence (lo, hi, state, workflow) VALUES (%s, %s, 'moved', 'test-relay')",
+            (position, position + 1),
+        )
+        try:
+            outcome = await relay.run_once()
+            assert outcome.delivered == 1 and outcome.failed == 0
+            assert _probes(relay_topology) == [(f"user:{free_key}", 1)]
+        finally:
+            conn.execute("DELETE FROM ring_fence WHERE workflow = 'test-relay'")
+    await relay.drain(timeout_s=10)
+    assert sorted(_probes(relay_topology)) == sorted([(f"user:{free_key}", 1), (f"user:{fenced_key}", 1)])

@@ -102,3 +102,15 @@ class FakeShardPools:
         if pool is None:
             pool = self.pools[(shard, role)] = FakePool(self._max_size, self._answer)
         return pool
+
+    def add(self, shard: Any) -> list[FakePool]:
+        replaced = self.remove(shard.index)
+        for role in ("primary", "replica"):
+            self.pools[(shard.index, role)] = FakePool(self._max_size, self._answer)
+        return replaced
+
+    def remove(self, shard: int) -> list[FakePool]:
+        return [p for role in ("primary", "replica") if (p := self.pools.pop((shard, role), None)) is not None]
+
+    async def open_shard(self, shard: int) -> None:
+        pass

@@ -88,3 +88,49 @@ async def test_statements_are_timed_under_their_names() -> None:
     labels = {"shard": router.shard_name(router.shard_for(USER)), "role": "replica", "query": "get_user"}
     assert metrics.registry.get_sample_value("db_query_duration_seconds_count", labels) == 1
 
+
+
+def _topology(epoch: int, shards: range) -> Topology:
+    return Topology(
+        epoch=epoch,
+        shards=tuple(ShardConfig(i, f"shard_{i}", "rw", "ro", "rw", "ro") for i in shards),
+        redis_url="redis://unused",
+    )
+
+
+async def test_adopting_a_newer_epoch_swaps_ring_and_shards_and_keeps_unchanged_endpoints() -> None:
+    router, _, _, _ = make_router()
+    kept = router.endpoint(0, "primary")
+    assert await router.adopt(_topology(4, range(4)))
+    assert router.topology.epoch == 4 and router.shard_indexes == (0, 1, 2, 3)
+    assert router.ring.shard_indexes == (0, 1, 2, 3)
+    assert router.endpoint(0, "primary") is kept
+    assert router.state(3).replica_up  # the monitor knows the new shard
+    written = await router.write(3, "INSERT ... RETURNING 1", (), key=None, name="add_user")
+    assert written.token == "4.3.20"
+    await router.stop_monitor()
+
+
+async def test_adopting_the_same_or_an_older_epoch_changes_nothing() -> None:
+    router, _, _, _ = make_router()
+    ring = router.ring
+    assert not await router.adopt(_topology(3, range(4)))
+    assert not await router.adopt(_topology(2, range(2)))
+    assert router.ring is ring and router.topology.epoch == 3
+
+
+async def test_adopting_a_topology_without_a_shard_drops_it() -> None:
+    router, pools, _, _ = make_router()
+    assert await router.adopt(_topology(4, range(2)))
+    assert router.shard_indexes == (0, 1)
+    assert (2, "primary") not in pools.pools
+    await router.stop_monitor()
+
+
+async def test_a_token_of_an_older_epoch_sends_the_read_to_the_primary() -> None:
+    router, pools, _, metrics = make_router()
+    shard = router.ring.shard_for(str(USER))
+    await router.read_key(USER, "SELECT 1", (), name="get_user", token=f"2.{shard}.8")
+    assert served(pools, "primary") == [shard] and served(pools, "replica") == []
+    labels = {"shard": f"shard_{shard}", "served_by": "primary", "reason": "token_other_epoch"}
+    assert metrics.registry.get_sample_value("db_reads_total", labels) == 1
