@@ -50,6 +50,8 @@ from messenger.services.tokens import TokenSigner
 from messenger.services.users import UserService
 from messenger.settings import Settings
 from messenger.storage.accounts import AccountStore
+from messenger.storage.cache.bus import USERS_CHANNEL, InvalidationBus
+from messenger.storage.cache.users import UserCache
 from messenger.storage.claims import ClaimStore
 from messenger.storage.conversation_log import ConversationLog
 from messenger.storage.conversations import ConversationStore
@@ -84,6 +86,8 @@ class Runtime:
     router: ShardRouter
     redis: Redis
     hub: LiveHub
+    user_cache: UserCache | None
+    """None with MESSENGER_CACHE=off."""
     background: BackgroundWork | None
     """None with MESSENGER_BACKGROUND=0 (the relay runs as a process of its own)."""
     api: ApiContext
@@ -140,23 +144,53 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
         )
         opened.push_async_callback(hub.close)  # first to close: sockets hear 1001 at once
 
+        user_cache = await _open_user_cache(settings, metrics, redis, opened)
+
         # Know every shard's state before the first request, then keep watching.
         await asyncio.gather(*(router.check_shard(s) for s in router.shard_indexes))
         router.start_monitor()
-        api = _api_context(settings, metrics, router, freshness, redis, passwords, conversation_log, hub, head)
+        api = _api_context(
+            settings, metrics, router, freshness, redis, passwords, conversation_log, hub, head, user_cache
+        )
         if background is not None:
             background.start()
-        yield Runtime(settings, metrics, pools, freshness, router, redis, hub, background, api)
+        yield Runtime(settings, metrics, pools, freshness, router, redis, hub, user_cache, background, api)
+
+
+async def _open_user_cache(
+    settings: Settings, metrics: Metrics, redis: Redis, opened: AsyncExitStack
+) -> UserCache | None:
+    """The users-by-id read cache and its invalidation subscriber (None when switched off).
+
+    The subscriber has a connection of its own without a read timeout (the channel may be quiet
+    for long); its health checks notice a dead connection, which clears the cache.
+    """
+    if not settings.cache:
+        return None
+    cache = UserCache(settings.cache_size, ttl_s=settings.cache_ttl_s, metrics=metrics)
+    listener = Redis.from_url(
+        settings.topology.redis_url,
+        socket_connect_timeout=settings.redis_timeout_s,
+        health_check_interval=5,
+    )
+    opened.push_async_callback(listener.aclose)
+    bus = InvalidationBus(
+        redis, listener, USERS_CHANNEL, on_key=cache.invalidate_text, on_connected=cache.set_connected
+    )
+    cache.publish_through(bus)
+    bus.start()
+    opened.push_async_callback(bus.stop)
+    return cache
 
 
 def _api_context(
     settings: Settings, metrics: Metrics, router: ShardRouter, freshness: FreshnessMarkers,
     redis: Redis, passwords: Passwords, conversation_log: ConversationLog, hub: LiveHub,
-    schema_version: str,
+    schema_version: str, user_cache: UserCache | None = None,
 ) -> ApiContext:
     """The stores over the router, and the services over them."""
     cursors = CursorCodec(settings.cursor_keys)
-    users = UserStore(router)
+    users = UserStore(router, user_cache)
     tokens = TokenSigner(settings.token_keys, access_ttl_s=settings.access_ttl_s)
     # A revocation outlives every access token it could concern.
     sessions = Sessions(RevocationStore(redis, ttl_s=settings.access_ttl_s + 60), hub)
