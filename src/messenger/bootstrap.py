@@ -22,6 +22,7 @@ Where code goes (the placement rule):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -36,6 +37,7 @@ from messenger.api.app import build_app
 from messenger.api.clients import ClientAddresses
 from messenger.api.context import ApiContext
 from messenger.background import BackgroundWork
+from messenger.domain.events import OutboxEvent
 from messenger.metrics import Metrics
 from messenger.services.accounts import AccountLimits, AccountService
 from messenger.services.cluster import ClusterOverview
@@ -50,7 +52,12 @@ from messenger.services.tokens import TokenSigner
 from messenger.services.users import UserService
 from messenger.settings import Settings
 from messenger.storage.accounts import AccountStore
-from messenger.storage.cache.bus import USERS_CHANNEL, InvalidationBus
+from messenger.storage.cache.bus import (
+    EVERY_KEY,
+    USERS_CHANNEL,
+    InvalidationBus,
+    publish_invalidation,
+)
 from messenger.storage.cache.users import UserCache
 from messenger.storage.claims import ClaimStore
 from messenger.storage.conversation_log import ConversationLog
@@ -60,6 +67,7 @@ from messenger.storage.inbox import InboxStore
 from messenger.storage.messages import MessageStore
 from messenger.storage.redis.rate_limits import Backoff, ConcurrencyLimit, FixedWindow, TokenBucket
 from messenger.storage.redis.revocations import RevocationStore
+from messenger.storage.relay.handlers import users_rows_changed
 from messenger.storage.retention import Retention
 from messenger.storage.schema import check_migrations
 from messenger.storage.shards.breaker import CircuitBreaker
@@ -130,7 +138,9 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
         opened.push_async_callback(redis.aclose)
         passwords = Passwords()
         opened.callback(passwords.close)
-        background = BackgroundWork(router, retention=retention(settings)) if settings.run_background else None
+        background = BackgroundWork(
+            router, retention=retention(settings), applied=functools.partial(_users_changed, redis)
+        ) if settings.run_background else None
         if background is not None:
             opened.push_async_callback(background.stop)
         conversation_log = ConversationLog(router)
@@ -167,7 +177,11 @@ async def _open_user_cache(
     """
     if not settings.cache:
         return None
-    cache = UserCache(settings.cache_size, ttl_s=settings.cache_ttl_s, metrics=metrics)
+    cache = UserCache(
+        settings.cache_size, ttl_s=settings.cache_ttl_s,
+        hold_s=settings.max_replica_lag_s,  # a replica further behind is not read from
+        metrics=metrics,
+    )
     listener = Redis.from_url(
         settings.topology.redis_url,
         socket_connect_timeout=settings.redis_timeout_s,
@@ -195,7 +209,7 @@ def _api_context(
     # A revocation outlives every access token it could concern.
     sessions = Sessions(RevocationStore(redis, ttl_s=settings.access_ttl_s + 60), hub)
     accounts = AccountService(
-        ClaimStore(router), AccountStore(router), passwords, tokens,
+        ClaimStore(router), AccountStore(router, user_cache), passwords, tokens,
         _account_limits(redis, settings),
         sessions=sessions, refresh_ttl_s=settings.refresh_ttl_s,
     )
@@ -209,7 +223,7 @@ def _api_context(
         settings=settings,
         metrics=metrics,
         users=UserService(users, cursors, open_users=settings.open_users, sessions=sessions),
-        follows=FollowService(FollowStore(router), cursors),
+        follows=FollowService(FollowStore(router, user_cache), cursors),
         accounts=accounts,
         messaging=messaging,
         hub=hub,
@@ -282,5 +296,17 @@ def retention(settings: Settings) -> Retention:
 async def run_background(topology: Topology) -> None:
     """The outbox relay and claims sweeper over the shards' primaries until cancelled
     (`messenger relay`; API workers run the same inside `open_runtime`)."""
-    async with PrimaryPools(topology) as pools:
-        await BackgroundWork(pools).run()
+    redis = Redis.from_url(topology.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    try:
+        async with PrimaryPools(topology) as pools:
+            await BackgroundWork(pools, applied=functools.partial(_users_changed, redis)).run()
+    finally:
+        await redis.aclose()
+
+
+async def _users_changed(redis: Redis, event: OutboxEvent) -> None:
+    """After the relay applied an event: every worker's users cache drops the rows it changed
+    (whether or not this process caches: other instances may)."""
+    changed = users_rows_changed(event)
+    for key in [EVERY_KEY] if changed is None else [str(u) for u in changed]:
+        await publish_invalidation(redis, USERS_CHANNEL, key)

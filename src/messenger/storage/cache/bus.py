@@ -19,7 +19,20 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 
 USERS_CHANNEL = "messenger:cache:users"
+EVERY_KEY = "*"
+"""Published instead of a key when a write may have changed rows nobody can name cheaply."""
 RECONNECT_DELAY_S = 0.5
+
+
+async def publish_invalidation(redis: Redis, channel: str, key: str) -> bool:
+    """False when Redis did not take it (other workers keep the entry until its TTL; a Redis
+    that is away has most likely cut their subscriptions too, which clears their caches)."""
+    try:
+        await redis.publish(channel, key)
+    except (RedisError, OSError) as exc:
+        log.warning("cache invalidation of %s not published: %s", key, exc)
+        return False
+    return True
 
 
 class InvalidationBus:
@@ -37,13 +50,7 @@ class InvalidationBus:
         self._task: asyncio.Task[None] | None = None
 
     async def publish(self, key: str) -> bool:
-        """False when Redis did not take it (other workers keep the entry until its TTL)."""
-        try:
-            await self._redis.publish(self._channel, key)
-        except (RedisError, OSError) as exc:
-            log.warning("cache invalidation of %s not published: %s", key, exc)
-            return False
-        return True
+        return await publish_invalidation(self._redis, self._channel, key)
 
     def start(self) -> None:
         if self._task is None:

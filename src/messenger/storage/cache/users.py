@@ -7,6 +7,8 @@ Invariants (docs/performance.md, "Read cache"):
   or (re)gaining the subscription clears everything;
 - a write drops the key here before its response and publishes it for the other workers;
 - a read with a consistency token, or of a key with a freshness marker, bypasses the cache;
+- for `hold_s` after an invalidation (or a clear) the key is not filled: a lagging replica
+  may still answer with the old row (GenerationalLru);
 - entries expire after `ttl_s` whatever happens; misses (no such user) are never cached.
 """
 
@@ -16,15 +18,17 @@ import uuid
 
 from messenger.domain.users import User
 from messenger.metrics import Metrics
-from messenger.storage.cache.bus import InvalidationBus
+from messenger.storage.cache.bus import EVERY_KEY, InvalidationBus
 from messenger.storage.cache.lru import Generation, GenerationalLru
 
 CACHE_NAME = "users"
 
 
 class UserCache:
-    def __init__(self, max_entries: int, *, ttl_s: float = 30.0, metrics: Metrics | None = None) -> None:
-        self._lru: GenerationalLru[uuid.UUID, User] = GenerationalLru(max_entries, ttl_s=ttl_s)
+    def __init__(
+        self, max_entries: int, *, ttl_s: float = 30.0, hold_s: float = 0.0, metrics: Metrics | None = None
+    ) -> None:
+        self._lru: GenerationalLru[uuid.UUID, User] = GenerationalLru(max_entries, ttl_s=ttl_s, hold_s=hold_s)
         self._metrics = metrics
         self._connected = False
         self.hits = 0
@@ -83,7 +87,10 @@ class UserCache:
             await self._bus.publish(str(user_id))
 
     def invalidate_text(self, key: str) -> None:
-        """An invalidation from the bus (the key as published)."""
+        """An invalidation from the bus (the key as published, or EVERY_KEY)."""
+        if key == EVERY_KEY:
+            self.clear()
+            return
         try:
             user_id = uuid.UUID(key)
         except ValueError:

@@ -70,3 +70,22 @@ def test_many_invalidated_keys_still_void_older_fills() -> None:
     for key in range(70_000):  # beyond the generations kept per key
         lru.invalidate(key)
     assert not lru.fill(0, 1, seen)
+
+
+def test_a_key_is_not_filled_while_replicas_may_still_hold_its_old_row() -> None:
+    clock = FakeClock()
+    lru: GenerationalLru[str, int] = GenerationalLru(10, hold_s=3.0, clock=clock)
+    lru.invalidate("a")
+    assert not lru.fill("a", 1, lru.generation("a"))
+    assert lru.fill("b", 1, lru.generation("b"))  # other keys are not held
+    clock.now += 3.0
+    assert lru.fill("a", 2, lru.generation("a"))
+
+
+def test_after_a_clear_no_key_is_filled_for_the_hold() -> None:
+    clock = FakeClock()
+    lru: GenerationalLru[str, int] = GenerationalLru(10, hold_s=3.0, clock=clock)
+    lru.clear()
+    assert not lru.fill("b", 1, lru.generation("b"))
+    clock.now += 3.0
+    assert lru.fill("b", 1, lru.generation("b"))
