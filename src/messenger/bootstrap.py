@@ -31,6 +31,8 @@ from datetime import timedelta
 from typing import cast
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 
 from messenger.api.app import build_app
@@ -186,6 +188,9 @@ async def _open_user_cache(
         settings.topology.redis_url,
         socket_connect_timeout=settings.redis_timeout_s,
         health_check_interval=5,
+        # No silent reconnect-and-resubscribe inside the client: a lost connection must reach
+        # the bus at once (stop serving), not only when the resubscription is confirmed.
+        retry=Retry(NoBackoff(), 0),
     )
     opened.push_async_callback(listener.aclose)
     bus = InvalidationBus(
