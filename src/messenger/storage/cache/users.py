@@ -40,6 +40,9 @@ class UserCache:
         """Where `written` tells the other workers (without one, only this worker drops it)."""
         self._bus = bus
 
+    def __len__(self) -> int:
+        return len(self._lru)
+
     @property
     def usable(self) -> bool:
         return self._connected
