@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
+from messenger.domain.events import OutboxEvent
 from messenger.storage.claims import ClaimStore
 from messenger.storage.relay.handlers import HANDLERS
 from messenger.storage.relay.runner import OutboxRelay
@@ -28,8 +29,9 @@ class BackgroundWork:
     def __init__(
         self, shards: ShardTransactions, *, idle_interval_s: float = 0.1,
         retention: Retention | None = None,
+        applied: Callable[[OutboxEvent], Awaitable[None]] | None = None,
     ) -> None:
-        self.relay = OutboxRelay(shards, HANDLERS)
+        self.relay = OutboxRelay(shards, HANDLERS, applied=applied)
         self.claims = ClaimStore(shards)
         self.pruner = RetentionPruner(shards, retention or Retention())
         self._idle_interval_s = idle_interval_s

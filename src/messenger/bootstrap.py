@@ -22,6 +22,7 @@ Where code goes (the placement rule):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -30,12 +31,15 @@ from datetime import timedelta
 from typing import cast
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 
 from messenger.api.app import build_app
 from messenger.api.clients import ClientAddresses
 from messenger.api.context import ApiContext
 from messenger.background import BackgroundWork
+from messenger.domain.events import OutboxEvent
 from messenger.metrics import Metrics
 from messenger.services.accounts import AccountLimits, AccountService
 from messenger.services.cluster import ClusterOverview
@@ -50,6 +54,13 @@ from messenger.services.tokens import TokenSigner
 from messenger.services.users import UserService
 from messenger.settings import Settings
 from messenger.storage.accounts import AccountStore
+from messenger.storage.cache.bus import (
+    EVERY_KEY,
+    USERS_CHANNEL,
+    InvalidationBus,
+    publish_invalidation,
+)
+from messenger.storage.cache.users import UserCache
 from messenger.storage.claims import ClaimStore
 from messenger.storage.conversation_log import ConversationLog
 from messenger.storage.conversations import ConversationStore
@@ -58,6 +69,7 @@ from messenger.storage.inbox import InboxStore
 from messenger.storage.messages import MessageStore
 from messenger.storage.redis.rate_limits import Backoff, ConcurrencyLimit, FixedWindow, TokenBucket
 from messenger.storage.redis.revocations import RevocationStore
+from messenger.storage.relay.handlers import users_rows_changed
 from messenger.storage.retention import Retention
 from messenger.storage.schema import check_migrations
 from messenger.storage.shards.breaker import CircuitBreaker
@@ -85,6 +97,8 @@ class Runtime:
     router: ShardRouter
     redis: Redis
     hub: LiveHub
+    user_cache: UserCache | None
+    """None with MESSENGER_CACHE=off."""
     background: BackgroundWork | None
     """None with MESSENGER_BACKGROUND=0 (the relay runs as a process of its own)."""
     api: ApiContext
@@ -127,7 +141,9 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
         opened.push_async_callback(redis.aclose)
         passwords = Passwords()
         opened.callback(passwords.close)
-        background = BackgroundWork(router, retention=retention(settings)) if settings.run_background else None
+        background = BackgroundWork(
+            router, retention=retention(settings), applied=functools.partial(_users_changed, redis)
+        ) if settings.run_background else None
         if background is not None:
             opened.push_async_callback(background.stop)
         conversation_log = ConversationLog(router)
@@ -141,6 +157,8 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
         )
         opened.push_async_callback(hub.close)  # first to close: sockets hear 1001 at once
 
+        user_cache = await _open_user_cache(settings, metrics, redis, opened)
+
         # Know every shard's state before the first request, then keep watching.
         await asyncio.gather(*(router.check_shard(s) for s in router.shard_indexes))
         router.start_monitor()
@@ -148,25 +166,60 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
         watcher = TopologyWatcher(router, settings.topology.path, redis)
         watcher.start()
         opened.push_async_callback(watcher.stop)
-        api = _api_context(settings, metrics, router, freshness, redis, passwords, conversation_log, hub, head)
+        api = _api_context(
+            settings, metrics, router, freshness, redis, passwords, conversation_log, hub, head, user_cache
+        )
         if background is not None:
             background.start()
-        yield Runtime(settings, metrics, pools, freshness, router, redis, hub, background, api)
+        yield Runtime(settings, metrics, pools, freshness, router, redis, hub, user_cache, background, api)
+
+
+async def _open_user_cache(
+    settings: Settings, metrics: Metrics, redis: Redis, opened: AsyncExitStack
+) -> UserCache | None:
+    """The users-by-id read cache and its invalidation subscriber (None when switched off).
+
+    The subscriber has a connection of its own without a read timeout (the channel may be quiet
+    for long); its health checks notice a dead connection, which clears the cache.
+    """
+    if not settings.cache:
+        return None
+    cache = UserCache(
+        settings.cache_size, ttl_s=settings.cache_ttl_s,
+        hold_s=settings.max_replica_lag_s,  # a replica further behind is not read from
+        metrics=metrics,
+    )
+    listener = Redis.from_url(
+        settings.topology.redis_url,
+        socket_connect_timeout=settings.redis_timeout_s,
+        health_check_interval=5,
+        # No silent reconnect-and-resubscribe inside the client: a lost connection must reach
+        # the bus at once (stop serving), not only when the resubscription is confirmed.
+        retry=Retry(NoBackoff(), 0),
+    )
+    opened.push_async_callback(listener.aclose)
+    bus = InvalidationBus(
+        redis, listener, USERS_CHANNEL, on_key=cache.invalidate_text, on_connected=cache.set_connected
+    )
+    cache.publish_through(bus)
+    bus.start()
+    opened.push_async_callback(bus.stop)
+    return cache
 
 
 def _api_context(
     settings: Settings, metrics: Metrics, router: ShardRouter, freshness: FreshnessMarkers,
     redis: Redis, passwords: Passwords, conversation_log: ConversationLog, hub: LiveHub,
-    schema_version: str,
+    schema_version: str, user_cache: UserCache | None = None,
 ) -> ApiContext:
     """The stores over the router, and the services over them."""
     cursors = CursorCodec(settings.cursor_keys)
-    users = UserStore(router)
+    users = UserStore(router, user_cache)
     tokens = TokenSigner(settings.token_keys, access_ttl_s=settings.access_ttl_s)
     # A revocation outlives every access token it could concern.
     sessions = Sessions(RevocationStore(redis, ttl_s=settings.access_ttl_s + 60), hub)
     accounts = AccountService(
-        ClaimStore(router), AccountStore(router), passwords, tokens,
+        ClaimStore(router), AccountStore(router, user_cache), passwords, tokens,
         _account_limits(redis, settings),
         sessions=sessions, refresh_ttl_s=settings.refresh_ttl_s,
     )
@@ -180,7 +233,7 @@ def _api_context(
         settings=settings,
         metrics=metrics,
         users=UserService(users, cursors, open_users=settings.open_users, sessions=sessions),
-        follows=FollowService(FollowStore(router), cursors),
+        follows=FollowService(FollowStore(router, user_cache), cursors),
         accounts=accounts,
         messaging=messaging,
         hub=hub,
@@ -255,11 +308,21 @@ async def run_background(topology: Topology) -> None:
     (`messenger relay`; API workers run the same inside `open_runtime`), adopting new topology
     epochs as they are published."""
     redis = Redis.from_url(topology.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
-    async with PrimaryPools(topology) as pools:
-        watcher = TopologyWatcher(pools, topology.path, redis)
-        watcher.start()
-        try:
-            await BackgroundWork(pools).run()
-        finally:
-            await watcher.stop()
-            await redis.aclose()
+    try:
+        async with PrimaryPools(topology) as pools:
+            watcher = TopologyWatcher(pools, topology.path, redis)
+            watcher.start()
+            try:
+                await BackgroundWork(pools, applied=functools.partial(_users_changed, redis)).run()
+            finally:
+                await watcher.stop()
+    finally:
+        await redis.aclose()
+
+
+async def _users_changed(redis: Redis, event: OutboxEvent) -> None:
+    """After the relay applied an event: every worker's users cache drops the rows it changed
+    (whether or not this process caches: other instances may)."""
+    changed = users_rows_changed(event)
+    for key in [EVERY_KEY] if changed is None else [str(u) for u in changed]:
+        await publish_invalidation(redis, USERS_CHANNEL, key)

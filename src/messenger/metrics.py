@@ -80,6 +80,20 @@ class Metrics:
             "outbox_backlog_read_errors_total", "Scrapes that could not read a shard's outbox",
             ["shard"], registry=r,
         )
+        self.cache_hits = Counter(
+            "cache_hits_total", "Read-cache lookups answered from this worker's cache", ["cache"], registry=r,
+        )
+        self.cache_misses = Counter(
+            "cache_misses_total", "Read-cache lookups that went to the database", ["cache"], registry=r,
+        )
+        self.cache_evictions = Counter(
+            "cache_evictions_total", "Read-cache entries dropped for room (least recently used)",
+            ["cache"], registry=r,
+        )
+        self.cache_invalidations = Counter(
+            "cache_invalidations_total", "Read-cache keys dropped because they were written (here or elsewhere)",
+            ["cache"], registry=r,
+        )
 
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 

@@ -160,6 +160,14 @@ class Settings:
     refresh_token_retention_s: float = 86400.0
     """After a token's expiry or use."""
 
+    # The per-worker read cache of users by id (storage/cache/users.py).
+    cache: bool = True
+    """MESSENGER_CACHE=off: no cache at all (every read goes to the database)."""
+    cache_size: int = 100_000
+    """Entries per worker (least recently used are evicted beyond it)."""
+    cache_ttl_s: float = 30.0
+    """Backstop: an entry is read again after this long even if no invalidation came."""
+
     # Operators.
     ops_token: str = field(default="", repr=False)
     """The bearer token of the operator's endpoints (the /cluster page's data). Empty: those
@@ -225,6 +233,9 @@ class Settings:
             applied_events_retention_s=float(_env("APPLIED_EVENTS_RETENTION", str(7 * 86400))),
             refresh_token_retention_s=float(_env("REFRESH_TOKEN_RETENTION", "86400")),
             ops_token=_env("OPS_TOKEN", "").strip(),
+            cache=_flag("CACHE", True),
+            cache_size=int(_env("CACHE_SIZE", "100000")),
+            cache_ttl_s=float(_env("CACHE_TTL", "30")),
         )
 
 

@@ -16,6 +16,7 @@ from psycopg import errors as pg_errors
 from messenger.domain.accounts import Account
 from messenger.domain.errors import Conflict, NotFound
 from messenger.domain.ids import new_id
+from messenger.storage.cache.users import UserCache
 from messenger.storage.outbox import append_event
 from messenger.storage.shards.transactions import ShardTransactions
 from messenger.storage.users import DELETE_USER
@@ -108,8 +109,13 @@ def _account(row: tuple[Any, ...]) -> Account:
 
 
 class AccountStore:
-    def __init__(self, shards: ShardTransactions) -> None:
+    def __init__(self, shards: ShardTransactions, user_cache: UserCache | None = None) -> None:
         self.shards = shards
+        self._user_cache = user_cache  # names and deletions change users rows
+
+    async def _user_written(self, user_id: uuid.UUID) -> None:
+        if self._user_cache is not None:
+            await self._user_cache.written(user_id)
 
     async def create(self, new: NewAccount) -> tuple[Account, datetime]:
         """User, account and link in one transaction, with the event that confirms the claims."""
@@ -145,6 +151,12 @@ class AccountStore:
         return None if row is None else StoredAccount(_account(row), row[6])
 
     async def update_names(self, user_id: uuid.UUID, first_name: str | None, last_name: str | None) -> None:
+        try:
+            await self._update_names(user_id, first_name, last_name)
+        finally:
+            await self._user_written(user_id)
+
+    async def _update_names(self, user_id: uuid.UUID, first_name: str | None, last_name: str | None) -> None:
         async with self.shards.transaction_for(user_id, name="update_account_names", marks=[user_id]) as conn:
             cursor = await conn.execute(UPDATE_NAMES, {"first": first_name, "last": last_name, "id": user_id})
             if cursor.rowcount == 0:
@@ -184,10 +196,13 @@ class AccountStore:
     async def delete_user(self, user_id: uuid.UUID) -> None:
         """Delete the user and, by cascade, everything of theirs on this shard; the
         `user.deleted` event written with it cleans up the other shards."""
-        async with self.shards.transaction_for(user_id, name="delete_account_user", marks=[user_id]) as conn:
-            cursor = await conn.execute(DELETE_USER, (user_id, new_id()))
-            if await cursor.fetchone() is None:
-                raise NotFound("user not found")
+        try:
+            async with self.shards.transaction_for(user_id, name="delete_account_user", marks=[user_id]) as conn:
+                cursor = await conn.execute(DELETE_USER, (user_id, new_id()))
+                if await cursor.fetchone() is None:
+                    raise NotFound("user not found")
+        finally:
+            await self._user_written(user_id)
 
     # -- refresh tokens --------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from messenger.domain.follows import Follow, FollowEntry
 from messenger.domain.ids import new_id
+from messenger.storage.cache.users import UserCache
 from messenger.storage.shards.router import ShardRouter
 
 SELECT_NAMES = "SELECT first_name, last_name FROM users WHERE id = %s"
@@ -94,8 +95,13 @@ def _entries(rows: list[tuple[Any, ...]]) -> list[FollowEntry] | None:
 class FollowStore:
     """The request path: one statement per call, on one shard."""
 
-    def __init__(self, router: ShardRouter) -> None:
+    def __init__(self, router: ShardRouter, user_cache: UserCache | None = None) -> None:
         self._router = router
+        self._user_cache = user_cache  # following_count is in the follower's users row
+
+    async def _follower_written(self, follower_id: uuid.UUID) -> None:
+        if self._user_cache is not None:
+            await self._user_cache.written(follower_id)
 
     async def names(self, user_id: uuid.UUID) -> tuple[str, str] | None:
         """The user's names, read on its shard (read-your-writes); None if there is no user."""
@@ -110,7 +116,10 @@ class FollowStore:
             "follower": str(follower_id), "followee": str(followee_id), "follow_id": new_id(),
             "first": followee_names[0], "last": followee_names[1], "event_id": new_id(),
         }
-        written = await self._router.write_key(follower_id, FOLLOW, params, name="follow")
+        try:
+            written = await self._router.write_key(follower_id, FOLLOW, params, name="follow")
+        finally:
+            await self._follower_written(follower_id)
         follower_exists, created, created_at = written.rows[0]
         if not follower_exists:
             return None
@@ -118,7 +127,10 @@ class FollowStore:
 
     async def unfollow(self, follower_id: uuid.UUID, followee_id: uuid.UUID) -> bool:
         params = {"follower": str(follower_id), "followee": str(followee_id), "event_id": new_id()}
-        written = await self._router.write_key(follower_id, UNFOLLOW, params, name="unfollow")
+        try:
+            written = await self._router.write_key(follower_id, UNFOLLOW, params, name="unfollow")
+        finally:
+            await self._follower_written(follower_id)
         return bool(written.rows[0][0])
 
     async def following(

@@ -10,6 +10,7 @@ from typing import Any
 
 from messenger.domain.ids import new_id
 from messenger.domain.users import Order, User
+from messenger.storage.cache.users import UserCache
 from messenger.storage.shards.router import ShardRouter
 
 _COLUMNS = "id, first_name, last_name, created_at, updated_at, following_count, followers_count"
@@ -66,8 +67,9 @@ def _user(row: tuple[Any, ...]) -> User:
 
 
 class UserStore:
-    def __init__(self, router: ShardRouter) -> None:
+    def __init__(self, router: ShardRouter, cache: UserCache | None = None) -> None:
         self._router = router
+        self._cache = cache
 
     def shard_of(self, user_id: uuid.UUID) -> int:
         return self._router.shard_for(user_id)
@@ -79,8 +81,33 @@ class UserStore:
         return _user(written.rows[0]), written.token
 
     async def get(self, user_id: uuid.UUID, *, token: str | None = None) -> User | None:
+        """The user, from this worker's cache when that cannot be older than what the caller
+        must see: a consistency token or a recent write of the key (its freshness marker)
+        sends the read to the database, and such a read fills nothing."""
+        cache = self._cache
+        if cache is None or token is not None or not cache.usable:
+            return await self._read(user_id, token)
+        hit, cached = cache.get(user_id)
+        if hit:
+            if cached is not None and not await self._router.recently_written(user_id):
+                return cached
+            return await self._read(user_id, None)
+        seen = cache.generation(user_id)  # before the read: a write meanwhile voids the fill
+        if await self._router.recently_written(user_id):
+            return await self._read(user_id, None)
+        user = await self._read(user_id, None)
+        if user is not None:
+            cache.fill(user_id, user, seen)
+        return user
+
+    async def _read(self, user_id: uuid.UUID, token: str | None) -> User | None:
         rows = await self._router.read_key(user_id, SELECT_USER, (user_id,), name="get_user", token=token)
         return _user(rows[0]) if rows else None
+
+    async def written(self, user_id: uuid.UUID) -> None:
+        """Tell the read cache (here and on every worker) that the user's row changed."""
+        if self._cache is not None:
+            await self._cache.written(user_id)
 
     async def replace(
         self, user_id: uuid.UUID, first_name: str, last_name: str
@@ -96,11 +123,17 @@ class UserStore:
         self, sql: str, name: str, user_id: uuid.UUID, first_name: str | None, last_name: str | None
     ) -> tuple[User | None, str | None]:
         params = {"first": first_name, "last": last_name, "id": user_id, "event_id": new_id()}
-        written = await self._router.write_key(user_id, sql, params, name=name)
+        try:
+            written = await self._router.write_key(user_id, sql, params, name=name)
+        finally:
+            await self.written(user_id)  # also when the outcome is unknown (a lost COMMIT reply)
         return (_user(written.rows[0]) if written.rows else None), written.token
 
     async def remove(self, user_id: uuid.UUID) -> tuple[bool, str | None]:
-        written = await self._router.write_key(user_id, DELETE_USER, (user_id, new_id()), name="remove_user")
+        try:
+            written = await self._router.write_key(user_id, DELETE_USER, (user_id, new_id()), name="remove_user")
+        finally:
+            await self.written(user_id)
         return bool(written.rows), written.token
 
     async def has_account(self, user_id: uuid.UUID) -> bool:

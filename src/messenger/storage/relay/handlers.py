@@ -7,6 +7,7 @@ run in order and the event is delivered when all of them have succeeded.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 
 from messenger.domain.events import OutboxEvent
@@ -65,3 +66,18 @@ HANDLERS: Mapping[str, Handler] = {
     "follow.created": sync_reverse_edge,
     "follow.removed": sync_reverse_edge,
 }
+
+
+# Events whose handlers change users rows (their follow counters), and whose: a read cache of
+# users drops them once the handler committed. user.deleted decrements the counters of every
+# user who followed or was followed by the deleted one, on any shard: nobody to name cheaply.
+_FOLLOW_EVENTS = ("follow.created", "follow.removed")
+
+
+def users_rows_changed(event: OutboxEvent) -> tuple[uuid.UUID, ...] | None:
+    """The users whose row applying `event` may have changed; None: possibly any user."""
+    if event.type in _FOLLOW_EVENTS:
+        return uuid.UUID(event.payload["follower_id"]), uuid.UUID(event.payload["followee_id"])
+    if event.type == "user.deleted":
+        return None
+    return ()

@@ -164,8 +164,11 @@ class OutboxRelay:
         batch_size: int = 100,
         max_attempts: int = 12,
         apply_timeout_s: float = 5.0,
+        applied: Callable[[OutboxEvent], Awaitable[None]] | None = None,
     ) -> None:
+        """`applied` runs after each event's handler committed (read caches drop what it changed)."""
         self.shards = shards
+        self.applied = applied
         self.handlers = dict(handlers)
         self.batch_size = batch_size
         self.max_attempts = max_attempts
@@ -269,4 +272,6 @@ class OutboxRelay:
         if handler is None:
             raise LookupError(f"no handler for event type {event.type!r}")
         await handler(event, self.shards)
+        if self.applied is not None:
+            await self.applied(event)
 

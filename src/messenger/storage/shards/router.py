@@ -199,6 +199,14 @@ class ShardRouter:
         text = canonical_key(key)
         return await self.read(self.ring.shard_for(text), sql, params, name=name, key=text, token=token)
 
+    async def recently_written(self, key: Key) -> bool:
+        """Whether the key has a freshness marker, or whether that cannot be known now (a
+        cache must not answer for such a key: the write may not have reached it yet)."""
+        try:
+            return await self._freshness.get(canonical_key(key)) is not None
+        except FreshnessUnknown:
+            return True
+
     async def write_key(self, key: Key, sql: str, params: Params, *, name: str) -> WriteResult:
         """One data-changing statement on the key's shard; the key gets a freshness marker."""
         text = canonical_key(key)
