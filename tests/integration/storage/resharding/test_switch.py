@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from messenger.storage.migrator import migrate
+from messenger.storage.resharding.cleanup import delete_moved_rows, drop_replication, inverted
 from messenger.storage.resharding.plan import ReshardPlan, plan_add
 from messenger.storage.resharding.replication import (
     RouteNames,
@@ -91,7 +92,7 @@ def copying(plan: ReshardPlan) -> Iterator[list[UUID]]:
         drop_publication(source, names.copy)
         unfence(target, WORKFLOW, route.ranges)
         unfence(source, WORKFLOW, route.ranges)
-        _execute(source, "DELETE FROM users WHERE last_name = 'Me'")
+        _execute(source, "DELETE FROM users WHERE last_name IN ('Me', 'Writer')")
 
 
 def test_a_target_that_disagrees_aborts_the_switch_and_leaves_the_old_ring_working(plan, copying) -> None:
@@ -129,3 +130,45 @@ def test_after_the_switch_the_target_owns_the_ranges_and_its_writes_flow_back(pl
     assert stale.value.sqlstate == "MF001"
     assert _execute(target, "UPDATE users SET first_name = 'Moved' WHERE id = %s", user) == 1
     wait_for(lambda: _names(source, [user]) == {user: "Moved"}, 10, "reverse replication to the source")
+
+
+def _in_ranges(shard: ShardConfig, plan: ReshardPlan) -> int:
+    (route,) = plan.routes
+    with psycopg.connect(shard.primary_dsn) as conn:
+        return sum(
+            conn.execute("SELECT count(*) FROM users WHERE ring_pos >= %s AND ring_pos < %s", r).fetchone()[0]  # type: ignore[index]
+            for r in route.ranges
+        )
+
+
+def test_a_rollback_after_the_switch_hands_the_ranges_back_with_the_writes_made_since(plan, copying) -> None:
+    (route,) = plan.routes
+    source, target = plan.old.shard(route.source), plan.new.shard(route.target)
+    back = inverted(plan)
+    published: list[Topology] = []
+    switch(WORKFLOW, back, published.append)
+    assert [t.shard_indexes for t in published] == [plan.old.shard_indexes]
+    assert published[0].epoch == plan.new.epoch + 1  # epochs only grow: every process adopts it
+    user = copying[1]
+    assert _names(source, [user]) == {user: "Moved"}  # written on the target after the switch
+    assert _execute(source, "UPDATE users SET first_name = 'Home' WHERE id = %s", user) == 1
+    with psycopg.connect(target.primary_dsn) as conn, pytest.raises(psycopg.Error) as stale:
+        conn.execute("UPDATE users SET first_name = 'Stale' WHERE id = %s", (user,))
+    assert stale.value.sqlstate == "MF001"
+
+
+def test_clean_up_after_the_rollback_empties_the_abandoned_shard_and_keeps_its_fence(plan, copying) -> None:
+    (route,) = plan.routes
+    source, target = plan.old.shard(route.source), plan.new.shard(route.target)
+    back = inverted(plan)
+    assert _in_ranges(target, plan) > 0
+    drop_replication(WORKFLOW, back.routes[0], target, source)
+    deleted = delete_moved_rows(back.routes[0], target, batch=7)
+    assert deleted["users"] >= len(copying) and _in_ranges(target, plan) == 0
+    assert _in_ranges(source, plan) >= len(copying)
+    with psycopg.connect(target.primary_dsn) as conn:
+        slots = conn.execute("SELECT count(*) FROM pg_subscription").fetchone()
+        assert slots == (0,)
+    with psycopg.connect(target.primary_dsn) as conn, pytest.raises(psycopg.Error) as refused:
+        conn.execute("INSERT INTO users (id, first_name, last_name) VALUES (%s, 'Late', 'Writer')", (_ids_in(plan, 1)[0],))
+    assert refused.value.sqlstate == "MF001"
