@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import psycopg
 import pytest
 
-from messenger.storage.migrator import migrate
 from messenger.storage.resharding.cleanup import delete_moved_rows, drop_replication, inverted
 from messenger.storage.resharding.plan import ReshardPlan, plan_add
 from messenger.storage.resharding.replication import (
@@ -28,8 +27,8 @@ from messenger.storage.resharding.replication import (
     unfence,
 )
 from messenger.storage.resharding.switch import SwitchAborted, switch
-from messenger.storage.shards.ring import ring_position
 from messenger.topology import ShardConfig, Topology
+from tests.integration.storage.resharding.conftest import ids_in, spare_shard
 from tests.support.waiting import wait_for
 
 WORKFLOW = "sw"
@@ -38,27 +37,13 @@ TARGET_DB = "reshard_switch"
 
 @pytest.fixture(scope="module")
 def plan(cluster) -> Iterator[ReshardPlan]:
-    host = cluster.topology.shard(2)
-    with psycopg.connect(host.primary_dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {TARGET_DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {TARGET_DB}")
-    dsn = host.primary_dsn.rsplit("/", 1)[0] + f"/{TARGET_DB}"
-    target = ShardConfig(3, "shard_3", dsn, dsn, dsn, dsn)
-    assert all(o.ok for o in migrate(replace(cluster.topology, shards=(target,))))
-    whole = plan_add(cluster.topology, (target,))
-    yield replace(whole, routes=whole.routes_from(0)[:1])
-    with psycopg.connect(host.primary_dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {TARGET_DB} WITH (FORCE)")
+    with spare_shard(cluster, TARGET_DB) as target:
+        whole = plan_add(cluster.topology, (target,))
+        yield replace(whole, routes=whole.routes_from(0)[:1])
 
 
 def _ids_in(plan: ReshardPlan, count: int) -> list[UUID]:
-    (route,) = plan.routes
-    ids: list[UUID] = []
-    while len(ids) < count:
-        candidate = uuid4()
-        if any(lo <= ring_position(str(candidate)) < hi for lo, hi in route.ranges):
-            ids.append(candidate)
-    return ids
+    return ids_in(plan.routes[0].ranges, count)
 
 
 def _execute(shard: ShardConfig, query: str, *params: object) -> int:
