@@ -27,7 +27,7 @@ from messenger.cluster.postgres import DATABASE, PostgresServer, wait_until_acce
 from messenger.cluster.redis import RedisServer
 from messenger.cluster.service_user import ServiceUser, give_to, grant_traverse, service_user
 from messenger.settings import write_secrets_file
-from messenger.topology import ShardConfig, Topology, dump_topology
+from messenger.topology import ShardConfig, Topology, TopologyError, dump_topology, load_topology
 
 DEFAULT_SHARDS = 5
 Progress = Callable[[str], None]
@@ -184,9 +184,22 @@ class LocalCluster:
                 future.result()
             redis_started.result()
         topology = self.topology
+        written = self._written_topology()
+        if written is not None and written.epoch > topology.epoch:
+            # A reshard published a newer ring: the file, not this cluster's first shape, is
+            # what the shards now hold. Rewriting it would route keys to shards that gave
+            # them up.
+            self.progress(f"keeping {self.topology_path}: epoch {written.epoch} from a reshard")
+            return written
         dump_topology(topology, self.topology_path)
         self.progress(f"topology written to {self.topology_path}")
         return topology
+
+    def _written_topology(self) -> Topology | None:
+        try:
+            return load_topology(self.topology_path)
+        except TopologyError:
+            return None
 
     def _prepare_data_dir(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -107,3 +107,18 @@ def test_migrate_with_a_missing_topology_file_fails_clearly(tmp_path: Path) -> N
     result = CliRunner().invoke(app, ["migrate", "status", "--topology", str(tmp_path / "none.toml")])
     assert result.exit_code == 1
     assert "not found" in result.output and "messenger cluster up" in result.output
+
+
+def test_up_keeps_a_topology_a_reshard_published(small_cluster: LocalCluster) -> None:
+    from dataclasses import replace
+
+    from messenger.topology import dump_topology, load_topology
+
+    first = small_cluster.topology
+    resharded = replace(first, epoch=first.epoch + 1)
+    dump_topology(resharded, small_cluster.topology_path)
+    try:
+        assert small_cluster.up().epoch == resharded.epoch
+        assert load_topology(small_cluster.topology_path).epoch == resharded.epoch
+    finally:
+        dump_topology(first, small_cluster.topology_path)

@@ -46,8 +46,10 @@ class RouteNames:
 
     @property
     def back(self) -> str:
-        """Reverse replication after the switch: publication on the target, subscription on the source."""
-        return f"reshard_{self.workflow}_{self.route.target}_back_{self.route.source}"
+        """Reverse replication after the switch: publication on the target, subscription on
+        the source. The copy name of the inverted route, so that switching the inverted plan
+        (a rollback) takes the reverse replication for its forward one."""
+        return f"reshard_{self.workflow}_{self.route.target}_to_{self.route.source}"
 
 
 def create_publication(source: ShardConfig, name: str, ranges: tuple[tuple[int, int], ...]) -> None:

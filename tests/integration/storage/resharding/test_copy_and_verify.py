@@ -15,7 +15,6 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 
-from messenger.storage.migrator import migrate
 from messenger.storage.resharding.counts import count_moving_rows
 from messenger.storage.resharding.freeze import frozen
 from messenger.storage.resharding.plan import ReshardPlan, Route, plan_add
@@ -32,6 +31,7 @@ from messenger.storage.resharding.replication import (
 from messenger.storage.resharding.verify import verify_route
 from messenger.storage.shards.ring import ring_position
 from messenger.topology import ShardConfig
+from tests.integration.storage.resharding.conftest import ids_in, spare_shard
 from tests.support.waiting import wait_for
 
 WORKFLOW = "t1"
@@ -40,16 +40,8 @@ TARGET_DB = "reshard_target"
 
 @pytest.fixture(scope="module")
 def target(cluster) -> Iterator[ShardConfig]:
-    host = cluster.topology.shard(2)
-    with psycopg.connect(host.primary_dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {TARGET_DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {TARGET_DB}")
-    dsn = host.primary_dsn.rsplit("/", 1)[0] + f"/{TARGET_DB}"
-    shard = ShardConfig(3, "shard_3", dsn, dsn, dsn, dsn)
-    assert all(o.ok for o in migrate(replace(cluster.topology, shards=(shard,))))
-    yield shard
-    with psycopg.connect(host.primary_dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {TARGET_DB} WITH (FORCE)")
+    with spare_shard(cluster, TARGET_DB) as shard:
+        yield shard
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +55,7 @@ def route(plan: ReshardPlan) -> Route:
 
 
 def _ids_in(route: Route, count: int) -> list[UUID]:
-    ids: list[UUID] = []
-    while len(ids) < count:
-        candidate = uuid4()
-        position = ring_position(str(candidate))
-        if any(lo <= position < hi for lo, hi in route.ranges):
-            ids.append(candidate)
-    return ids
+    return ids_in(route.ranges, count)
 
 
 def _id_outside(route: Route, plan: ReshardPlan) -> UUID:

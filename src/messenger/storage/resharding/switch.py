@@ -1,0 +1,136 @@
+"""The switch: the moment the new ring starts to own the moving ranges.
+
+With every route's ranges frozen on its source (writes there wait, MF002; every other key
+writes on): catch the targets up, check the counts, turn the replication around (the forward
+subscription goes, a reverse one from target to source comes, so `rollback` loses no write
+made after the switch), lift the targets' `incoming` fence, publish the new topology, and fence
+the sources' ranges as `moved`. A process that has not adopted the new epoch yet then gets
+MF001 on the source, reloads and writes on the target.
+
+Anything failing before the topology is published aborts: replication back as it was, the
+targets fenced again, the sources' writes released; the old ring stays in force.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from psycopg import sql
+
+from messenger.storage.resharding.counts import connect
+from messenger.storage.resharding.freeze import wait_for_writers, wait_until_applied
+from messenger.storage.resharding.plan import ReshardPlan, Route
+from messenger.storage.resharding.replication import (
+    CONTROL_TIMEOUT_MS,
+    RouteNames,
+    create_publication,
+    create_subscription,
+    current_lsn,
+    drop_publication,
+    drop_subscription,
+    fence,
+    unfence,
+)
+from messenger.storage.sharded_tables import SHARDED_TABLES
+from messenger.topology import ShardConfig, Topology
+
+COUNT_SQL = """
+SELECT coalesce(sum(part.n), 0)::bigint
+FROM unnest(%(lo)s::bigint[], %(hi)s::bigint[]) AS r(lo, hi),
+     LATERAL (SELECT count(*) AS n FROM {table} t WHERE t.ring_pos >= r.lo AND t.ring_pos < r.hi) AS part
+"""
+
+
+class SwitchAborted(Exception):
+    """The switch did not happen; the old ring is in force and writes are released."""
+
+
+@dataclass(slots=True)
+class SwitchReport:
+    frozen_s: float = 0.0
+    """How long writes to the moving ranges were held."""
+    lsns: dict[str, str] = field(default_factory=dict)
+    """Per source, the position the targets had applied when the ranges changed owner."""
+
+
+def route_counts(shard: ShardConfig, route: Route) -> dict[str, int]:
+    params = {"lo": [r[0] for r in route.ranges], "hi": [r[1] for r in route.ranges]}
+    with connect(shard, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+        return {
+            t.name: int(conn.execute(sql.SQL(COUNT_SQL).format(table=sql.Identifier(t.name)), params).fetchone()[0])  # type: ignore[index]
+            for t in SHARDED_TABLES
+        }
+
+
+def switch(
+    workflow: str,
+    plan: ReshardPlan,
+    publish: Callable[[Topology], None],
+    *,
+    timeout_s: float = 2.0,
+) -> SwitchReport:
+    """Hand the moving ranges to the new ring; `publish` makes every process adopt `plan.new`."""
+    report = SwitchReport()
+    shard = _shards(plan)
+    started = time.monotonic()
+    for route in plan.routes:
+        fence(shard(route.source), workflow, route.ranges, "frozen")
+    turned: list[Route] = []
+    try:
+        for source in sorted({r.source for r in plan.routes}):
+            wait_for_writers(shard(source), timeout_s=timeout_s)
+        for route in plan.routes:
+            names = RouteNames(workflow, route)
+            lsn = current_lsn(shard(route.source))
+            wait_until_applied(shard(route.target), names.copy, lsn, timeout_s=timeout_s)
+            report.lsns[shard(route.source).name] = lsn
+            mine, theirs = route_counts(shard(route.source), route), route_counts(shard(route.target), route)
+            if mine != theirs:
+                wrong = {t: (mine[t], theirs[t]) for t in mine if mine[t] != theirs[t]}
+                raise SwitchAborted(f"{shard(route.target).name} disagrees with {shard(route.source).name} "
+                                    f"on the rows of the move (source, target): {wrong}")
+        for route in plan.routes:
+            turned.append(route)
+            _turn_around(workflow, route, shard(route.source), shard(route.target))
+        for route in plan.routes:
+            unfence(shard(route.target), workflow, route.ranges)
+        publish(plan.new)
+    except Exception as exc:
+        for route in turned:
+            _turn_back(workflow, route, shard(route.source), shard(route.target))
+        for route in plan.routes:
+            unfence(shard(route.source), workflow, route.ranges)
+        if isinstance(exc, SwitchAborted):
+            raise
+        raise SwitchAborted(f"the switch was aborted, the old ring stays: {exc}") from exc
+    for route in plan.routes:
+        fence(shard(route.source), workflow, route.ranges, "moved")
+    report.frozen_s = time.monotonic() - started
+    return report
+
+
+def _shards(plan: ReshardPlan) -> Callable[[int], ShardConfig]:
+    known = {s.index: s for s in (*plan.old.shards, *plan.new.shards)}
+    return known.__getitem__
+
+
+def _turn_around(workflow: str, route: Route, source: ShardConfig, target: ShardConfig) -> None:
+    """Forward replication off, reverse on. Both sides' ranges are still fenced, so the
+    reverse slot, created now, starts exactly where the forward stream ended."""
+    names = RouteNames(workflow, route)
+    drop_subscription(target, names.copy)
+    drop_publication(source, names.copy)
+    create_publication(target, names.back, route.ranges)
+    create_subscription(source, target, names.back, copy_data=False)
+
+
+def _turn_back(workflow: str, route: Route, source: ShardConfig, target: ShardConfig) -> None:
+    """Undo `_turn_around` (nothing was written to the ranges meanwhile: all fenced)."""
+    names = RouteNames(workflow, route)
+    drop_subscription(source, names.back)
+    drop_publication(target, names.back)
+    fence(target, workflow, route.ranges, "incoming")
+    create_publication(source, names.copy, route.ranges)
+    create_subscription(target, source, names.copy, copy_data=False)
