@@ -167,9 +167,9 @@ WITH batch AS (
     WHERE followee_id = %(user)s AND follower_id > %(after)s
     ORDER BY followee_id, follower_id LIMIT %(batch)s
 ),
-gone AS (
-    DELETE FROM followers f USING batch
-    WHERE f.followee_id = %(user)s AND f.follower_id = batch.follower_id
+gone AS (  -- by primary key, whatever the planner thinks of a just-seeded table's size
+    DELETE FROM followers
+    WHERE followee_id = %(user)s AND follower_id = ANY (ARRAY(SELECT follower_id FROM batch))
     RETURNING 1
 ),
 counted AS (
