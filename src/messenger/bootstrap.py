@@ -25,7 +25,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import cast
 
@@ -48,7 +48,7 @@ from messenger.services.passwords import Passwords
 from messenger.services.sessions import Sessions
 from messenger.services.tokens import TokenSigner
 from messenger.services.users import UserService
-from messenger.settings import Settings
+from messenger.settings import Settings, retention_from_env
 from messenger.storage.accounts import AccountStore
 from messenger.storage.claims import ClaimStore
 from messenger.storage.conversation_log import ConversationLog
@@ -247,6 +247,18 @@ def retention(settings: Settings) -> Retention:
 
 async def run_background(topology: Topology) -> None:
     """The outbox relay and claims sweeper over the shards' primaries until cancelled
-    (`messenger relay`; API workers run the same inside `open_runtime`)."""
+    (`messenger relay`; API workers run the same inside `open_runtime`), pruning with the same
+    MESSENGER_*_RETENTION settings as the API workers."""
     async with PrimaryPools(topology) as pools:
-        await BackgroundWork(pools).run()
+        await BackgroundWork(pools, retention=relay_retention(topology)).run()
+
+
+def relay_retention(topology: Topology) -> Retention:
+    """The retention settings from the environment, without the rest of Settings (no keys)."""
+    kept = retention_from_env()
+    return retention(replace(
+        Settings(topology=topology),
+        delivered_outbox_retention_s=kept["delivered_outbox_retention_s"],
+        applied_events_retention_s=kept["applied_events_retention_s"],
+        refresh_token_retention_s=kept["refresh_token_retention_s"],
+    ))
