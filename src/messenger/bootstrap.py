@@ -26,7 +26,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import cast
 
@@ -52,7 +52,7 @@ from messenger.services.passwords import Passwords
 from messenger.services.sessions import Sessions
 from messenger.services.tokens import TokenSigner
 from messenger.services.users import UserService
-from messenger.settings import Settings
+from messenger.settings import Settings, retention_from_env
 from messenger.storage.accounts import AccountStore
 from messenger.storage.cache.bus import (
     EVERY_KEY,
@@ -306,14 +306,19 @@ def retention(settings: Settings) -> Retention:
 async def run_background(topology: Topology) -> None:
     """The outbox relay and claims sweeper over the shards' primaries until cancelled
     (`messenger relay`; API workers run the same inside `open_runtime`), adopting new topology
-    epochs as they are published."""
+    epochs as they are published and pruning with the same MESSENGER_*_RETENTION settings as
+    the API workers."""
     redis = Redis.from_url(topology.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     try:
         async with PrimaryPools(topology) as pools:
             watcher = TopologyWatcher(pools, topology.path, redis)
             watcher.start()
             try:
-                await BackgroundWork(pools, applied=functools.partial(_users_changed, redis)).run()
+                await BackgroundWork(
+                    pools,
+                    retention=relay_retention(topology),
+                    applied=functools.partial(_users_changed, redis),
+                ).run()
             finally:
                 await watcher.stop()
     finally:
@@ -326,3 +331,14 @@ async def _users_changed(redis: Redis, event: OutboxEvent) -> None:
     changed = users_rows_changed(event)
     for key in [EVERY_KEY] if changed is None else [str(u) for u in changed]:
         await publish_invalidation(redis, USERS_CHANNEL, key)
+
+
+def relay_retention(topology: Topology) -> Retention:
+    """The retention settings from the environment, without the rest of Settings (no keys)."""
+    kept = retention_from_env()
+    return retention(replace(
+        Settings(topology=topology),
+        delivered_outbox_retention_s=kept["delivered_outbox_retention_s"],
+        applied_events_retention_s=kept["applied_events_retention_s"],
+        refresh_token_retention_s=kept["refresh_token_retention_s"],
+    ))

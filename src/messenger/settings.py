@@ -184,6 +184,7 @@ class Settings:
         pool_max = int(_env("POOL_MAX_SIZE", "0")) or max(2, bouncer_pool // n_workers)
         dev = _env("PROFILE", "") == "dev"
         token_keys, cursor_keys = load_keys(topology, dev=dev)
+        kept = retention_from_env()
         return cls(
             topology=topology,
             workers=n_workers,
@@ -229,14 +230,23 @@ class Settings:
             member_limit=int(_env("MEMBER_LIMIT", "1000")),
             ws_heartbeat_s=float(_env("WS_HEARTBEAT", "25")),
             ws_queue_limit=int(_env("WS_QUEUE_LIMIT", "256")),
-            delivered_outbox_retention_s=float(_env("DELIVERED_OUTBOX_RETENTION", "86400")),
-            applied_events_retention_s=float(_env("APPLIED_EVENTS_RETENTION", str(7 * 86400))),
-            refresh_token_retention_s=float(_env("REFRESH_TOKEN_RETENTION", "86400")),
+            delivered_outbox_retention_s=kept["delivered_outbox_retention_s"],
+            applied_events_retention_s=kept["applied_events_retention_s"],
+            refresh_token_retention_s=kept["refresh_token_retention_s"],
             ops_token=_env("OPS_TOKEN", "").strip(),
             cache=_flag("CACHE", True),
             cache_size=int(_env("CACHE_SIZE", "100000")),
             cache_ttl_s=float(_env("CACHE_TTL", "30")),
         )
+
+
+def retention_from_env() -> dict[str, float]:
+    """The pruner's retention settings alone, for `messenger relay` (which needs no signing keys)."""
+    return {
+        "delivered_outbox_retention_s": float(_env("DELIVERED_OUTBOX_RETENTION", "86400")),
+        "applied_events_retention_s": float(_env("APPLIED_EVENTS_RETENTION", str(7 * 86400))),
+        "refresh_token_retention_s": float(_env("REFRESH_TOKEN_RETENTION", "86400")),
+    }
 
 
 def _flag(name: str, default: bool) -> bool:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from messenger.bootstrap import retention
+from messenger.bootstrap import relay_retention, retention
 from messenger.cluster.pgbouncer import DEFAULT_POOL_SIZE
 from messenger.settings import (
     SECRETS_FILE_NAME,
@@ -15,6 +15,7 @@ from messenger.settings import (
     available_cpus,
     write_secrets_file,
 )
+from messenger.topology import load_topology
 
 TOPOLOGY = """
 epoch = 3
@@ -153,3 +154,18 @@ def test_retention_defaults_keep_the_ledger_a_week_and_the_rest_a_day(
     )
     monkeypatch.setenv("MESSENGER_APPLIED_EVENTS_RETENTION", "3600")
     assert retention(Settings.from_env(topology_file, workers=2)).applied_events == timedelta(hours=1)
+
+
+def test_the_relay_prunes_with_the_same_retention_settings_as_the_api_without_signing_keys(
+    topology_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MESSENGER_DELIVERED_OUTBOX_RETENTION", "120")
+    monkeypatch.setenv("MESSENGER_APPLIED_EVENTS_RETENTION", "3600")
+    monkeypatch.setenv("MESSENGER_REFRESH_TOKEN_RETENTION", "60")
+    _with_keys(monkeypatch)
+    api = retention(Settings.from_env(topology_file))
+    for name in ("TOKEN_SECRETS", "CURSOR_SECRETS"):
+        monkeypatch.delenv(f"MESSENGER_{name}", raising=False)
+    relay = relay_retention(load_topology(topology_file))
+    assert relay == api and relay.delivered_outbox == timedelta(seconds=120)
+    assert relay.applied_events == timedelta(hours=1) and relay.refresh_tokens == timedelta(minutes=1)

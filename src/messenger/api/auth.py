@@ -9,6 +9,7 @@ claims through `caller` / `require_caller`. A request without a token passes thr
 
 from __future__ import annotations
 
+import hmac
 import uuid
 
 from starlette.requests import Request
@@ -16,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from messenger.api.context import ApiContext, context
 from messenger.api.errors import error_response
-from messenger.domain.errors import Unauthenticated
+from messenger.domain.errors import Forbidden, Unauthenticated
 from messenger.services.tokens import AccessClaims
 
 _CLAIMS = "access_claims"
@@ -48,6 +49,24 @@ def require_caller(request: Request) -> uuid.UUID:
     if user_id is None:
         raise Unauthenticated("this needs an access token: Authorization: Bearer <token>")
     return user_id
+
+
+def require_ops_token(request: Request) -> None:
+    """The operator's endpoints (/api/v1/ops/cluster, /api/v1/shards/stats, /metrics) need
+    `Authorization: Bearer <MESSENGER_OPS_TOKEN>`, in every profile.
+
+    No credential is 401 whatever the configuration (the same answer as every bearer route); a
+    credential where none can be valid (no ops token configured) is 403: the endpoints are then
+    off, never open, so a deployment that forgot the token exposes nothing.
+    """
+    given = bearer_token(request)
+    if given is None:
+        raise Unauthenticated("this needs the ops token: Authorization: Bearer <ops token>")
+    expected = context(request).settings.ops_token
+    if not expected:
+        raise Forbidden("operator endpoints are off: set MESSENGER_OPS_TOKEN to enable them")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthenticated("the ops token is not valid")
 
 
 class SessionCheck:

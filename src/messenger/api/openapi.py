@@ -306,10 +306,8 @@ def build_openapi(max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> dict[str, Any
             "/api/v1/users/{user_id}/follow": follow,
             "/api/v1/users/{user_id}/following": follow_list("Whom this user follows", "listFollowing"),
             "/api/v1/users/{user_id}/followers": follow_list("Who follows this user", "listFollowers"),
-            "/api/v1/shards/stats": plain("Per-shard counts, shares, health, lag, pools"),
             "/health": plain("Liveness"),
             "/ready": plain("Readiness: every shard reachable, schema at head (503 if not)"),
-            "/metrics": plain("Prometheus metrics"),
             **messaging_paths(max_body_bytes),
             **lookup_paths(),
             **ops_paths(),
@@ -345,19 +343,39 @@ def lookup_paths() -> dict[str, Any]:
 
 
 def ops_paths() -> dict[str, Any]:
-    """The operator's endpoints behind the ops token."""
-    return {"/api/v1/ops/cluster": {"get": {
-        "summary": "Every shard's servers, lag, connections, rows vs ring share, relay backlog",
-        "operationId": "getClusterOverview",
-        "description": "What the /cluster page shows; readings are at most a second old.",
-        "security": [{"ops": []}],
-        "responses": {
-            "200": {"description": "The snapshot", "content": _json(ClusterSnapshot)},
-            "401": {"description": "No or wrong ops token", "content": _json(ErrorBody)},
-            "403": {"description": "No ops token is configured (MESSENGER_OPS_TOKEN)",
-                    "content": _json(ErrorBody)},
-        },
-    }}}
+    """The operator's endpoints behind the ops token (api/auth.py, `require_ops_token`)."""
+    refusals = {
+        "401": {"description": "No or wrong ops token", "content": _json(ErrorBody)},
+        "403": {"description": "No ops token is configured (MESSENGER_OPS_TOKEN): the endpoint is off",
+                "content": _json(ErrorBody)},
+    }
+    return {
+        "/api/v1/ops/cluster": {"get": {
+            "summary": "Every shard's servers, lag, connections, rows vs ring share, relay backlog",
+            "operationId": "getClusterOverview",
+            "description": "What the /cluster page shows; readings are at most a second old.",
+            "security": [{"ops": []}],
+            "responses": {
+                "200": {"description": "The snapshot", "content": _json(ClusterSnapshot)},
+                **refusals,
+            },
+        }},
+        "/api/v1/shards/stats": {"get": {
+            "summary": "Per-shard counts, shares, health, lag, pools",
+            "operationId": "getShardStats",
+            "security": [{"ops": []}],
+            "responses": {"200": {"description": "OK", "content": {"application/json": {}}}, **refusals},
+        }},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics",
+            "operationId": "getMetrics",
+            "description": "Prometheus scrapes it with `authorization: {type: Bearer, "
+                           "credentials_file: <a file holding the ops token>}`.",
+            "security": [{"ops": []}],
+            "responses": {"200": {"description": "Prometheus text exposition format",
+                                  "content": {"text/plain": {}}}, **refusals},
+        }},
+    }
 
 
 _MESSAGING_SCHEMAS = [

@@ -1,4 +1,9 @@
-"""Operational endpoints: liveness, readiness, per-shard stats, Prometheus metrics."""
+"""Operational endpoints: liveness, readiness, per-shard stats, Prometheus metrics.
+
+/health and /ready stay open (load balancers and orchestrators probe them, and they say no more
+than up/down and a schema version); /api/v1/shards/stats and /metrics show the cluster's inner
+figures and are behind the ops token (`require_ops_token`). Prometheus scrapes with
+`authorization: {type: Bearer, credentials_file: <file holding MESSENGER_OPS_TOKEN>}`."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from messenger.api.auth import require_ops_token
 from messenger.api.context import context
 from messenger.api.responses import JSON, encode
 from messenger.services.ops import ServerCheck, ShardReadiness
@@ -50,10 +56,12 @@ def _server(check: ServerCheck) -> dict[str, Any]:
 async def shard_stats(request: Request) -> Response:
     """Per shard: users, their share of the total vs the ring's prediction, server health,
     replication lag and this worker's pool usage."""
+    require_ops_token(request)
     return Response(encode(await context(request).ops.cluster_stats()), 200, None, JSON)
 
 
 async def metrics(request: Request) -> Response:
+    require_ops_token(request)  # before the refresh: a refused scrape costs the shards nothing
     ctx = context(request)
     await ctx.ops.refresh_outbox_gauges()
     return Response(ctx.metrics.render(), 200, None, "text/plain; version=0.0.4; charset=utf-8")

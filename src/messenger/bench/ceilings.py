@@ -50,9 +50,11 @@ REPLICA_READY = f"SELECT count(*) FROM {SCHEMA}.accounts"
 SELECT_SCRIPT = f"""\\set aid random(1, {ACCOUNTS})
 SELECT abalance FROM {SCHEMA}.accounts WHERE aid = :aid;
 """
-INSERT_SCRIPT = f"""INSERT INTO {SCHEMA}.users (id, first_name, last_name)
-VALUES (gen_random_uuid(), 'Ada', 'Lovelace');
+INSERT_SCRIPT = f"""INSERT INTO {SCHEMA}.users (id, first_name, last_name, ring_pos)
+SELECT u, 'Ada', 'Lovelace', (('x' || substr(md5(u::text), 1, 8))::bit(32))::bigint
+FROM gen_random_uuid() AS u;
 """
+"""`ring_pos` is computed inline: LIKE copies no trigger (ours is a BEFORE trigger, 0008)."""
 
 TPS_LINE = re.compile(r"tps = ([0-9.]+) \((?:without initial connection time|excluding)")
 

@@ -14,7 +14,7 @@ from messenger.cli.console import console, fail
 from messenger.cluster.binaries import MissingBinary
 from messenger.cluster.layout import DEFAULT_DATA_DIR
 from messenger.cluster.local import ClusterError, LocalCluster
-from messenger.cluster.status import cluster_status
+from messenger.cluster.status import ServerStatus, cluster_status
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the cluster keeps its data.")]
 
@@ -79,7 +79,8 @@ def status(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Every server: up or down, replication lag, database size, migration version.
+    """Every server: up or down, replication lag, database size, migration version; then each
+    shard's largest tables (size with indexes, estimated rows) from its primary's catalog.
 
     Exits non-zero when anything is down.
     """
@@ -99,10 +100,35 @@ def status(
             state = "[green]up[/]" if r.up else "[red]down[/]"
             table.add_row(r.shard, r.role, str(r.port), state, lag, size, r.migration or "", r.detail)
         console.print(table)
+        console.print(_largest_tables_table(rows))
         up_count = sum(r.up for r in rows)
         console.print(f"{up_count}/{len(rows)} processes up")
     if not all(r.up for r in rows):
         raise typer.Exit(1)
+
+
+def _largest_tables_table(rows: list[ServerStatus]) -> Table:
+    table = Table(title="largest tables (primaries; rows are pg_class estimates)")
+    for column in ("shard", "database", "table", "size", "rows"):
+        table.add_column(column)
+    for r in rows:
+        if r.role != "primary":
+            continue
+        if not r.up:
+            table.add_row(r.shard, "[red]down[/]", "", "", "")
+            continue
+        database = "" if r.size_bytes is None else _mib(r.size_bytes)
+        if not r.largest_tables:
+            table.add_row(r.shard, database, r.detail or "(no tables)", "", "")
+        for i, t in enumerate(r.largest_tables):
+            rows_text = "?" if t.rows_estimate is None else f"{t.rows_estimate:,}"
+            table.add_row(r.shard if i == 0 else "", database if i == 0 else "", t.table,
+                          _mib(t.total_bytes), rows_text)
+    return table
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
 
 
 @group.command()

@@ -1,4 +1,9 @@
-"""What `messenger cluster status` reports: every server, up or down, lag, size, schema version."""
+"""What `messenger cluster status` reports: every server, up or down, lag, size, schema version,
+and each primary's largest tables (what grows without bound shows there first).
+
+Table sizes come from the catalog only (pg_total_relation_size, pg_class.reltuples as the row
+estimate: no count(*) scan), under a statement deadline, so status stays fast on a big shard; a
+shard whose sizes cannot be read in time still shows as up, with the reason in its detail."""
 
 from __future__ import annotations
 
@@ -11,6 +16,17 @@ from messenger.cluster.daemon import accepts_tcp
 from messenger.cluster.local import LocalCluster
 
 CONNECT_TIMEOUT_S = 2
+SIZES_DEADLINE_MS = 2000
+LARGEST_TABLES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class TableSize:
+    table: str
+    total_bytes: int
+    """Table, indexes and TOAST; a partitioned table's partitions added up."""
+    rows_estimate: int | None
+    """pg_class.reltuples (as of the last ANALYZE or VACUUM); None before the first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +39,8 @@ class ServerStatus:
     lag_seconds: float | None = None
     size_bytes: int | None = None
     migration: str | None = None
+    largest_tables: tuple[TableSize, ...] = ()
+    """Primaries only: the biggest first."""
     detail: str = ""
 
     def as_dict(self) -> dict[str, object]:
@@ -39,6 +57,28 @@ SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint,
        COALESCE(EXTRACT(EPOCH FROM replay_lag), 0)::float8
 FROM pg_stat_replication WHERE application_name = %s
 """
+# Partitions are added up under their root (users is partitioned: its parent alone is 0 bytes).
+# reltuples is -1 for a table never analyzed, and per partition for a partitioned one.
+_TABLE_SIZES_SQL = """
+SELECT root.relname, sum(pg_total_relation_size(c.oid))::bigint,
+       CASE WHEN bool_or(c.reltuples < 0) THEN NULL ELSE sum(c.reltuples)::bigint END
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class root ON root.oid = COALESCE(pg_partition_root(c.oid), c.oid)
+WHERE n.nspname = 'public' AND c.relkind = 'r'
+GROUP BY root.relname
+ORDER BY 2 DESC, 1
+LIMIT %s
+"""
+
+
+def table_sizes(dsn: str, limit: int = LARGEST_TABLES) -> tuple[TableSize, ...]:
+    """The `limit` largest tables of one database, from the catalog, within SIZES_DEADLINE_MS."""
+    with psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True,
+                         options=f"-c statement_timeout={SIZES_DEADLINE_MS}") as conn:
+        rows = conn.execute(_TABLE_SIZES_SQL, (limit,)).fetchall()
+    return tuple(TableSize(str(name), int(size), None if rows_ is None else int(rows_))
+                 for name, size, rows_ in rows)
 
 
 def _query_postgres(dsn: str, sql: str, fallback_sql: str) -> tuple[object, ...]:
@@ -61,6 +101,12 @@ def _postgres_status(cluster: LocalCluster, shard: int, role: str) -> ServerStat
         return ServerStatus(name, role, server.port, up=False, detail=_first_line(exc))
     lag_bytes = lag_seconds = None
     detail = ""
+    largest: tuple[TableSize, ...] = ()
+    if role == "primary":
+        try:
+            largest = table_sizes(dsn)
+        except psycopg.Error as exc:
+            detail = f"table sizes unavailable: {_first_line(exc)}"
     if role == "replica":
         primary = cluster.postgres(shard, "primary")
         try:
@@ -77,7 +123,7 @@ def _postgres_status(cluster: LocalCluster, shard: int, role: str) -> ServerStat
     return ServerStatus(
         name, role, server.port, up=True, lag_bytes=lag_bytes, lag_seconds=lag_seconds,
         size_bytes=int(size), migration=str(version) if version else None,  # type: ignore[call-overload]
-        detail=detail,
+        largest_tables=largest, detail=detail,
     )
 
 

@@ -17,6 +17,7 @@ from messenger.domain.accounts import Account
 from messenger.domain.errors import Conflict, NotFound
 from messenger.domain.ids import new_id
 from messenger.storage.cache.users import UserCache
+from messenger.storage.follows import start_batched_deletion
 from messenger.storage.outbox import append_event
 from messenger.storage.shards.transactions import ShardTransactions
 from messenger.storage.users import DELETE_USER
@@ -195,11 +196,13 @@ class AccountStore:
 
     async def delete_user(self, user_id: uuid.UUID) -> None:
         """Delete the user and, by cascade, everything of theirs on this shard; the
-        `user.deleted` event written with it cleans up the other shards."""
+        `user.deleted` event written with it cleans up the other shards. Many followers'
+        reverse edges go in batches first (storage/follows.py, `start_batched_deletion`)."""
         try:
+            batched = await start_batched_deletion(self.shards, user_id)
             async with self.shards.transaction_for(user_id, name="delete_account_user", marks=[user_id]) as conn:
                 cursor = await conn.execute(DELETE_USER, (user_id, new_id()))
-                if await cursor.fetchone() is None:
+                if await cursor.fetchone() is None and not batched:
                     raise NotFound("user not found")
         finally:
             await self._user_written(user_id)

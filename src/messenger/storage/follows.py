@@ -15,6 +15,7 @@ from messenger.domain.follows import Follow, FollowEntry
 from messenger.domain.ids import new_id
 from messenger.storage.cache.users import UserCache
 from messenger.storage.shards.router import ShardRouter
+from messenger.storage.shards.transactions import ShardTransactions
 
 SELECT_NAMES = "SELECT first_name, last_name FROM users WHERE id = %s"
 
@@ -151,3 +152,73 @@ class FollowStore:
         params = {"user": user_id, "after": after, "limit": limit}
         rows = await self._router.read_key(user_id, first if after is None else later, params, name=name)
         return _entries(rows)
+
+
+# -- deleting a user with many followers -------------------------------------------------------
+
+DELETION_BATCH = 1000
+"""Reverse edges per transaction when a user is deleted: well inside the statement timeout."""
+FINISH_DELETION_AFTER_S = 60
+"""When the relay finishes a batched deletion that its API call did not (a crash mid-way)."""
+# The reverse edges on the user's own shard (`followers`, one per follower) would otherwise all
+# go in the user's cascading DELETE: one statement, one transaction, for 100k followers longer
+# than the statement timeout, every time. A user with more than a batch of them first gets an
+# intent event (its own aggregate, so the `user.deleted` that follows is not held behind it, and
+# due only later, so the relay does not race the API call), then loses them a batch at a time,
+# keyset by follower_id, the user's followers_count kept in step; the cascade takes what is left.
+START_BATCHED_DELETION = """
+INSERT INTO outbox (id, aggregate, type, payload, next_attempt_at)
+SELECT %(event)s, 'user-deletion:' || id, 'user.deleting', jsonb_build_object('user_id', id),
+       now() + make_interval(secs => %(after_s)s)
+FROM users WHERE id = %(user)s AND followers_count > %(batch)s
+RETURNING 1
+"""
+DELETE_FOLLOWER_COPIES = """
+WITH batch AS (
+    SELECT follower_id FROM followers
+    WHERE followee_id = %(user)s AND follower_id > %(after)s
+    ORDER BY followee_id, follower_id LIMIT %(batch)s
+),
+gone AS (  -- by primary key, whatever the planner thinks of a just-seeded table's size
+    DELETE FROM followers
+    WHERE followee_id = %(user)s AND follower_id = ANY (ARRAY(SELECT follower_id FROM batch))
+    RETURNING 1
+),
+counted AS (
+    UPDATE users SET followers_count = greatest(followers_count - (SELECT count(*) FROM gone), 0)
+    WHERE id = %(user)s
+)
+SELECT count(*) OVER (), follower_id FROM batch ORDER BY follower_id DESC LIMIT 1
+"""
+_NO_KEY = uuid.UUID(int=0)
+
+
+async def start_batched_deletion(shards: ShardTransactions, user_id: uuid.UUID,
+                                 batch: int = DELETION_BATCH) -> bool:
+    """Before deleting a user: with more than `batch` followers, record the intent (so the relay
+    finishes the deletion if this process does not) and remove the reverse edges in batches.
+    True when it did; the caller's DELETE then cascades over what is left."""
+    params = {"user": user_id, "event": new_id(), "batch": batch, "after_s": FINISH_DELETION_AFTER_S}
+    async with shards.transaction_for(user_id, name="start_batched_user_deletion") as conn:
+        started = await (await conn.execute(START_BATCHED_DELETION, params)).fetchone() is not None
+    if started:
+        await delete_follower_copies(shards, user_id, batch)
+    return started
+
+
+async def delete_follower_copies(shards: ShardTransactions, user_id: uuid.UUID,
+                                 batch: int = DELETION_BATCH) -> int:
+    """Remove the user's reverse edges on their shard, `batch` per transaction; idempotent
+    (a batch removes what is still there). Returns how many went."""
+    after, total = _NO_KEY, 0
+    while True:
+        async with shards.transaction_for(user_id, name="delete_follower_copies") as conn:
+            row = await (await conn.execute(
+                DELETE_FOLLOWER_COPIES, {"user": user_id, "after": after, "batch": batch})).fetchone()
+        if row is None:
+            return total
+        done: int = row[0]
+        total += done
+        if done < batch:
+            return total
+        after = row[1]

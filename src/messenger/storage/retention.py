@@ -10,10 +10,14 @@ is redelivered only while its outbox row is undelivered, and delivered rows go a
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+from messenger.domain.errors import ShardBusy, ShardUnavailable
 from messenger.storage.shards.transactions import ShardTransactions
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,9 +59,11 @@ class RetentionPruner:
         self._retention = retention
 
     async def prune_once(self) -> dict[str, int]:
-        """Delete every row past its retention on every shard; rows deleted, per table."""
+        """Delete every row past its retention on every shard; rows deleted, per table, and
+        `failed`: the (table, shard) steps that failed. A shard that is down or busy is logged
+        and skipped for this round; the other shards are pruned all the same."""
         r = self._retention
-        deleted: dict[str, int] = {}
+        deleted: dict[str, int] = {"failed": 0}
         for table, sql, keep in (
             ("outbox", PRUNE_DELIVERED_OUTBOX, r.delivered_outbox),
             ("applied_events", PRUNE_APPLIED_EVENTS, r.applied_events),
@@ -65,7 +71,12 @@ class RetentionPruner:
         ):
             deleted[table] = 0
             for shard in self._shards.shard_indexes:
-                deleted[table] += await self._prune(shard, f"prune_{table}", sql, keep)
+                try:
+                    deleted[table] += await self._prune(shard, f"prune_{table}", sql, keep)
+                except (ShardUnavailable, ShardBusy) as exc:
+                    deleted["failed"] += 1
+                    log.warning("pruning %s on %s failed, next round retries: %s",
+                                table, self._shards.shard_name(shard), exc)
         return deleted
 
     async def _prune(self, shard: int, name: str, sql: str, keep: timedelta) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 from messenger.domain.ids import new_id
 from messenger.domain.users import Order, User
 from messenger.storage.cache.users import UserCache
+from messenger.storage.follows import start_batched_deletion
 from messenger.storage.shards.router import ShardRouter
 
 _COLUMNS = "id, first_name, last_name, created_at, updated_at, following_count, followers_count"
@@ -130,11 +131,14 @@ class UserStore:
         return (_user(written.rows[0]) if written.rows else None), written.token
 
     async def remove(self, user_id: uuid.UUID) -> tuple[bool, str | None]:
+        # A user with many followers loses their reverse edges in batches first (storage/follows.py);
+        # if the relay finished that deletion meanwhile, it is still this call's deletion.
         try:
+            batched = await start_batched_deletion(self._router, user_id)
             written = await self._router.write_key(user_id, DELETE_USER, (user_id, new_id()), name="remove_user")
         finally:
             await self.written(user_id)
-        return bool(written.rows), written.token
+        return bool(written.rows) or batched, written.token
 
     async def has_account(self, user_id: uuid.UUID) -> bool:
         """Whether the user signs in (a profile-only user has no account)."""

@@ -20,6 +20,9 @@ from messenger.topology import Topology
 from tests.support.waiting import wait_for
 
 USERS_URL = "/api/v1/users"
+OPS_TOKEN = "ops-" + uuid.uuid4().hex
+OPS = {"Authorization": f"Bearer {OPS_TOKEN}"}
+"""The session app's operator credential (/metrics, /api/v1/shards/stats, /api/v1/ops/cluster)."""
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +37,7 @@ def settings(cluster: Any) -> Settings:
     # session: tests of those limits set them (and clear their buckets) themselves.
     return replace(
         Settings.from_env(cluster.topology_path, workers=1), open_users=True,
-        registrations_per_client=1_000_000, login_attempts_per_client=1_000_000,
+        registrations_per_client=1_000_000, login_attempts_per_client=1_000_000, ops_token=OPS_TOKEN,
     )
 
 

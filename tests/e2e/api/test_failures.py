@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from messenger.settings import Settings
-from tests.e2e.api.conftest import USERS_URL, running_app, runtime
+from tests.e2e.api.conftest import OPS, USERS_URL, running_app, runtime
 from tests.support.waiting import wait_for_async
 
 SERVICE_DEADLINE_S = 2.0
@@ -62,7 +62,7 @@ async def test_replica_stopped_reads_still_work_and_ready_reports_it(
         assert detail["replica"]["up"] is False and detail["primary"]["up"] is True
         listing = await api.get(USERS_URL, params={"limit": 5})
         assert listing.status_code == 200
-        stats = (await api.get("/api/v1/shards/stats")).json()
+        stats = (await api.get("/api/v1/shards/stats", headers=OPS)).json()
         assert next(s for s in stats["shards"] if s["index"] == shard)["replica_up"] is False
     finally:
         cluster.start_server(shard, "replica")

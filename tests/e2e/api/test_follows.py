@@ -10,7 +10,7 @@ import httpx
 import psycopg
 
 from messenger.topology import Topology
-from tests.e2e.api.conftest import USERS_URL, runtime
+from tests.e2e.api.conftest import OPS, USERS_URL, runtime
 from tests.support.waiting import wait_for_async
 
 RENAME_BOUND_S = 10.0
@@ -83,7 +83,7 @@ async def test_only_a_real_name_change_writes_user_renamed(api: httpx.AsyncClien
 
 
 async def test_metrics_expose_the_outbox_backlog_per_shard(api: httpx.AsyncClient, topology: Topology) -> None:
-    text = (await api.get("/metrics")).text
+    text = (await api.get("/metrics", headers=OPS)).text
     for shard in topology.shards:
         for metric in ("outbox_pending_events", "outbox_oldest_pending_age_seconds", "outbox_dead_letters"):
             assert f'{metric}{{shard="{shard.name}"}}' in text

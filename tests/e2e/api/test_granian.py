@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from messenger.topology import dump_topology
-from tests.e2e.api.conftest import USERS_URL, lagging_replicas
+from tests.e2e.api.conftest import OPS, OPS_TOKEN, USERS_URL, lagging_replicas
 from tests.support.ports import free_port
 from tests.support.scratch import scratch_topology
 from tests.support.servers import serving
@@ -22,7 +22,7 @@ from tests.support.servers import serving
 
 @pytest.fixture(scope="module")
 def server(cluster: Any) -> Iterator[tuple[str, int]]:
-    with serving(cluster.topology_path) as running:
+    with serving(cluster.topology_path, MESSENGER_OPS_TOKEN=OPS_TOKEN) as running:
         yield running
 
 
@@ -62,10 +62,10 @@ def test_curl_style_client_reads_its_writes_across_workers_with_lagging_replicas
 
 def test_metrics_add_up_the_requests_of_every_worker(server: tuple[str, int]) -> None:
     with fresh_client(server[0]) as client:
-        before = _count_404(client.get("/metrics").text)
+        before = _count_404(client.get("/metrics", headers=OPS).text)
         for _ in range(20):
             assert client.get("/granian-test/nothing").status_code == 404
-        after = _count_404(client.get("/metrics").text)
+        after = _count_404(client.get("/metrics", headers=OPS).text)
     assert after - before == 20
 
 

@@ -13,7 +13,7 @@ from messenger.bootstrap import create_app
 from messenger.settings import Settings
 from messenger.storage.schema import SchemaDrift
 from messenger.topology import Topology
-from tests.e2e.api.conftest import USERS_URL
+from tests.e2e.api.conftest import OPS, USERS_URL
 from tests.support.scratch import scratch_topology
 
 
@@ -35,7 +35,7 @@ async def test_ready_when_every_shard_is_up_and_at_head(
 
 async def test_stats_report_counts_shares_health_lag_and_pools(api: httpx.AsyncClient) -> None:
     await api.post(USERS_URL, json={"first_name": "Stat", "last_name": "S"})
-    body = (await api.get("/api/v1/shards/stats")).json()
+    body = (await api.get("/api/v1/shards/stats", headers=OPS)).json()
     shards = body["shards"]
     assert body["total_users"] == sum(s["users"] for s in shards) > 0
     assert sum(s["share"] for s in shards) == pytest.approx(1.0)
@@ -50,7 +50,7 @@ async def test_stats_report_counts_shares_health_lag_and_pools(api: httpx.AsyncC
 async def test_metrics_expose_requests_latency_queries_and_pools(api: httpx.AsyncClient) -> None:
     created = await api.post(USERS_URL, json={"first_name": "Met", "last_name": "Rics"})
     await api.get(created.headers["location"])
-    text = (await api.get("/metrics")).text
+    text = (await api.get("/metrics", headers=OPS)).text
     assert 'http_requests_total{method="POST",route="/api/v1/users",status="201"}' in text
     assert 'http_request_duration_seconds_bucket{le="0.005",method="GET",route="/api/v1/users/{user_id}"}' in text
     # The start-up health check probed every primary; each statement is labelled by its name.
@@ -63,7 +63,7 @@ async def test_metrics_expose_requests_latency_queries_and_pools(api: httpx.Asyn
 
 async def test_unknown_routes_are_counted_under_one_label(api: httpx.AsyncClient) -> None:
     await api.get("/no/such/route/123")
-    text = (await api.get("/metrics")).text
+    text = (await api.get("/metrics", headers=OPS)).text
     assert 'route="unmatched",status="404"' in text
     assert "/no/such/route" not in text
 

@@ -7,7 +7,7 @@ import uuid
 import httpx
 
 from messenger.domain.ids import id_timestamp_ms
-from tests.e2e.api.conftest import USERS_URL, unique_name
+from tests.e2e.api.conftest import OPS, USERS_URL, unique_name
 
 
 async def create(api: httpx.AsyncClient, first: str = "Ada", last: str = "Lovelace") -> dict:
@@ -154,7 +154,7 @@ async def test_get_by_id_is_counted_under_its_route_template(api: httpx.AsyncCli
     user = await create(api)
     assert (await api.get(f"{USERS_URL}/{user['id']}")).status_code == 200
     assert (await api.get(f"{USERS_URL}/{uuid.uuid4()}")).status_code == 404
-    text = (await api.get("/metrics")).text
+    text = (await api.get("/metrics", headers=OPS)).text
     assert 'http_requests_total{method="GET",route="/api/v1/users/{user_id}",status="200"}' in text
     assert 'http_requests_total{method="GET",route="/api/v1/users/{user_id}",status="404"}' in text
 

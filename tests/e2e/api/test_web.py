@@ -14,10 +14,9 @@ import pytest
 
 from messenger.settings import Settings
 from messenger.topology import Topology
-from tests.e2e.api.conftest import running_app
+from tests.e2e.api.conftest import OPS, running_app
 
 PASSWORD = "s3cret-pass"
-OPS_TOKEN = "ops-" + uuid.uuid4().hex
 LOOKUP = "/api/v1/users/by-username/{}"
 CLUSTER = "/api/v1/ops/cluster"
 
@@ -32,9 +31,17 @@ async def _account(api: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, st
     return created.json(), {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
+OPS_ENDPOINTS = [CLUSTER, "/api/v1/shards/stats", "/metrics"]
+
+
+@pytest.fixture
+async def ops_api(api: httpx.AsyncClient) -> httpx.AsyncClient:
+    return api  # the session's app has an ops token (tests/e2e/api/conftest.py)
+
+
 @pytest.fixture(scope="module")
-async def ops_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_app(replace(settings, ops_token=OPS_TOKEN)) as client:
+async def no_ops_token_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_app(replace(settings, ops_token="")) as client:
         yield client
 
 
@@ -82,21 +89,46 @@ async def test_the_lookup_is_in_the_openapi_document(api: httpx.AsyncClient) -> 
 
 # -- the operator's cluster snapshot --------------------------------------------------------
 
-async def test_the_cluster_snapshot_refuses_without_the_ops_token(ops_api: httpx.AsyncClient) -> None:
-    assert (await ops_api.get(CLUSTER)).status_code == 401
-    wrong = await ops_api.get(CLUSTER, headers={"Authorization": "Bearer not-the-token"})
-    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "unauthenticated"
+@pytest.mark.parametrize("path", OPS_ENDPOINTS)
+async def test_ops_endpoints_refuse_a_missing_or_wrong_ops_token_with_a_json_401(
+    ops_api: httpx.AsyncClient, path: str
+) -> None:
     _, user = await _account(ops_api)  # a user's access token is not the ops credential
-    assert (await ops_api.get(CLUSTER, headers=user)).status_code == 401
+    for headers in ({}, {"Authorization": "Bearer not-the-token"}, {"Authorization": "Basic eDp5"}, user):
+        response = await ops_api.get(path, headers=headers)
+        assert response.status_code == 401, (headers, response.text)
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json()["error"]["code"] == "unauthenticated"
+        assert "http_requests_total" not in response.text and "shards" not in response.json()
 
 
-async def test_the_cluster_snapshot_is_off_when_no_ops_token_is_configured(api: httpx.AsyncClient) -> None:
-    response = await api.get(CLUSTER, headers={"Authorization": "Bearer anything"})
+@pytest.mark.parametrize("path", OPS_ENDPOINTS)
+async def test_ops_endpoints_are_off_when_no_ops_token_is_configured(
+    no_ops_token_api: httpx.AsyncClient, path: str
+) -> None:
+    assert (await no_ops_token_api.get(path)).status_code == 401
+    response = await no_ops_token_api.get(path, headers={"Authorization": "Bearer anything"})
     assert response.status_code == 403 and "MESSENGER_OPS_TOKEN" in response.json()["error"]["message"]
 
 
+async def test_metrics_and_shard_stats_answer_the_ops_token(ops_api: httpx.AsyncClient) -> None:
+    metrics = await ops_api.get("/metrics", headers=OPS)
+    assert metrics.status_code == 200 and "http_requests_total" in metrics.text
+    stats = await ops_api.get("/api/v1/shards/stats", headers=OPS)
+    assert stats.status_code == 200 and stats.json()["shards"]
+
+
+async def test_the_openapi_document_puts_ops_endpoints_behind_the_ops_token(api: httpx.AsyncClient) -> None:
+    doc = (await api.get("/openapi.json")).json()
+    assert doc["components"]["securitySchemes"]["ops"]["scheme"] == "bearer"
+    for path in OPS_ENDPOINTS:
+        operation = doc["paths"][path]["get"]
+        assert operation["security"] == [{"ops": []}] and {"200", "401", "403"} <= set(operation["responses"])
+    assert "security" not in doc["paths"]["/ready"]["get"]  # probes stay open
+
+
 async def test_the_cluster_snapshot_shows_every_shard(ops_api: httpx.AsyncClient, topology: Topology) -> None:
-    response = await ops_api.get(CLUSTER, headers={"Authorization": f"Bearer {OPS_TOKEN}"})
+    response = await ops_api.get(CLUSTER, headers=OPS)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["epoch"] == topology.epoch and body["resharding"] is None
@@ -110,10 +142,6 @@ async def test_the_cluster_snapshot_shows_every_shard(ops_api: httpx.AsyncClient
         assert 0 < shard["ring_share"] < 1
     assert sum(s["users"] for s in body["shards"]) == body["total_users"]
     assert abs(sum(s["ring_share"] for s in body["shards"]) - 1) < 1e-9
-
-
-async def test_existing_ops_endpoints_stay_open(ops_api: httpx.AsyncClient) -> None:
-    assert (await ops_api.get("/api/v1/shards/stats")).status_code == 200
 
 
 # -- pages ------------------------------------------------------------------------------------

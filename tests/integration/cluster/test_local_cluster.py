@@ -9,7 +9,7 @@ import uuid
 import psycopg
 
 from messenger.cluster.local import LocalCluster
-from messenger.cluster.status import cluster_status
+from messenger.cluster.status import LARGEST_TABLES, cluster_status, table_sizes
 from messenger.storage.migrator import head_revision
 from messenger.storage.shards.ring import HashRing
 
@@ -77,3 +77,30 @@ def test_status_shows_a_stopped_replica_as_down(cluster: LocalCluster) -> None:
     finally:
         cluster.start_server(1, "replica")
     assert all(r.up for r in cluster_status(cluster))
+
+
+def test_status_lists_each_primarys_largest_tables_from_the_catalog(cluster: LocalCluster) -> None:
+    for shard in cluster.topology.shards:
+        with psycopg.connect(shard.primary_dsn, autocommit=True) as conn:
+            conn.execute("ANALYZE")  # reltuples is -1 (unknown) until a table is analyzed
+    primaries = [r for r in cluster_status(cluster) if r.role == "primary"]
+    assert len(primaries) == cluster.state.shards
+    for r in primaries:
+        sizes = [t.total_bytes for t in r.largest_tables]
+        assert 0 < len(sizes) <= LARGEST_TABLES and sizes == sorted(sizes, reverse=True), r
+        assert all(t.rows_estimate is not None and t.rows_estimate >= 0 for t in r.largest_tables)
+        assert r.size_bytes is not None and sum(sizes) <= r.size_bytes
+        assert not any("_p" in t.table and t.table.startswith("users_") for t in r.largest_tables)
+    replicas = [r for r in cluster_status(cluster) if r.role == "replica"]
+    assert all(r.largest_tables == () for r in replicas)
+
+
+def test_table_sizes_add_partitions_up_under_their_table(cluster: LocalCluster) -> None:
+    shard = cluster.topology.shards[0]
+    with psycopg.connect(shard.primary_dsn, autocommit=True) as conn:
+        conn.execute("ANALYZE users")
+        expected = conn.execute(
+            "SELECT sum(pg_total_relation_size(relid))::bigint FROM pg_partition_tree('users') WHERE isleaf"
+        ).fetchone()
+    sizes = {t.table: t for t in table_sizes(shard.primary_dsn, limit=100)}
+    assert expected is not None and sizes["users"].total_bytes == expected[0]

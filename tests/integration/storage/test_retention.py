@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from messenger.cluster.local import LocalCluster
+from messenger.domain.errors import ShardUnavailable
 from messenger.domain.ids import new_id
 from messenger.storage.migrator import migrate
 from messenger.storage.retention import PRUNE_APPLIED_EVENTS, Retention, RetentionPruner
@@ -119,3 +120,38 @@ async def test_delivered_rows_in_a_fenced_range_are_left_for_after_the_move(pool
         async with pools.transaction(shard, name="test_unfence") as conn:
             await conn.execute("DELETE FROM ring_fence WHERE workflow = 'test-retention'")
     assert (await RetentionPruner(pools, Retention(pause_s=0)).prune_once())["outbox"] == 1
+
+
+class _OneShardDown:
+    """The pools, with one shard unreachable: its transactions fail as a down shard's do."""
+
+    def __init__(self, pools: PrimaryPools, down: int) -> None:
+        self._pools, self._down = pools, down
+        self.shard_indexes = pools.shard_indexes
+
+    def shard_name(self, shard: int) -> str:
+        return self._pools.shard_name(shard)
+
+    def transaction(self, shard: int, *, name: str):  # type: ignore[no-untyped-def]
+        if shard == self._down:
+            raise ShardUnavailable(self.shard_name(shard), "primary", "test: down")
+        return self._pools.transaction(shard, name=name)
+
+
+async def test_a_shard_that_fails_does_not_stop_the_others_pruning(
+    pools: PrimaryPools, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, down, *_ = pools.shard_indexes
+    for shard in (first, down):
+        async with pools.transaction(shard, name="test_seed_ledger") as conn:
+            await conn.execute("DELETE FROM applied_events")
+            await conn.execute(
+                "INSERT INTO applied_events (event_id, applied_at) VALUES (%s, now() - interval '30 days')",
+                (new_id(),),
+            )
+    shards = _OneShardDown(pools, down)
+    deleted = await RetentionPruner(shards, Retention(pause_s=0)).prune_once()  # type: ignore[arg-type]
+    assert deleted["applied_events"] == 1 and deleted["failed"] == 3  # three tables on the down shard
+    assert pools.shard_name(down) in caplog.text
+    async with pools.transaction(down, name="test_read_ledger") as conn:
+        assert await (await conn.execute("SELECT count(*) FROM applied_events")).fetchone() == (1,)

@@ -19,8 +19,11 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from messenger.domain.events import OutboxEvent
+from messenger.domain.ids import new_id
+from messenger.storage.follows import delete_follower_copies
 from messenger.storage.outbox import first_application
 from messenger.storage.shards.transactions import ShardTransactions
+from messenger.storage.users import DELETE_USER
 
 BATCH = 1000
 """Rows per clean-up or rename transaction: well inside the statement timeout."""
@@ -187,6 +190,16 @@ async def remove_deleted_users_follows(event: OutboxEvent, shards: ShardTransact
             ("relay_delete_edges_from_user", DELETE_EDGES_FROM_USER),
         ):
             await _in_batches(shards, shard, name, sql, user)
+
+
+async def finish_batched_deletion(event: OutboxEvent, shards: ShardTransactions) -> None:
+    """user.deleting (storage/follows.py, `start_batched_deletion`): finish a deletion whose API
+    call stopped mid-way: the rest of the reverse edges in batches, then the user's cascading
+    DELETE with its `user.deleted`. After a deletion that completed, both find nothing."""
+    user_id = uuid.UUID(event.payload["user_id"])
+    await delete_follower_copies(shards, user_id)
+    async with shards.transaction_for(user_id, name="relay_finish_user_deletion") as conn:
+        await conn.execute(DELETE_USER, (user_id, new_id()))
 
 
 async def refresh_renamed_users_copies(

@@ -18,6 +18,7 @@ from messenger.storage.relay.accounts import (
     settle_changed_login,
 )
 from messenger.storage.relay.follows import (
+    finish_batched_deletion,
     refresh_renamed_users_copies,
     remove_deleted_users_follows,
     sync_reverse_edge,
@@ -60,6 +61,7 @@ HANDLERS: Mapping[str, Handler] = {
     "account.login_changed": settle_changed_login,
     "user.renamed": propagate_rename,
     "user.deleted": clean_up_deleted_user,
+    "user.deleting": finish_batched_deletion,
     INBOX_UPDATE: apply_inbox_update,
     READ_MARKER: apply_read_marker,
     # One reconciling handler for both: it reads the follower's end and mirrors it.
