@@ -9,6 +9,7 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
+from messenger.cli import reshard
 from messenger.cli.console import console, fail
 from messenger.storage.resharding.counts import (
     MovingRows,
@@ -22,21 +23,17 @@ from messenger.storage.resharding.plan import (
     next_shard_indexes,
     plan_add,
     plan_remove,
+    planned_shard,
 )
 from messenger.storage.sharded_tables import SHARDED_TABLES
-from messenger.topology import ShardConfig, Topology, TopologyError, load_topology
+from messenger.topology import Topology, TopologyError, load_topology
 
-group = typer.Typer(help="Change the set of shards: plan what moves.", no_args_is_help=True)
+group = typer.Typer(help="Change the set of shards: plan what moves, move it, report.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
+    reshard.register(group)
     app.add_typer(group, name="shards")
-
-
-def planned_shard(index: int) -> ShardConfig:
-    """A shard that does not exist yet: enough to place it on the ring, not to reach it."""
-    name = f"shard_{index}"
-    return ShardConfig(index=index, name=name, rw_dsn="", ro_dsn="", primary_dsn="", replica_dsn="")
 
 
 @group.command()

@@ -13,7 +13,7 @@ import shutil
 import tomllib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
@@ -185,15 +185,40 @@ class LocalCluster:
             redis_started.result()
         topology = self.topology
         written = self._written_topology()
-        if written is not None and written.epoch > topology.epoch:
-            # A reshard published a newer ring: the file, not this cluster's first shape, is
-            # what the shards now hold. Rewriting it would route keys to shards that gave
-            # them up.
-            self.progress(f"keeping {self.topology_path}: epoch {written.epoch} from a reshard")
+        if written is not None and (
+            written.epoch > topology.epoch or written.shard_indexes != topology.shard_indexes
+        ):
+            # A reshard published a newer ring, or is adding servers that are not in the ring
+            # yet: the file, not this cluster's list of servers, is what the shards now hold.
+            # Rewriting it would route keys to shards that gave them up or never had them.
+            self.progress(f"keeping {self.topology_path}: epoch {written.epoch}, shards {list(written.shard_indexes)}")
             return written
         dump_topology(topology, self.topology_path)
         self.progress(f"topology written to {self.topology_path}")
         return topology
+
+    def add_shards(self, count: int) -> tuple[ShardConfig, ...]:
+        """Create and start `count` more shards' servers on the next ports (the cluster must be
+        up). They join the servers, not the ring: the topology file is left as it is, for the
+        resharding workflow to publish."""
+        if count < 1:
+            raise ClusterError(f"add at least one shard, not {count}")
+        if not self.exists:
+            raise ClusterError(f"no cluster in {self.data_dir}: run `messenger cluster up` first")
+        first = self.state.shards
+        try:
+            layout = ClusterLayout(self.data_dir, first + count, self.state.base_port)
+        except ValueError as exc:
+            raise ClusterError(str(exc)) from None
+        new = range(first, first + count)
+        self._check_ports(new)
+        self.state = replace(self.state, shards=first + count)
+        self.layout = layout
+        self._write_state()
+        for shard in new:
+            self._up_shard(shard)
+        by_index = {s.index: s for s in self.topology.shards}
+        return tuple(by_index[i] for i in new)
 
     def _written_topology(self) -> Topology | None:
         try:
@@ -206,19 +231,22 @@ class LocalCluster:
         self.layout.log_dir.mkdir(exist_ok=True)
         grant_traverse(self.user, self.data_dir)
         give_to(self.user, self.layout.log_dir)
-        state = self.layout.state_file
-        if not state.exists():
-            state.write_text(tomli_w.dumps({
-                "shards": self.state.shards, "base_port": self.state.base_port,
-                "password": self.state.password, "epoch": self.state.epoch,
-            }))
-            state.chmod(0o600)
+        if not self.layout.state_file.exists():
+            self._write_state()
         if write_secrets_file(self.layout.secrets_file):
             self.progress(f"signing keys generated in {self.layout.secrets_file} (mode 600)")
 
-    def _check_ports(self) -> None:
+    def _write_state(self) -> None:
+        state = self.layout.state_file
+        state.write_text(tomli_w.dumps({
+            "shards": self.state.shards, "base_port": self.state.base_port,
+            "password": self.state.password, "epoch": self.state.epoch,
+        }))
+        state.chmod(0o600)
+
+    def _check_ports(self, shards: range | None = None) -> None:
         busy = []
-        for shard in range(self.state.shards):
+        for shard in shards if shards is not None else range(self.state.shards):
             for role in ("primary", "replica", "pgbouncer"):
                 server = self.server(shard, role)
                 if not server.is_running() and not port_is_free(server.port):

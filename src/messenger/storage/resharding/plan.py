@@ -67,6 +67,12 @@ def next_shard_indexes(topology: Topology, count: int) -> tuple[int, ...]:
     return tuple(range(first, first + count))
 
 
+def planned_shard(index: int) -> ShardConfig:
+    """A shard that does not exist yet: enough to place it on the ring, not to reach it."""
+    name = f"shard_{index}"
+    return ShardConfig(index=index, name=name, rw_dsn="", ro_dsn="", primary_dsn="", replica_dsn="")
+
+
 def plan_add(old: Topology, joining: tuple[ShardConfig, ...]) -> ReshardPlan:
     """The plan for `joining` shards to join `old`'s ring (epoch + 1)."""
     if not joining:
