@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import psycopg
 import typer
 from redis.asyncio import Redis
 from rich.table import Table
@@ -246,8 +247,10 @@ def _run(store: StateStore, state: WorkflowState) -> None:
             with console.status(f"{state.id}: {state.phase}") as spinner:
                 reshard = _reshard(store, state, progress=lambda line: spinner.update(f"{state.id}: {line}"))
                 reshard.run()
-    except (WorkflowError, SwitchAborted) as exc:
+    except (WorkflowError, SwitchAborted, psycopg.Error) as exc:
         fail(f"{exc} (state kept under {store.path(state.id).parent}; `messenger shards resume` goes on)")
+    except KeyboardInterrupt:
+        fail(f"interrupted at phase {state.phase}: `messenger shards resume` goes on, `rollback` goes back", 130)
     status(as_json=False, state_dir=store.root)
 
 

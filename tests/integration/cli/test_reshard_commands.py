@@ -5,22 +5,18 @@ clear refusals where there is nothing to do."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from messenger.cli import shards
 from messenger.cluster.local import LocalCluster
-from messenger.storage.migrator import migrate
 from messenger.storage.shards.ring import HashRing
 from messenger.topology import load_topology
-from tests.support.ports import free_base_port
+from tests.support.clusters import insert_users, private_cluster, user_ids
 
 USERS = 300
 
@@ -38,28 +34,9 @@ def _invoke(*args: str) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def one_shard() -> Iterator[LocalCluster]:
-    root = Path(tempfile.mkdtemp(prefix="messenger-reshard-"))
-    private = root / "private"
-    private.mkdir(mode=0o700)
-    local = LocalCluster(private / "cluster", shards=1, base_port=free_base_port(2))
-    try:
-        local.up()
-        assert all(o.ok for o in migrate(local.topology))
-        with psycopg.connect(local.topology.shard(0).primary_dsn) as conn:
-            conn.execute(
-                "INSERT INTO users (id, first_name, last_name)"
-                " SELECT gen_random_uuid(), 'Moving', 'Row' FROM generate_series(1, %s)",
-                (USERS,),
-            )
+    with private_cluster(1) as local:
+        insert_users(local.topology.shard(0).primary_dsn, USERS)
         yield local
-    finally:
-        local.destroy()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _users(dsn: str) -> set[str]:
-    with psycopg.connect(dsn) as conn:
-        return {str(r[0]) for r in conn.execute("SELECT id FROM users")}
 
 
 def test_status_resume_and_rollback_without_a_workflow_say_so(tmp_path: Path) -> None:
@@ -87,13 +64,13 @@ def test_add_without_yes_asks_and_a_no_changes_nothing(one_shard: LocalCluster, 
 
 
 def test_add_creates_a_shard_moves_its_keys_and_publishes_the_ring(one_shard: LocalCluster, tmp_path: Path) -> None:
-    everyone = _users(one_shard.topology.shard(0).primary_dsn)
+    everyone = user_ids(one_shard.topology.shard(0).primary_dsn)
     code, output = _invoke("add", "--yes", "--data-dir", str(one_shard.data_dir), "--state-dir", str(tmp_path))
     assert code == 0, output
 
     ring = load_topology(one_shard.topology_path)
     assert ring.epoch == 2 and ring.shard_indexes == (0, 1)
-    old, new = (_users(ring.shard(i).primary_dsn) for i in (0, 1))
+    old, new = (user_ids(ring.shard(i).primary_dsn) for i in (0, 1))
     assert old | new == everyone and not old & new and new, (len(old), len(new))
     placed = HashRing.for_topology(ring)
     assert all(placed.shard_for(u) == 1 for u in new) and all(placed.shard_for(u) == 0 for u in old)

@@ -62,14 +62,26 @@ class MovingRows:
         return totals
 
 
+class ShardUnreachable(psycopg.OperationalError):
+    """A shard's primary does not answer: the message names the shard."""
+
+
 def connect(shard: ShardConfig, *, statement_timeout_ms: int) -> psycopg.Connection[tuple[Any, ...]]:
     """An autocommit admin connection straight to the shard's primary, with a deadline."""
-    return psycopg.connect(
-        shard.primary_dsn,
-        autocommit=True,
-        connect_timeout=CONNECT_TIMEOUT_S,
-        options=f"-c statement_timeout={statement_timeout_ms}",
-    )
+    try:
+        return psycopg.connect(
+            shard.primary_dsn,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            options=f"-c statement_timeout={statement_timeout_ms}",
+        )
+    except psycopg.OperationalError as exc:
+        raise ShardUnreachable(f"{shard.name} is unreachable: {first_line(exc)}") from exc
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_shards(shards: tuple[ShardConfig, ...]) -> None:
@@ -84,8 +96,11 @@ def check_shards(shards: tuple[ShardConfig, ...]) -> None:
         except psycopg.errors.UndefinedTable:
             problems.append(f"{shard.name} has no schema (run `messenger migrate up`)")
             continue
+        except ShardUnreachable as exc:
+            problems.append(str(exc))
+            continue
         except psycopg.Error as exc:
-            problems.append(f"{shard.name} is unreachable: {str(exc).strip().splitlines()[0]}")
+            problems.append(f"{shard.name}: {first_line(exc)}")
             continue
         revision = row[0] if row else None
         if revision != head:

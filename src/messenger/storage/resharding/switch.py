@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
-from messenger.storage.resharding.counts import connect
+from messenger.storage.resharding.counts import connect, first_line
 from messenger.storage.resharding.freeze import wait_for_writers, wait_until_applied
 from messenger.storage.resharding.plan import ReshardPlan, Route
 from messenger.storage.resharding.replication import (
@@ -98,17 +98,37 @@ def switch(
             unfence(shard(route.target), workflow, route.ranges)
         publish(plan.new)
     except Exception as exc:
-        for route in turned:
-            _turn_back(workflow, route, shard(route.source), shard(route.target))
-        for route in plan.routes:
-            unfence(shard(route.source), workflow, route.ranges)
-        if isinstance(exc, SwitchAborted):
-            raise
-        raise SwitchAborted(f"the switch was aborted, the old ring stays: {exc}") from exc
+        stuck = _abort(workflow, plan, turned, shard)
+        reason = str(exc) if isinstance(exc, SwitchAborted) else f"the switch was aborted, the old ring stays: {exc}"
+        if stuck:
+            reason += "; " + "; ".join(stuck)
+        raise SwitchAborted(reason) from exc
     for route in plan.routes:
         fence(shard(route.source), workflow, route.ranges, "moved")
     report.frozen_s = time.monotonic() - started
     return report
+
+
+def _abort(
+    workflow: str, plan: ReshardPlan, turned: list[Route], shard: Callable[[int], ShardConfig]
+) -> list[str]:
+    """Put replication back and release the sources' writes, each step on its own: a target
+    that is down must not keep the sources frozen. Returns what could not be undone."""
+    stuck = []
+    for route in turned:
+        try:
+            _turn_back(workflow, route, shard(route.source), shard(route.target))
+        except Exception as exc:
+            stuck.append(f"replication {shard(route.source).name} → {shard(route.target).name} is not "
+                         f"restored ({first_line(exc)}): `messenger shards rollback` or `resume` puts it right")
+    for source in sorted({r.source for r in plan.routes}):
+        try:
+            for route in plan.routes_from(source):
+                unfence(shard(source), workflow, route.ranges)
+        except Exception as exc:
+            stuck.append(f"{shard(source).name}'s moving ranges stay frozen ({first_line(exc)}): "
+                         "`messenger shards rollback` releases them when it answers")
+    return stuck
 
 
 def _shards(plan: ReshardPlan) -> Callable[[int], ShardConfig]:

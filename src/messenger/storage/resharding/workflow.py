@@ -16,12 +16,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import psycopg
 
 from messenger.storage.resharding.cleanup import delete_moved_rows, drop_replication, inverted
+from messenger.storage.resharding.counts import connect, first_line
 from messenger.storage.resharding.plan import ReshardPlan, Route
 from messenger.storage.resharding.replication import (
+    CopyState,
     RouteNames,
     copy_state,
     create_publication,
@@ -36,6 +41,9 @@ from messenger.topology import ShardConfig, Topology
 PHASES = ("copy", "verify", "switch", "cleanup", "done")
 ROLLED_BACK = "rolled_back"
 COPY_TIMEOUT_S = 3600.0
+WAIT_TIMEOUT_S = 600.0
+"""How long a phase waits for a shard that does not answer before it stops (`resume` goes on)."""
+T = TypeVar("T")
 
 
 class WorkflowError(Exception):
@@ -148,12 +156,14 @@ class Reshard:
         adopted: Callable[[int], bool],
         *,
         progress: Progress = lambda _: None,
+        wait_s: float = WAIT_TIMEOUT_S,
     ) -> None:
         self.store = store
         self.state = state
         self._publish = publish
         self._adopted = adopted
         self._progress = progress
+        self._wait_s = wait_s
 
     def shard(self, index: int) -> ShardConfig:
         plan = self.state.plan
@@ -176,17 +186,31 @@ class Reshard:
             self.store.save(self.state)
         return self.state
 
+    def _patiently(self, what: str, step: Callable[[], T]) -> T:
+        """Run `step`; while a shard does not answer, say so and try again, up to the wait bound."""
+        deadline = time.monotonic() + self._wait_s
+        while True:
+            try:
+                return step()
+            except psycopg.OperationalError as exc:
+                reason = first_line(exc)
+                if time.monotonic() > deadline:
+                    raise WorkflowError(
+                        f"{what}: {reason}; stopped after waiting {self._wait_s:.0f} s "
+                        "(the state is kept: `messenger shards resume` when the shard is back)"
+                    ) from exc
+                self._progress(f"{what} waits: {reason}")
+                time.sleep(1.0)
+
     def _copy(self) -> dict[str, Any]:
-        wf, plan = self.state.id, self.state.plan
+        plan = self.state.plan
         for route in plan.routes:
             source, target = self.shard(route.source), self.shard(route.target)
-            name = RouteNames(wf, route).copy
-            create_publication(source, name, route.ranges)
-            fence(target, wf, route.ranges, "incoming")
-            create_subscription(target, source, name, copy_data=True)
+            self._patiently(f"starting the copy {source.name} → {target.name}",
+                            partial(self._start_copy, route, source, target))
         deadline = time.monotonic() + COPY_TIMEOUT_S
         while True:
-            states = [copy_state(self.shard(r.target), RouteNames(wf, r).copy) for r in plan.routes]
+            states = self._patiently("copy", self._copy_states)
             ready = sum(s.ready for s in states)
             total = sum(s.tables for s in states)
             self._progress(f"copy: {ready}/{total} tables copied and streaming")
@@ -196,12 +220,29 @@ class Reshard:
                 raise WorkflowError(f"the copy did not finish within {COPY_TIMEOUT_S:.0f} s")
             time.sleep(0.5)
 
+    def _start_copy(self, route: Route, source: ShardConfig, target: ShardConfig) -> None:
+        name = RouteNames(self.state.id, route).copy
+        create_publication(source, name, route.ranges)
+        fence(target, self.state.id, route.ranges, "incoming")
+        create_subscription(target, source, name, copy_data=True)
+
+    def _copy_states(self) -> list[CopyState]:
+        """Each route's subscription state, after checking its source answers (a subscription
+        whose publisher is down only looks slow from the target)."""
+        plan = self.state.plan
+        for source in sorted({r.source for r in plan.routes}):
+            connect(self.shard(source), statement_timeout_ms=2_000).close()
+        return [copy_state(self.shard(r.target), RouteNames(self.state.id, r).copy) for r in plan.routes]
+
     def _verify(self) -> dict[str, Any]:
         wf, plan = self.state.id, self.state.plan
         routes = []
         for route in plan.routes:
             source, target = self.shard(route.source), self.shard(route.target)
-            result = verify_route(wf, route, source, target, RouteNames(wf, route).copy)
+            result = self._patiently(
+                f"verifying {source.name} → {target.name}",
+                partial(verify_route, wf, route, source, target, RouteNames(wf, route).copy),
+            )
             routes.append({
                 "source": source.name, "target": target.name, "rows": result.rows,
                 "freeze_s": round(result.freeze_s, 4), "lsn": result.lsn,
@@ -249,8 +290,10 @@ class Reshard:
         deleted: dict[str, int] = {}
         for route in plan.routes:
             source, target = self.shard(route.source), self.shard(route.target)
-            drop_replication(wf, route, source, target)
-            for table, rows in delete_moved_rows(route, source).items():
+            what = f"cleaning up {source.name} → {target.name}"
+            self._patiently(what, partial(drop_replication, wf, route, source, target))
+            moved = self._patiently(what, partial(delete_moved_rows, route, source))
+            for table, rows in moved.items():
                 deleted[table] = deleted.get(table, 0) + rows
         return {"deleted": deleted}
 
