@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,7 +21,7 @@ def _label(phase: dict[str, Any]) -> str:
 
 def latency_chart(phases: list[dict[str, Any]], path: Path) -> None:
     """Grouped bars of p50/p95/p99/p99.9 per scenario and level, log scale."""
-    plt = _pyplot()
+    plt = pyplot()
     keys = [("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"), ("p999_ms", "p99.9")]
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(phases) + 2), 4.5))
     width = 0.8 / len(keys)
@@ -41,7 +41,7 @@ def latency_chart(phases: list[dict[str, Any]], path: Path) -> None:
 
 def timeline_chart(phases: list[dict[str, Any]], path: Path) -> None:
     """Successful requests and errors per second over each phase."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     for p in phases:
         top.plot(p["ok_per_second"], label=_label(p))
@@ -60,7 +60,7 @@ def timeline_chart(phases: list[dict[str, Any]], path: Path) -> None:
 
 def throughput_chart(phases: list[dict[str, Any]], ceilings: dict[str, float], path: Path) -> None:
     """Req/s per scenario and level, with the ceilings drawn as horizontal lines."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(phases) + 3), 4.5))
     ax.bar(range(len(phases)), [p["rps"] for p in phases], color="tab:blue")
     ax.set_xticks(range(len(phases)), [_label(p) for p in phases], rotation=30, ha="right")
@@ -79,7 +79,7 @@ def throughput_chart(phases: list[dict[str, Any]], ceilings: dict[str, float], p
 
 def distribution_chart(shares: list[dict[str, Any]], path: Path) -> None:
     """Rows per shard, with the share the ring predicts marked on each bar."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(shares) + 2), 4))
     total = sum(s["rows"] for s in shares)
     names = [s["name"] for s in shares]
@@ -103,7 +103,7 @@ def distribution_chart(shares: list[dict[str, Any]], path: Path) -> None:
 
 def open_loop_chart(steps: list[dict[str, Any]], goal_ms: float, path: Path) -> None:
     """p50/p95/p99/p99.9 against the scheduled arrival rate, log scale, with the p99 goal."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     rates = [s["rate"] for s in steps]
     for key, name in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):

@@ -13,9 +13,11 @@ from typing import Annotated, TypeVar
 import psycopg
 import typer
 from redis.asyncio import Redis
-from rich.table import Table
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as Bars
 
 from messenger.cli.console import console, fail
+from messenger.cli.reshard_report import distribution_table, phase_table, write_report
 from messenger.cluster.layout import DEFAULT_DATA_DIR
 from messenger.cluster.local import ClusterError, LocalCluster
 from messenger.storage.migrator import migrate
@@ -165,14 +167,9 @@ def status(
         f"workflow [bold]{state.id}[/] ({plan.kind}): shards {list(plan.old.shard_indexes)} → "
         f"{list(plan.new.shard_indexes)}, epoch {plan.old.epoch} → {plan.new.epoch}; phase [bold]{state.phase}[/]"
     )
-    table = Table(title="phases")
-    for column in ("phase", "seconds", "found"):
-        table.add_column(column)
-    for phase, found in state.findings.items():
-        if isinstance(found, dict):
-            summary = {k: v for k, v in found.items() if k not in ("seconds", "routes")}
-            table.add_row(phase, str(found.get("seconds", "–")), json.dumps(summary))
-    console.print(table)
+    console.print(phase_table(state))
+    if (rows := distribution_table(state)) is not None:
+        console.print(rows)
 
 
 def resume(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
@@ -190,8 +187,9 @@ def rollback(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     try:
         with store.locked():
             _reshard(store, state).rollback()
-    except (WorkflowError, SwitchAborted) as exc:
+    except (WorkflowError, SwitchAborted, psycopg.Error) as exc:
         fail(str(exc))
+    _write_report(store, state)
     console.print(f"workflow {state.id} rolled back: the ring is back at shards {list(state.plan.old.shard_indexes)}")
 
 
@@ -240,32 +238,76 @@ def _announce(reshard: ReshardPlan, *, yes: bool) -> None:
         fail("nothing changed")
 
 
+class WorkflowDisplay:
+    """A line for what the workflow does now, and a bar per phase and table for its rows."""
+
+    def __init__(self, workflow: str) -> None:
+        self.bars = Bars(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=False,
+        )
+        self._workflow = workflow
+        self._line = self.bars.add_task(f"{workflow}: starting", total=None)
+        self._tables: dict[tuple[str, str], TaskID] = {}
+
+    def say(self, line: str) -> None:
+        self.bars.update(self._line, description=f"{self._workflow}: {line}")
+
+    def rows(self, phase: str, table: str, done: int, total: int) -> None:
+        if not total:
+            return
+        task = self._tables.get((phase, table))
+        if task is None:
+            task = self._tables[(phase, table)] = self.bars.add_task(f"  {phase} {table}", total=total)
+        self.bars.update(task, completed=min(done, total), total=total)
+
+
 def _run(store: StateStore, state: WorkflowState) -> None:
+    display = WorkflowDisplay(state.id)
     try:
         with store.locked():
             store.save(state)
-            with console.status(f"{state.id}: {state.phase}") as spinner:
-                reshard = _reshard(store, state, progress=lambda line: spinner.update(f"{state.id}: {line}"))
-                reshard.run()
+            with display.bars:
+                _reshard(store, state, display).run()
+                display.say(state.phase)
     except (WorkflowError, SwitchAborted, psycopg.Error) as exc:
         fail(f"{exc} (state kept under {store.path(state.id).parent}; `messenger shards resume` goes on)")
     except KeyboardInterrupt:
         fail(f"interrupted at phase {state.phase}: `messenger shards resume` goes on, `rollback` goes back", 130)
+    finally:
+        _write_report(store, state)
     status(as_json=False, state_dir=store.root)
 
 
-def _reshard(store: StateStore, state: WorkflowState, progress: Progress = lambda _: None) -> Reshard:
+def _write_report(store: StateStore, state: WorkflowState) -> None:
+    try:
+        files = write_report(state, store.path(state.id).parent)
+    except OSError as exc:
+        console.print(f"[yellow]the report could not be written: {exc}[/]")
+        return
+    console.print("report: " + ", ".join(str(f) for f in files))
+
+
+def _reshard(store: StateStore, state: WorkflowState, display: WorkflowDisplay | None = None) -> Reshard:
     topology = state.plan.new
     path = topology.path or DEFAULT_TOPOLOGY_PATH
+    say: Progress = display.say if display else lambda _: None
 
     def publish(new: Topology) -> None:
         asyncio.run(_with_redis(topology.redis_url, lambda redis: publish_topology(new, path, redis)))
+        say(f"published epoch {new.epoch} to {path} and Redis")
 
     def adopted(epoch: int) -> bool:
-        everywhere, _ = asyncio.run(_with_redis(topology.redis_url, lambda redis: adopted_everywhere(redis, epoch)))
+        everywhere, laggards = asyncio.run(
+            _with_redis(topology.redis_url, lambda redis: adopted_everywhere(redis, epoch))
+        )
+        if not everywhere:
+            say(f"waiting for {len(laggards)} processes to adopt epoch {epoch}: {', '.join(laggards[:5])}")
         return everywhere
 
-    return Reshard(store, state, publish, adopted, progress=progress)
+    if display is None:
+        return Reshard(store, state, publish, adopted)
+    return Reshard(store, state, publish, adopted, progress=display.say, rows=display.rows)
 
 
 async def _with_redis(url: str, use: Callable[[Redis], Awaitable[T]]) -> T:

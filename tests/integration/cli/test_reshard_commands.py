@@ -81,7 +81,29 @@ def test_add_creates_a_shard_moves_its_keys_and_publishes_the_ring(one_shard: Lo
     code, output = _invoke("status", "--json", "--state-dir", str(tmp_path))
     state = json.loads(output)
     assert code == 0 and state["phase"] == "done" and state["findings"]["verify"]["rows"] >= len(new)
+    report = tmp_path / state["id"]
+    assert {p.name for p in report.iterdir()} >= {"state.json", "report.md", "report.json", "distribution.png"}
+    assert "postgresql://" not in (report / "report.json").read_text() + (report / "report.md").read_text()
+    assert json.loads((report / "report.json").read_text())["rows_after"]["shard_1"]["users"] == len(new)
+
     code, output = _invoke("rollback", "--state-dir", str(tmp_path))
     assert code == 1 and "no way back" in output
     code, output = _invoke("resume", "--state-dir", str(tmp_path))
     assert code == 1 and "nothing to resume" in output
+
+
+def test_remove_drains_the_added_shard_back_and_retires_it(one_shard: LocalCluster, tmp_path: Path) -> None:
+    """Runs after the add above: shard 1 gives every row back to shard 0."""
+    ring = load_topology(one_shard.topology_path)
+    assert ring.shard_indexes == (0, 1)
+    everyone = user_ids(ring.shard(0).primary_dsn) | user_ids(ring.shard(1).primary_dsn)
+    code, output = _invoke("remove", "1", "--yes", "--topology", str(one_shard.topology_path),
+                           "--state-dir", str(tmp_path))
+    assert code == 0, output
+    after = load_topology(one_shard.topology_path)
+    assert after.epoch == 3 and after.shard_indexes == (0,)
+    assert user_ids(ring.shard(0).primary_dsn) == everyone and not user_ids(ring.shard(1).primary_dsn)
+
+    code, output = _invoke("remove", "0", "--yes", "--topology", str(one_shard.topology_path),
+                           "--state-dir", str(tmp_path))
+    assert code == 1 and "last" in output, output

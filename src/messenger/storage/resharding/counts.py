@@ -30,6 +30,12 @@ FROM unnest(%(lo)s::bigint[], %(hi)s::bigint[]) AS r(lo, hi),
 """
 """Rows of one table in a route's ranges (one index range scan per range), and all its rows."""
 
+ROUTE_ROWS_SQL = """
+SELECT coalesce(sum(part.n), 0)::bigint
+FROM unnest(%(lo)s::bigint[], %(hi)s::bigint[]) AS r(lo, hi),
+     LATERAL (SELECT count(*) AS n FROM {table} t WHERE t.ring_pos >= r.lo AND t.ring_pos < r.hi) AS part
+"""
+
 
 class ShardsNotReady(Exception):
     """A shard cannot take part: unreachable, at another schema version, or a table unregistered."""
@@ -137,3 +143,27 @@ def count_moving_rows(
         for counts in pool.map(count_route, plan.routes):
             result.counts.extend(counts)
     return result
+
+
+def route_counts(shard: ShardConfig, route: Route, *, timeout_ms: int = COUNT_TIMEOUT_MS) -> dict[str, int]:
+    """Per table, the rows `shard` holds in the route's ranges."""
+    params = {"lo": [r[0] for r in route.ranges], "hi": [r[1] for r in route.ranges]}
+    with connect(shard, statement_timeout_ms=timeout_ms) as conn:
+        return {
+            t.name: int(conn.execute(sql.SQL(ROUTE_ROWS_SQL).format(table=sql.Identifier(t.name)), params).fetchone()[0])  # type: ignore[index]
+            for t in SHARDED_TABLES
+        }
+
+
+def shard_rows(shards: tuple[ShardConfig, ...]) -> dict[str, dict[str, int]]:
+    """Per shard and table, every row it holds: the distribution a reshard changes."""
+
+    def count(shard: ShardConfig) -> dict[str, int]:
+        with connect(shard, statement_timeout_ms=COUNT_TIMEOUT_MS) as conn:
+            return {
+                t.name: int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t.name))).fetchone()[0])  # type: ignore[index]
+                for t in SHARDED_TABLES
+            }
+
+    with ThreadPoolExecutor(max_workers=max(1, len(shards))) as pool:
+        return dict(zip((s.name for s in shards), pool.map(count, shards), strict=True))

@@ -17,9 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from psycopg import sql
-
-from messenger.storage.resharding.counts import connect, first_line
+from messenger.storage.resharding.counts import first_line, route_counts
 from messenger.storage.resharding.freeze import wait_for_writers, wait_until_applied
 from messenger.storage.resharding.plan import ReshardPlan, Route
 from messenger.storage.resharding.replication import (
@@ -33,14 +31,7 @@ from messenger.storage.resharding.replication import (
     fence,
     unfence,
 )
-from messenger.storage.sharded_tables import SHARDED_TABLES
 from messenger.topology import ShardConfig, Topology
-
-COUNT_SQL = """
-SELECT coalesce(sum(part.n), 0)::bigint
-FROM unnest(%(lo)s::bigint[], %(hi)s::bigint[]) AS r(lo, hi),
-     LATERAL (SELECT count(*) AS n FROM {table} t WHERE t.ring_pos >= r.lo AND t.ring_pos < r.hi) AS part
-"""
 
 
 class SwitchAborted(Exception):
@@ -53,15 +44,6 @@ class SwitchReport:
     """How long writes to the moving ranges were held."""
     lsns: dict[str, str] = field(default_factory=dict)
     """Per source, the position the targets had applied when the ranges changed owner."""
-
-
-def route_counts(shard: ShardConfig, route: Route) -> dict[str, int]:
-    params = {"lo": [r[0] for r in route.ranges], "hi": [r[1] for r in route.ranges]}
-    with connect(shard, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
-        return {
-            t.name: int(conn.execute(sql.SQL(COUNT_SQL).format(table=sql.Identifier(t.name)), params).fetchone()[0])  # type: ignore[index]
-            for t in SHARDED_TABLES
-        }
 
 
 def switch(
@@ -86,7 +68,8 @@ def switch(
             lsn = current_lsn(shard(route.source))
             wait_until_applied(shard(route.target), names.copy, lsn, timeout_s=timeout_s)
             report.lsns[shard(route.source).name] = lsn
-            mine, theirs = route_counts(shard(route.source), route), route_counts(shard(route.target), route)
+            mine = route_counts(shard(route.source), route, timeout_ms=CONTROL_TIMEOUT_MS)
+            theirs = route_counts(shard(route.target), route, timeout_ms=CONTROL_TIMEOUT_MS)
             if mine != theirs:
                 wrong = {t: (mine[t], theirs[t]) for t in mine if mine[t] != theirs[t]}
                 raise SwitchAborted(f"{shard(route.target).name} disagrees with {shard(route.source).name} "

@@ -22,8 +22,19 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from messenger.storage.resharding.cleanup import delete_moved_rows, drop_replication, inverted
-from messenger.storage.resharding.counts import connect, first_line
+from messenger.storage.resharding.cleanup import (
+    Deleted,
+    delete_moved_rows,
+    drop_replication,
+    inverted,
+)
+from messenger.storage.resharding.counts import (
+    connect,
+    count_moving_rows,
+    first_line,
+    route_counts,
+    shard_rows,
+)
 from messenger.storage.resharding.plan import ReshardPlan, Route
 from messenger.storage.resharding.replication import (
     CopyState,
@@ -143,6 +154,8 @@ class StateStore:
 
 
 Progress = Callable[[str], None]
+RowsProgress = Callable[[str, str, int, int], None]
+"""(phase, table, rows done, rows in all), as copy and clean-up go."""
 
 
 class Reshard:
@@ -156,6 +169,7 @@ class Reshard:
         adopted: Callable[[int], bool],
         *,
         progress: Progress = lambda _: None,
+        rows: RowsProgress = lambda *_: None,
         wait_s: float = WAIT_TIMEOUT_S,
     ) -> None:
         self.store = store
@@ -163,6 +177,8 @@ class Reshard:
         self._publish = publish
         self._adopted = adopted
         self._progress = progress
+        self._rows = rows
+        self._cleared: dict[str, int] = {}
         self._wait_s = wait_s
 
     def shard(self, index: int) -> ShardConfig:
@@ -175,6 +191,9 @@ class Reshard:
     def run(self, *, until: str = "done") -> WorkflowState:
         """Run phases until `until` is the current phase (or the workflow is done)."""
         steps = {"copy": self._copy, "verify": self._verify, "switch": self._switch, "cleanup": self._cleanup}
+        if "before" not in self.state.findings and self.state.phase == "copy":
+            self.state.findings["before"] = self._patiently("counting rows per shard", partial(shard_rows, self._ring_shards()))
+            self.store.save(self.state)
         while self.state.phase != until and self.state.phase in steps:
             phase = self.state.phase
             self._progress(f"{phase}…")
@@ -183,8 +202,16 @@ class Reshard:
             found["seconds"] = round(time.monotonic() - started, 3)
             self.state.findings[phase] = found
             self.state.phase = PHASES[PHASES.index(phase) + 1]
+            self.state.findings.pop("progress", None)
+            if self.state.phase == "done":
+                self.state.findings["after"] = self._patiently("counting rows per shard", partial(shard_rows, self._ring_shards()))
             self.store.save(self.state)
         return self.state
+
+    def _ring_shards(self) -> tuple[ShardConfig, ...]:
+        """Every shard on either side of the change, once each."""
+        plan = self.state.plan
+        return tuple({s.index: s for s in (*plan.old.shards, *plan.new.shards)}.values())
 
     def _patiently(self, what: str, step: Callable[[], T]) -> T:
         """Run `step`; while a shard does not answer, say so and try again, up to the wait bound."""
@@ -208,17 +235,46 @@ class Reshard:
             source, target = self.shard(route.source), self.shard(route.target)
             self._patiently(f"starting the copy {source.name} → {target.name}",
                             partial(self._start_copy, route, source, target))
-        deadline = time.monotonic() + COPY_TIMEOUT_S
+        moving = self.state.findings.get("moving")
+        if moving is None:
+            counted = self._patiently("counting the moving rows", partial(count_moving_rows, plan))
+            moving = self.state.findings["moving"] = {t: n for t, (n, _) in counted.by_table().items()}
+            self.store.save(self.state)
+        started = time.monotonic()
+        deadline = started + COPY_TIMEOUT_S
         while True:
             states = self._patiently("copy", self._copy_states)
             ready = sum(s.ready for s in states)
             total = sum(s.tables for s in states)
-            self._progress(f"copy: {ready}/{total} tables copied and streaming")
+            copied = self._patiently("copy", self._rows_on_targets)
+            for table, rows in copied.items():
+                self._rows("copy", table, rows, moving.get(table, 0))
+            self._report_copy(copied, moving, ready, total, started)
             if all(s.copied for s in states):
-                return {"tables": total}
+                return {"tables": total, "rows": sum(copied.values())}
             if time.monotonic() > deadline:
                 raise WorkflowError(f"the copy did not finish within {COPY_TIMEOUT_S:.0f} s")
-            time.sleep(0.5)
+            time.sleep(1.0)
+
+    def _rows_on_targets(self) -> dict[str, int]:
+        copied: dict[str, int] = {}
+        for route in self.state.plan.routes:
+            for table, rows in route_counts(self.shard(route.target), route).items():
+                copied[table] = copied.get(table, 0) + rows
+        return copied
+
+    def _report_copy(self, copied: dict[str, int], moving: dict[str, int], ready: int, total: int,
+                     started: float) -> None:
+        """Say how far the copy is, and keep it in the state for `status` in another terminal."""
+        done, whole = sum(copied.values()), sum(moving.values())
+        elapsed = time.monotonic() - started
+        eta = round(elapsed * (whole - done) / done, 1) if 0 < done < whole else None
+        self._progress(f"copy: {ready}/{total} tables copied and streaming, {done:,}/{whole:,} rows")
+        self.state.findings["progress"] = {
+            "phase": "copy", "tables_ready": ready, "tables": total, "rows": {t: [copied.get(t, 0), n] for t, n in moving.items()},
+            "eta_s": eta, "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        self.store.save(self.state)
 
     def _start_copy(self, route: Route, source: ShardConfig, target: ShardConfig) -> None:
         name = RouteNames(self.state.id, route).copy
@@ -292,10 +348,15 @@ class Reshard:
             source, target = self.shard(route.source), self.shard(route.target)
             what = f"cleaning up {source.name} → {target.name}"
             self._patiently(what, partial(drop_replication, wf, route, source, target))
-            moved = self._patiently(what, partial(delete_moved_rows, route, source))
+            moved = self._patiently(what, partial(delete_moved_rows, route, source, progress=self._deleted))
             for table, rows in moved.items():
                 deleted[table] = deleted.get(table, 0) + rows
         return {"deleted": deleted}
+
+    def _deleted(self, step: Deleted) -> None:
+        self._cleared[step.table] = self._cleared.get(step.table, 0) + step.rows
+        moving = self.state.findings.get("moving", {})
+        self._rows("cleanup", step.table, self._cleared[step.table], int(moving.get(step.table, 0)))
 
     def rollback(self) -> WorkflowState:
         """Back to the old ring with nothing lost, from any phase before clean-up."""
