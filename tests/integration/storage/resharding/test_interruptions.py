@@ -1,7 +1,8 @@
-"""A shard that stops answering during a reshard, on a cluster of the module's own (shard 0 in
-the ring, shard 1's servers joining): the copy waits and says so, never going on with half a
-copy; a target down at the switch aborts it with the source's writes released and the old ring
-in force, and a resume after it is back finishes the move."""
+"""A reshard interrupted, on a cluster of the module's own (shard 0 in the ring, shard 1's
+servers joining): stopped at every phase boundary, or killed mid-switch, then resumed, it ends
+as an uninterrupted run; a shard that stops answering makes the copy wait and say so, never
+going on with half a copy; a target down at the switch aborts it with the source's writes
+released and the old ring in force, and a resume after it is back finishes the move."""
 
 from __future__ import annotations
 
@@ -17,10 +18,18 @@ import pytest
 from messenger.cluster.local import LocalCluster
 from messenger.storage.migrator import migrate
 from messenger.storage.resharding.plan import ReshardPlan, plan_add
+from messenger.storage.resharding.replication import fence
 from messenger.storage.resharding.switch import SwitchAborted
-from messenger.storage.resharding.workflow import ROLLED_BACK, Reshard, StateStore, WorkflowState
+from messenger.storage.resharding.workflow import (
+    PHASES,
+    ROLLED_BACK,
+    Reshard,
+    StateStore,
+    WorkflowState,
+)
+from messenger.storage.shards.ring import HashRing
 from messenger.topology import Topology
-from tests.support.clusters import insert_users, private_cluster
+from tests.support.clusters import insert_users, private_cluster, user_ids
 from tests.support.waiting import wait_for
 
 USERS = 200
@@ -43,12 +52,17 @@ def reshard(joining: tuple[LocalCluster, ReshardPlan], tmp_path: Path) -> Iterat
     published: list[Topology] = []
     flow = Reshard(StateStore(tmp_path), WorkflowState(f"r{uuid4().hex[:10]}", plan), published.append,
                    lambda epoch: True, progress=said.append, wait_s=60)
+    everyone = user_ids(plan.old.shard(0).primary_dsn)
     yield flow, said, published
-    for index in (0, 1):  # the next test starts from shards without fences
+    for index in (0, 1):  # the next test starts from every user on shard 0 and no fences
         if not local.server(index, "primary").is_running():
             local.start_server(index, "primary")
         with psycopg.connect(local.topology.shard(index).primary_dsn) as conn:
             conn.execute("DELETE FROM ring_fence")
+            conn.execute("TRUNCATE users CASCADE")
+    with psycopg.connect(plan.old.shard(0).primary_dsn) as conn:
+        conn.execute("INSERT INTO users (id, first_name, last_name) SELECT id, 'Moving', 'Row' FROM unnest(%s::uuid[]) id",
+                     (list(everyone),))
 
 
 def _users(local: LocalCluster, index: int) -> int:
@@ -102,3 +116,57 @@ def test_a_target_down_at_the_switch_aborts_it_and_a_resume_finishes_the_move(
 
     flow.rollback()
     assert flow.state.phase == ROLLED_BACK and _users(local, 0) == USERS and _users(local, 1) == 0
+
+
+def _placed_by(ring: Topology, local: LocalCluster) -> bool:
+    """Every user on the shard `ring` names, and on that one only."""
+    placed = HashRing.for_topology(ring)
+    return all(
+        placed.shard_for(user) == index
+        for index in (0, 1)
+        for user in user_ids(local.topology.shard(index).primary_dsn)
+    )
+
+
+@pytest.mark.parametrize("stop", (*PHASES[1:-1], "done"), ids=lambda p: f"before-{p}")
+def test_a_run_stopped_at_a_phase_boundary_resumes_to_the_same_end(
+    joining: tuple[LocalCluster, ReshardPlan], reshard: tuple[Reshard, list[str], list[Topology]], stop: str
+) -> None:
+    local, plan = joining
+    flow, _, published = reshard
+    flow.run(until=stop)
+    saved = flow.store.latest()
+    assert saved is not None and saved.phase == stop
+
+    # A new process (the first one was killed): only what the state file says.
+    again = Reshard(flow.store, saved, published.append, lambda epoch: True, wait_s=60)
+    assert again.run().phase == "done"
+    assert published == [plan.new]  # once, whichever process published it
+    assert _users(local, 0) + _users(local, 1) == USERS and _users(local, 1) > 0
+    assert _placed_by(plan.new, local)
+
+
+@pytest.mark.parametrize("then", ["resume", "rollback"])
+def test_a_switch_killed_with_the_ranges_frozen_is_redone_by_resume_or_undone_by_rollback(
+    joining: tuple[LocalCluster, ReshardPlan], reshard: tuple[Reshard, list[str], list[Topology]], then: str
+) -> None:
+    local, plan = joining
+    flow, _, published = reshard
+    flow.run(until="switch")
+    source = plan.old.shard(0)
+    for route in plan.routes:  # what a switch killed after its first step leaves
+        fence(source, flow.state.id, route.ranges, "frozen")
+    with psycopg.connect(source.primary_dsn) as conn, pytest.raises(psycopg.Error, match="frozen for a shard move"):
+        conn.execute("UPDATE users SET first_name = 'Frozen'")
+
+    again = Reshard(flow.store, flow.store.latest(), published.append, lambda epoch: True, wait_s=60)  # type: ignore[arg-type]
+    if then == "resume":
+        assert again.run().phase == "done" and published == [plan.new]
+        assert _placed_by(plan.new, local)
+        return
+    again.rollback()
+    assert again.state.phase == ROLLED_BACK and not published
+    with psycopg.connect(source.primary_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM ring_fence").fetchone() == (0,)
+        conn.execute("UPDATE users SET first_name = 'Writable'")
+    assert _users(local, 0) == USERS and _users(local, 1) == 0
