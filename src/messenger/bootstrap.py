@@ -68,6 +68,7 @@ from messenger.storage.follows import FollowStore
 from messenger.storage.inbox import InboxStore
 from messenger.storage.messages import MessageStore
 from messenger.storage.redis.rate_limits import Backoff, ConcurrencyLimit, FixedWindow, TokenBucket
+from messenger.storage.redis.reshard_status import latest as latest_reshard
 from messenger.storage.redis.revocations import RevocationStore
 from messenger.storage.relay.handlers import users_rows_changed
 from messenger.storage.retention import Retention
@@ -241,7 +242,7 @@ def _api_context(
         sessions=sessions,
         clients=ClientAddresses(settings.trusted_proxies),
         ops=OpsService(router, freshness, users, metrics, schema_version=schema_version),
-        cluster=ClusterOverview(router),
+        cluster=ClusterOverview(router, resharding=functools.partial(latest_reshard, redis)),
     )
 
 

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -13,14 +15,16 @@ from typing import Annotated, TypeVar
 import psycopg
 import typer
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as Bars
 
 from messenger.cli.console import console, fail
-from messenger.cli.reshard_report import distribution_table, phase_table, write_report
+from messenger.cli.reshard_report import distribution_table, phase_table, report_json, write_report
 from messenger.cluster.layout import DEFAULT_DATA_DIR
 from messenger.cluster.local import ClusterError, LocalCluster
 from messenger.storage.migrator import migrate
+from messenger.storage.redis.reshard_status import announce
 from messenger.storage.resharding.counts import ShardsNotReady, check_shards
 from messenger.storage.resharding.plan import (
     PlanError,
@@ -55,6 +59,25 @@ StateDir = Annotated[
 TopologyOption = Annotated[str | None, typer.Option("--topology", envvar="MESSENGER_TOPOLOGY")]
 DEFAULT_STATE_DIR = Path("var/reshard")
 T = TypeVar("T")
+
+
+class AnnouncedStateStore(StateStore):
+    """Saves the state, and announces its summary in Redis for the operator's page (best
+    effort: the workflow never waits on the page)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self._last_announce = 0.0
+
+    def save(self, state: WorkflowState) -> None:
+        super().save(state)
+        now = time.monotonic()
+        if state.phase == "copy" and "progress" in state.findings and now - self._last_announce < 2.0:
+            return
+        self._last_announce = now
+        with contextlib.suppress(RedisError, OSError):
+            summary = report_json(state)
+            asyncio.run(_with_redis(state.plan.new.redis_url, lambda redis: announce(redis, summary), timeout_s=1.0))
 
 
 def register(group: typer.Typer) -> None:
@@ -101,14 +124,14 @@ def add(
         reshard = plan_add(current, joining)
     except PlanError as exc:
         fail(str(exc))
-    _refuse_if_running(StateStore(state_dir))
+    _refuse_if_running(AnnouncedStateStore(state_dir))
     _ready(current.shards)
     _announce(reshard, yes=yes)
     if local is not None:
         joining = _create_local_shards(local, current, count)
         reshard = plan_add(current, joining)
     _ready((*current.shards, *joining))
-    _run(StateStore(state_dir), WorkflowState(new_workflow_id(), reshard))
+    _run(AnnouncedStateStore(state_dir), WorkflowState(new_workflow_id(), reshard))
 
 
 def _local_cluster(data_dir: Path) -> LocalCluster:
@@ -177,12 +200,12 @@ def resume(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     state = _latest(state_dir)
     if state.phase in ("done", ROLLED_BACK):
         fail(f"workflow {state.id} is {state.phase}: nothing to resume")
-    _run(StateStore(state_dir), state)
+    _run(AnnouncedStateStore(state_dir), state)
 
 
 def rollback(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     """Back to the old ring with nothing lost, from any phase before clean-up."""
-    store = StateStore(state_dir)
+    store = AnnouncedStateStore(state_dir)
     state = _latest(state_dir)
     try:
         with store.locked():
@@ -201,14 +224,14 @@ def _load(path: str | None) -> Topology:
 
 
 def _latest(state_dir: Path) -> WorkflowState:
-    state = StateStore(state_dir).latest()
+    state = AnnouncedStateStore(state_dir).latest()
     if state is None:
         fail(f"no resharding workflow under {state_dir}: start one with `messenger shards add` or `remove`")
     return state
 
 
 def _start(reshard: ReshardPlan, shards: tuple[ShardConfig, ...], *, yes: bool, state_dir: Path) -> None:
-    store = StateStore(state_dir)
+    store = AnnouncedStateStore(state_dir)
     _refuse_if_running(store)
     _ready(shards)
     _announce(reshard, yes=yes)
@@ -310,8 +333,8 @@ def _reshard(store: StateStore, state: WorkflowState, display: WorkflowDisplay |
     return Reshard(store, state, publish, adopted, progress=display.say, rows=display.rows)
 
 
-async def _with_redis(url: str, use: Callable[[Redis], Awaitable[T]]) -> T:
-    redis = Redis.from_url(url, socket_timeout=5)
+async def _with_redis(url: str, use: Callable[[Redis], Awaitable[T]], *, timeout_s: float = 5.0) -> T:
+    redis = Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
         return await use(redis)
     finally:

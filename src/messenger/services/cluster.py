@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from messenger.storage.cluster_readings import (
     ClusterReadings,
@@ -76,14 +78,24 @@ class ClusterSnapshot:
     """Unix time of the readings."""
     total_users: int
     shards: list[ShardOverview]
-    resharding: None
-    """Phase and per-table progress of a running resharding workflow; this build has no
-    resharding workflow yet, so always null (the page says so)."""
+    resharding: dict[str, Any] | None
+    """The running or last resharding workflow: phase, per-phase findings, copy progress
+    (as `messenger shards status --json` reports it, without DSNs); None when there is none."""
+
+
+ReshardStatus = Callable[[], Awaitable[dict[str, Any] | None]]
+
+
+async def _no_resharding() -> None:
+    return None
 
 
 class ClusterOverview:
-    def __init__(self, router: ShardRouter, *, max_age_s: float = 1.0) -> None:
+    def __init__(
+        self, router: ShardRouter, *, resharding: ReshardStatus = _no_resharding, max_age_s: float = 1.0
+    ) -> None:
         self._router = router
+        self._resharding = resharding
         self._readings = ClusterReadings(router)
         self._max_age_s = max_age_s
         self._last: tuple[float, ClusterSnapshot] | None = None
@@ -100,14 +112,17 @@ class ClusterOverview:
     async def _take(self) -> ClusterSnapshot:
         router = self._router
         ring_shares = router.ring.shares()  # per snapshot: the ring changes with the epoch
-        shards = await asyncio.gather(*(self._shard(s, ring_shares.get(s, 0.0)) for s in router.shard_indexes))
+        shards, resharding = await asyncio.gather(
+            asyncio.gather(*(self._shard(s, ring_shares.get(s, 0.0)) for s in router.shard_indexes)),
+            self._resharding(),
+        )
         total = sum(s.users or 0 for s in shards)
         complete = all(s.users is not None for s in shards)
         with_share = [
             replace(s, share=(s.users / total) if complete and total and s.users is not None else None)
             for s in shards
         ]
-        return ClusterSnapshot(router.topology.epoch, time.time(), total, with_share, None)
+        return ClusterSnapshot(router.topology.epoch, time.time(), total, with_share, resharding)
 
     async def _shard(self, shard: int, ring_share: float) -> ShardOverview:
         router, readings = self._router, self._readings

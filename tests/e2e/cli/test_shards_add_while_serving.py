@@ -26,11 +26,12 @@ from tests.support.servers import serving
 
 USERS = 120
 USERS_URL = "/api/v1/users"
+OPS_TOKEN = "ops-token-for-the-reshard-test"
 
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[LocalCluster, str]]:
-    with private_cluster(1) as local, serving(local.topology_path) as (base, _):
+    with private_cluster(1) as local, serving(local.topology_path, MESSENGER_OPS_TOKEN=OPS_TOKEN) as (base, _):
         yield local, base
 
 
@@ -94,6 +95,10 @@ def test_adding_a_shard_under_traffic_loses_no_write_and_hides_no_user(served: t
         for user, name in writer.acknowledged.items():
             got = client.get(f"{USERS_URL}/{user}", headers={"Cache-Control": "no-cache"})
             assert got.status_code == 200 and got.json()["first_name"] == name, (user, got.text)
+
+        snapshot = client.get("/api/v1/ops/cluster", headers={"Authorization": f"Bearer {OPS_TOKEN}"}).json()
+        assert snapshot["epoch"] == 2 and [s["shard"] for s in snapshot["shards"]] == ["shard_0", "shard_1"]
+        assert snapshot["resharding"]["phase"] == "done" and "postgresql://" not in json.dumps(snapshot)
 
         listed = [u["id"] for u in first["items"]]
         cursor = first["next_cursor"]

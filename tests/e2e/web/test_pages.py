@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 from playwright.async_api import Browser, expect
+from redis import Redis
 
+from messenger.cli.reshard_report import report_json
+from messenger.storage.redis import reshard_status
+from messenger.storage.resharding.plan import plan_add, planned_shard
+from messenger.storage.resharding.workflow import WorkflowState
 from tests.e2e.web.conftest import OPS_TOKEN, WebServer
 
 
@@ -35,7 +44,13 @@ async def test_the_cluster_page_refuses_without_the_ops_token_and_then_shows_eve
             await expect(card.locator(".pill.up")).to_have_count(4)  # healthy + three servers
         await expect(page.locator("#chart svg rect")).to_have_count(2 * len(names))
         await expect(page.locator("#relay tbody tr")).to_have_count(len(names))
-        await expect(page.locator("#resharding")).to_have_text("No resharding workflow is running.")
+        await expect(page.locator("#resharding")).to_have_text("No resharding workflow has run.")
+        with _announced_copy(cluster):  # a workflow copying, as `messenger shards add` announces it
+            await expect(page.locator('#resharding [data-phase="copy"]')).to_be_visible(timeout=10_000)
+            await expect(page.locator("#resharding tbody tr")).to_have_text(
+                [re.compile(r"copy\s*2\.1 s\s*14 tables streaming"), re.compile(r"copy users\s*40 / 100")]
+            )
+        await expect(page.locator("#resharding")).to_have_text("No resharding workflow has run.", timeout=10_000)
         first = await page.locator("#live").inner_text()
         await expect(page.locator("#live")).not_to_have_text(first, timeout=10_000)  # refreshed live
         await page.screenshot(path=str(artifacts / "cluster.png"), full_page=True)
@@ -44,6 +59,22 @@ async def test_the_cluster_page_refuses_without_the_ops_token_and_then_shows_eve
         await expect(page.locator("#shards .shard")).to_have_count(len(names))
     finally:
         await context.close()
+
+
+@contextmanager
+def _announced_copy(cluster: Any) -> Iterator[None]:
+    plan = plan_add(cluster.topology, (planned_shard(len(cluster.topology.shards)),))
+    state = WorkflowState("r20261203000000", plan, phase="copy", findings={
+        "copy": {"tables": 14, "rows": 0, "seconds": 2.1},
+        "progress": {"phase": "copy", "tables_ready": 3, "tables": 14, "rows": {"users": [40, 100], "outbox": [0, 0]}},
+    })
+    redis = Redis.from_url(cluster.topology.redis_url)
+    try:
+        redis.set(reshard_status.KEY, json.dumps(report_json(state)))
+        yield
+    finally:
+        redis.delete(reshard_status.KEY)
+        redis.close()
 
 
 async def test_docs_render_the_operations_list_without_internet(

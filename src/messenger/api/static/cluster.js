@@ -156,9 +156,35 @@ function render(snapshot) {
     h("td", {}, s.relay ? num(s.relay.pending) : "–"),
     h("td", {}, s.relay && s.relay.pending ? `${s.relay.oldest_age_s.toFixed(1)} s` : "–"),
     h("td", {}, s.relay ? (s.relay.dead_letters ? h("span", { class: "pill down" }, num(s.relay.dead_letters)) : "0") : "–"))));
-  $("resharding").textContent = snapshot.resharding
-    ? JSON.stringify(snapshot.resharding)
-    : "No resharding workflow is running.";
+  $("resharding").replaceChildren(...reshardingView(snapshot.resharding));
+}
+
+const PHASE_WORDS = {
+  copy: (f) => `${num(f.tables || 0)} tables streaming, ${num(f.rows || 0)} rows copied`,
+  verify: (f) => `${num(f.rows || 0)} rows verified, no difference`,
+  switch: (f) => f.resumed_after_publish ? "resumed after the topology went out"
+    : `writes to the moving ranges held ${Math.round((f.frozen_s || 0) * 1000)} ms`,
+  cleanup: (f) => `${num(Object.values(f.deleted || {}).reduce((a, b) => a + b, 0))} moved rows deleted`,
+};
+
+function reshardingView(flow) {
+  if (!flow) return [h("p", {}, "No resharding workflow has run.")];
+  const running = !["done", "rolled_back"].includes(flow.phase);
+  const head = h("p", {},
+    `${flow.id}: ${flow.kind} ${flow.shards.from.join(", ")} → ${flow.shards.to.join(", ")}, `
+    + `epoch ${flow.epoch.from} → ${flow.epoch.to}, ${(flow.moved_fraction * 100).toFixed(2)} % of the key space · `,
+    h("span", { class: `pill ${running ? "warn" : "up"}`, "data-phase": flow.phase }, flow.phase));
+  const rows = Object.entries(flow.phases || {}).map(([phase, found]) => h("tr", {},
+    h("td", {}, phase), h("td", {}, `${(found.seconds || 0).toFixed(1)} s`),
+    h("td", {}, PHASE_WORDS[phase] ? PHASE_WORDS[phase](found) : "")));
+  const progress = flow.progress && flow.progress.rows ? Object.entries(flow.progress.rows)
+    .filter(([, [, total]]) => total > 0)
+    .map(([table, [done, total]]) => h("tr", {}, h("td", {}, `copy ${table}`),
+      h("td", {}, `${num(done)} / ${num(total)}`),
+      h("td", {}, h("progress", { max: total, value: Math.min(done, total) })))) : [];
+  const table = h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "phase"), h("th", {}, "time"), h("th", {}, "found"))),
+    h("tbody", {}, ...rows, ...progress));
+  return [head, table];
 }
 
 poll();
