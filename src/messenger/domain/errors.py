@@ -85,9 +85,11 @@ class RangeMoved(ShardUnavailable):
 
     code = "range_moved"
 
-    def __init__(self, shard: str, reason: str = "") -> None:
+    def __init__(self, shard: str, reason: str = "", *, frozen: bool = False) -> None:
         super().__init__(shard, "primary", reason or "the key's ring range is moving to another shard")
         self.details["retryable"] = True
+        self.frozen = frozen
+        """The range is held for a switch (wait and retry on the same shard), not owned any more."""
 
 
 class ShardBusy(MessengerError):

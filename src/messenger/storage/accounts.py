@@ -19,6 +19,7 @@ from messenger.domain.ids import new_id
 from messenger.storage.cache.users import UserCache
 from messenger.storage.follows import start_batched_deletion
 from messenger.storage.outbox import append_event
+from messenger.storage.shards.fencing import replayed_when_fenced
 from messenger.storage.shards.transactions import ShardTransactions
 from messenger.storage.users import DELETE_USER
 
@@ -118,6 +119,7 @@ class AccountStore:
         if self._user_cache is not None:
             await self._user_cache.written(user_id)
 
+    @replayed_when_fenced
     async def create(self, new: NewAccount) -> tuple[Account, datetime]:
         """User, account and link in one transaction, with the event that confirms the claims."""
         async with self.shards.transaction_for(new.user_id, name="create_account", marks=[new.user_id]) as conn:
@@ -157,6 +159,7 @@ class AccountStore:
         finally:
             await self._user_written(user_id)
 
+    @replayed_when_fenced
     async def _update_names(self, user_id: uuid.UUID, first_name: str | None, last_name: str | None) -> None:
         async with self.shards.transaction_for(user_id, name="update_account_names", marks=[user_id]) as conn:
             cursor = await conn.execute(UPDATE_NAMES, {"first": first_name, "last": last_name, "id": user_id})
@@ -166,6 +169,7 @@ class AccountStore:
                 "user_id": str(user_id), "first_name": first_name, "last_name": last_name,
             })
 
+    @replayed_when_fenced
     async def change_login(
         self, user_id: uuid.UUID, username: str, email: str, reservation_id: uuid.UUID
     ) -> tuple[str, str]:
@@ -187,6 +191,7 @@ class AccountStore:
             })
         return old_username, old_email
 
+    @replayed_when_fenced
     async def set_password(self, user_id: uuid.UUID, password_hash: str) -> set[uuid.UUID]:
         """Set the hash and revoke every refresh token; returns the sessions (families) ended."""
         async with self.shards.transaction_for(user_id, name="set_password") as conn:
@@ -209,12 +214,14 @@ class AccountStore:
 
     # -- refresh tokens --------------------------------------------------------------------
 
+    @replayed_when_fenced
     async def add_refresh(
         self, user_id: uuid.UUID, family_id: uuid.UUID, token_id: uuid.UUID, token_hash: bytes, ttl_s: int
     ) -> None:
         async with self.shards.transaction_for(user_id, name="add_refresh_token") as conn:
             await conn.execute(INSERT_REFRESH, (token_id, user_id, family_id, token_hash, ttl_s))
 
+    @replayed_when_fenced
     async def rotate_refresh(
         self, user_id: uuid.UUID, token_hash: bytes, new_id: uuid.UUID, new_hash: bytes, ttl_s: int
     ) -> RefreshRecord | None:
@@ -238,6 +245,7 @@ class AccountStore:
             await conn.execute(INSERT_REFRESH, (new_id, user_id, record.family_id, new_hash, ttl_s))
             return record
 
+    @replayed_when_fenced
     async def revoke_refresh(self, user_id: uuid.UUID, token_hash: bytes) -> uuid.UUID | None:
         """Revoke the token's whole family; returns the family (the session), None if unknown."""
         async with self.shards.transaction_for(user_id, name="revoke_refresh_token") as conn:

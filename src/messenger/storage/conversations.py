@@ -41,6 +41,7 @@ from messenger.storage.conversation_log import (
     lock_for_member,
 )
 from messenger.storage.inbox import InboxUpdate, append_inbox_update
+from messenger.storage.shards.fencing import replayed_when_fenced
 from messenger.storage.shards.router import ShardRouter
 
 MEMBER_COLUMNS = "m.user_id, m.role, m.joined_at, m.read_message_id"
@@ -96,6 +97,7 @@ class ConversationStore:
     def __init__(self, router: ShardRouter) -> None:
         self._router = router
 
+    @replayed_when_fenced
     async def open_direct(self, creator: uuid.UUID, other: uuid.UUID) -> ConversationChange:
         """The direct conversation of the pair: created now (created=True) or found."""
         conversation_id = direct_conversation_id(creator, other)
@@ -116,6 +118,7 @@ class ConversationStore:
                 conn, Conversation(*row), [(creator, "member"), (other, "member")], self._router.shard_for
             )
 
+    @replayed_when_fenced
     async def create_group(
         self, conversation_id: uuid.UUID, creator: uuid.UUID, title: str, member_ids: list[uuid.UUID]
     ) -> ConversationChange:
@@ -145,6 +148,7 @@ class ConversationStore:
         )
         return list(rows[0][0]) if rows else None
 
+    @replayed_when_fenced
     async def add_members(
         self, conversation_id: uuid.UUID, actor: uuid.UUID, user_ids: list[uuid.UUID], limit: int
     ) -> ConversationChange:
@@ -171,6 +175,7 @@ class ConversationStore:
             view = await _view(conn, conversation_id, actor)
         return ConversationChange(view, [*locked.members, *new], frame)
 
+    @replayed_when_fenced
     async def remove_member(
         self, conversation_id: uuid.UUID, actor: uuid.UUID, user_id: uuid.UUID
     ) -> ConversationChange:

@@ -44,6 +44,7 @@ from messenger.storage.conversation_log import (
     rewrite_message_frames,
 )
 from messenger.storage.inbox import InboxUpdate, append_inbox_update, append_read
+from messenger.storage.shards.fencing import replayed_when_fenced
 from messenger.storage.shards.router import ShardRouter
 
 MESSAGE_COLUMNS = (
@@ -144,6 +145,7 @@ class MessageStore:
     def __init__(self, router: ShardRouter) -> None:
         self._router = router
 
+    @replayed_when_fenced
     async def send(
         self, conversation_id: uuid.UUID, sender: uuid.UUID, sender_name: str, body: str,
         client_message_id: str,
@@ -183,6 +185,7 @@ class MessageStore:
             )
         return MessageChange(message, True, members, frame)
 
+    @replayed_when_fenced
     async def edit(
         self, conversation_id: uuid.UUID, message_id: uuid.UUID, actor: uuid.UUID, body: str
     ) -> MessageChange:
@@ -207,6 +210,7 @@ class MessageStore:
             )
         return MessageChange(message, True, locked.members, frame)
 
+    @replayed_when_fenced
     async def delete(self, conversation_id: uuid.UUID, message_id: uuid.UUID, actor: uuid.UUID) -> MessageChange:
         """Tombstone a message (its place in the history stays); deleting it again changes nothing."""
         async with self._router.transaction_for(
@@ -253,6 +257,7 @@ class MessageStore:
             messages.reverse()
         return messages
 
+    @replayed_when_fenced
     async def mark_read(
         self, conversation_id: uuid.UUID, user_id: uuid.UUID, message_id: uuid.UUID
     ) -> ReadMarker:

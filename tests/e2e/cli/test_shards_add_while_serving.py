@@ -1,16 +1,19 @@
-"""`messenger shards add` while `messenger serve` answers: a cluster of the test's own goes from
-one shard to two under reads and writes. Every acknowledged write is read back after the move,
-a listing paged across the move shows each user once, moved users are found (never a 404),
-and the references audit is clean."""
+"""`messenger shards add` while `messenger serve` answers, on a cluster of the module's own:
+one shard to two under reads and writes (every acknowledged write read back after the move, a
+listing paged across the move shows each user once, moved users found, never a 404), then two
+to three under message sends (conversations that move keep their history, their sockets get
+every message in order, inboxes stay right), with the references audit clean after each."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,10 +22,14 @@ from typer.testing import CliRunner
 
 from messenger.cli import check, shards
 from messenger.cluster.local import LocalCluster
+from messenger.services.tokens import TokenSigner
+from messenger.settings import Settings
 from messenger.storage.shards.ring import HashRing
 from messenger.topology import load_topology
+from tests.e2e.messaging.support import Caller, LiveClient, new_user, open_direct, send
 from tests.support.clusters import private_cluster, user_ids
 from tests.support.servers import serving
+from tests.support.waiting import wait_for_async
 
 USERS = 120
 USERS_URL = "/api/v1/users"
@@ -31,7 +38,7 @@ OPS_TOKEN = "ops-token-for-the-reshard-test"
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[LocalCluster, str]]:
-    with private_cluster(1) as local, serving(local.topology_path, MESSENGER_OPS_TOKEN=OPS_TOKEN) as (base, _):
+    with private_cluster(1, room_for=3) as local, serving(local.topology_path, MESSENGER_OPS_TOKEN=OPS_TOKEN) as (base, _):
         yield local, base
 
 
@@ -111,3 +118,55 @@ def test_adding_a_shard_under_traffic_loses_no_write_and_hides_no_user(served: t
     audit = CliRunner().invoke(_app(), ["check", "references", "--json", "--topology", str(local.topology_path)])
     assert audit.exit_code == 0, audit.output
     assert json.loads(audit.output)["ok"]
+
+
+def _add(local: LocalCluster, state_dir: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(_app(), ["shards", "add", "--yes", "--data-dir", str(local.data_dir),
+                                         "--state-dir", str(state_dir)])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+async def test_conversations_that_move_keep_history_sockets_and_inbox(served: tuple[LocalCluster, str], tmp_path: Path) -> None:
+    """Runs after the test above: 2 → 3 shards, with two sources."""
+    local, base = served
+    settings = Settings.from_env(local.topology_path, workers=1)
+    tokens = TokenSigner(settings.token_keys, access_ttl_s=settings.access_ttl_s)
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        pairs = [(await new_user(http, tokens), await new_user(http, tokens)) for _ in range(12)]
+        conversations = [(await open_direct(http, a, b))["conversation"]["id"] for a, b in pairs]
+        sockets = [await LiveClient.connect(base.replace("http://", "ws://"), b, ping_interval=None) for _, b in pairs]
+        sent: dict[str, list[str]] = {c: [] for c in conversations}
+
+        async def send_round(label: str) -> None:
+            for (a, _), c in zip(pairs, conversations, strict=True):
+                sent[c].append((await send(http, a, c, label))["id"])
+
+        await send_round("before")
+        adding = asyncio.ensure_future(asyncio.to_thread(_add, local, tmp_path))
+        while not adding.done():
+            await send_round("during")
+        code, output = await adding
+        assert code == 0, output
+        await send_round("after")
+
+        ring = HashRing.for_topology(load_topology(local.topology_path))
+        assert any(ring.shard_for(c) == 2 for c in conversations), "no conversation moved: the test proves nothing"
+        for socket, (_, b), c in zip(sockets, pairs, conversations, strict=True):
+            got = [(await socket.expect("message.created", conversation_id=c))["message"]["id"] for _ in sent[c]]
+            assert got == sent[c], (c, ring.shard_for(c))
+            await socket.close()
+            history = (await http.get(f"/api/v1/conversations/{c}/messages", params={"limit": 100}, headers=b.headers)).json()
+            assert sorted(m["id"] for m in history["items"]) == sorted(sent[c])
+
+            async def inbox_is_current(b: Caller = b, c: str = c) -> bool:  # the relay updates it
+                inbox = (await http.get("/api/v1/me/conversations", headers=b.headers)).json()
+                return any(e["conversation_id"] == c and e["last_message_preview"] == "after" for e in inbox["items"])
+
+            await wait_for_async(inbox_is_current, 20, f"{c}'s last message in its member's inbox")
+
+    audit = await asyncio.to_thread(  # the command runs its own event loop
+        CliRunner().invoke, _app(), ["check", "references", "--json", "--topology", str(local.topology_path)]
+    )
+    assert audit.exit_code == 0, audit.output

@@ -25,19 +25,46 @@ class NotCaughtUp(Exception):
     """The source's writers or the subscription did not get there within the bound."""
 
 
-def wait_for_writers(shard: ShardConfig, *, timeout_s: float) -> None:
-    """Wait until every transaction running on the shard now has ended."""
+GRACE_S = 1.0
+"""How long transactions older than the freeze may take to end by themselves."""
+
+OLDER_TRANSACTIONS_SQL = """
+SELECT pid FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND xact_start < %s
+"""
+"""Client transactions open since before the given time (the fence's commit)."""
+
+
+def wait_for_writers(shard: ShardConfig, *, timeout_s: float, grace_s: float = GRACE_S) -> int:
+    """Wait until every client transaction open on the shard when the fence committed has
+    ended; returns how many had to be ended for it.
+
+    By transaction start, not by transaction id: a statement that began before the fence
+    passes its check however late it writes (and gets its id), and a transaction under an
+    older snapshot does not see the fence at all. One still open after `grace_s` is
+    terminated: it may have written into the frozen ranges, and its commit after the
+    consistent point would be lost to the target; it may also be waiting, idle in its
+    transaction, on a write the freeze holds (a relay batch whose handler writes into the
+    ranges), which would wait for it in turn. Its work rolls back and its caller retries (the
+    relay always does; a request gets an error).
+    """
     deadline = time.monotonic() + timeout_s
+    ended: int | None = None
     with connect(shard, statement_timeout_ms=int(timeout_s * 1000) + 1000) as conn:
-        row = conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())").fetchone()
+        row = conn.execute("SELECT statement_timestamp()").fetchone()  # after the fence committed
         assert row is not None
-        horizon = row[0]
+        since = row[0]
+        grace_end = time.monotonic() + grace_s
         while True:
-            done = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot()) >= %s", (horizon,)).fetchone()
-            if done and done[0]:
-                return
+            older = [r[0] for r in conn.execute(OLDER_TRANSACTIONS_SQL, (since,))]
+            if not older:
+                return ended or 0
             if time.monotonic() > deadline:
                 raise NotCaughtUp(f"{shard.name}: transactions older than the freeze still run after {timeout_s} s")
+            if ended is None and time.monotonic() > grace_end:  # once: any left are ending
+                for pid in older:
+                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                ended = len(older)
             time.sleep(POLL_S)
 
 

@@ -13,7 +13,17 @@ Both are answers of a healthy server, never failures: they do not count on a bre
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
 import psycopg
+
+from messenger.domain.errors import RangeMoved
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 NOT_OWNED = "MF001"
 FROZEN = "MF002"
@@ -43,3 +53,30 @@ def frozen_waits() -> list[float]:
         wait = min(wait * 2, FROZEN_MAX_WAIT_S)
     waits.append(FROZEN_GIVE_UP_S - total)
     return waits
+
+
+def replayed_when_fenced(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """For a store method whose whole effect is one transaction: when the fence refuses it
+    (the transaction rolled back, nothing was written), run it again, as single writes are.
+    Frozen: after the same growing pauses, up to FROZEN_GIVE_UP_S. Not owned: once, on the
+    shard the adopted topology names. Then the RangeMoved goes to the client."""
+
+    @functools.wraps(method)
+    async def replaying(*args: P.args, **kwargs: P.kwargs) -> T:
+        waits = iter(frozen_waits())
+        rerouted = False
+        while True:
+            try:
+                return await method(*args, **kwargs)
+            except RangeMoved as exc:
+                if not exc.frozen:
+                    if rerouted:
+                        raise
+                    rerouted = True
+                    continue
+                pause = next(waits, None)
+                if pause is None:
+                    raise
+                await asyncio.sleep(pause)
+
+    return replaying

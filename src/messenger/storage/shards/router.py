@@ -272,7 +272,7 @@ class ShardRouter:
                     waits = iter(frozen_waits())
                 pause = next(waits, None)
                 if pause is None:
-                    raise RangeMoved(servers.name, "frozen for a shard move") from None
+                    raise RangeMoved(servers.name, "frozen for a shard move", frozen=True) from None
                 await asyncio.sleep(pause)
                 continue
             sets.append([(shard,)])
@@ -296,15 +296,15 @@ class ShardRouter:
             async with servers.primary.transaction(name=name, after_commit=after_commit) as conn:
                 yield conn
         except psycopg.Error as exc:
-            # The body cannot be replayed here: adopt what the fence says and let the client
-            # retry (its retry lands on the shard that owns the key now).
+            # The body cannot be replayed here: adopt what the fence says and raise; the store
+            # method replays it (fencing.replayed_when_fenced), or the client retries.
             state = fence_state(exc)
             if state is None:
                 raise
             if state == NOT_OWNED:
                 await self.reload_topology(epoch)
-            reason = "not owned by this shard" if state == NOT_OWNED else "frozen for a shard move"
-            raise RangeMoved(servers.name, reason) from None
+                raise RangeMoved(servers.name, "not owned by this shard") from None
+            raise RangeMoved(servers.name, "frozen for a shard move", frozen=True) from None
 
     def _marking(self, keys: list[str]) -> AfterCommit:
         async def mark(position: str) -> None:
