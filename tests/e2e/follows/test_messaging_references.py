@@ -50,6 +50,11 @@ async def test_a_deleted_members_memberships_go_and_messages_stay_with_a_deleted
     assert kept == len(conversations)
     page = await rel_api.get(f"{CONVERSATIONS}/{conversations[0]}/messages", headers=bearer(rel_api, members[0]))
     assert DELETED_SENDER_NAME in {m["sender_name"] for m in page.json()["items"]}
+    for conversation_id in conversations:  # the event log and resumes serve the messages as they are now
+        events = await rel_api.get(f"{CONVERSATIONS}/{conversation_id}/events", params={"after": 0},
+                                   headers=bearer(rel_api, members[0]))
+        theirs = [e["message"] for e in events.json()["items"] if e.get("message", {}).get("sender_id") == victim]
+        assert theirs and {m["sender_name"] for m in theirs} == {DELETED_SENDER_NAME}, theirs
 
 
 async def test_check_finds_and_repairs_a_planted_dangling_member_and_sender(

@@ -34,6 +34,17 @@ renamed AS (
     UPDATE messages m SET sender_name = %(name)s
     FROM batch WHERE m.conversation_id = batch.conversation_id AND m.id = batch.id
       AND m.sender_name <> %(name)s
+    RETURNING m.conversation_id, m.id, m.seq, m.edited_at IS NOT NULL OR m.deleted_at IS NOT NULL AS changed
+),
+framed AS (
+    -- The log serves a message as it is now: its creation frame (by key), and for a message
+    -- edited or deleted since, the frames of those changes after it.
+    UPDATE conversation_events e
+    SET frame = jsonb_set(e.frame::jsonb, '{message,sender_name}', to_jsonb(%(name)s::text))::json
+    FROM renamed r
+    WHERE e.conversation_id = r.conversation_id
+      AND (e.seq = r.seq OR (r.changed AND e.seq > r.seq AND e.type IN ('message.edited', 'message.deleted')))
+      AND e.frame->'message'->>'id' = r.id::text
 )
 SELECT count(*) OVER (), conversation_id, id FROM batch
 ORDER BY conversation_id DESC, id DESC LIMIT 1
