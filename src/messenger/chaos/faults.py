@@ -30,6 +30,7 @@ from messenger.chaos.processes import (
     send,
 )
 from messenger.cluster.local import LocalCluster
+from messenger.storage.relay.runner import BACKLOG
 
 FAULTS: dict[str, str] = {
     "primary-kill": "kill -9 of one shard's primary, restarted after the hold",
@@ -62,6 +63,9 @@ class Fault:
     hold_s: float
     inject: Callable[[], None]
     recover: Callable[[], None]
+    evidence: Callable[[], str] | None = None
+    """Read at the end of the hold, before recovery: shows the fault did what it says (the
+    replica's replay lag, the events the relay is holding for the shard that is down)."""
 
 
 def parse_faults(text: str | None) -> list[str]:
@@ -86,7 +90,8 @@ def build_fault(
     if name == "primary-kill":
         return Fault(name, FAULTS[name], f"{shard_name} primary", confined, hold_s,
                      lambda: _kill_postgres(cluster, shard, "primary"),
-                     lambda: _restart(cluster, shard, "primary"))
+                     lambda: _restart(cluster, shard, "primary"),
+                     lambda: _backlog_elsewhere(cluster, shard))
     if name == "replica-kill":
         return Fault(name, FAULTS[name], f"{shard_name} replica", confined, hold_s,
                      lambda: _kill_postgres(cluster, shard, "replica"),
@@ -94,7 +99,8 @@ def build_fault(
     if name == "pgbouncer-kill":
         return Fault(name, FAULTS[name], f"{shard_name} PgBouncer", confined, hold_s,
                      lambda: _kill_pidfile(cluster.pgbouncer(shard).pidfile),
-                     lambda: _restart(cluster, shard, "pgbouncer"))
+                     lambda: _restart(cluster, shard, "pgbouncer"),
+                     lambda: _backlog_elsewhere(cluster, shard))
     if name == "redis-kill":
         redis = cluster.redis()
         return Fault(name, FAULTS[name], "redis", None, hold_s,
@@ -108,17 +114,50 @@ def build_fault(
         paused: list[int] = []
         return Fault(name, FAULTS[name], f"{shard_name} (all servers)", confined, hold_s,
                      lambda: paused.extend(_pause_shard(cluster, shard)),
-                     lambda: send(paused, signal.SIGCONT))
+                     lambda: send(paused, signal.SIGCONT),
+                     lambda: _backlog_elsewhere(cluster, shard))
     if name == "primary-outage":
         return Fault(name, FAULTS[name], f"{shard_name} primary", confined, outage_s,
                      lambda: _kill_postgres(cluster, shard, "primary"),
-                     lambda: _restart(cluster, shard, "primary"))
+                     lambda: _restart(cluster, shard, "primary"),
+                     lambda: _backlog_elsewhere(cluster, shard))
     if name == "replica-lag":
         replica = cluster.postgres(shard, "replica").dsn(cluster.state.password)
         return Fault(name, FAULTS[name], f"{shard_name} replica", confined, hold_s,
                      lambda: _set_apply_delay(replica, REPLICA_DELAY),
-                     lambda: _set_apply_delay(replica, None))
+                     lambda: _set_apply_delay(replica, None),
+                     lambda: _replay_lag(replica))
     raise FaultError(f"unknown fault {name!r}; choose from {', '.join(FAULTS)}")
+
+
+def _backlog_elsewhere(cluster: LocalCluster, shard: int) -> str:
+    """The relay's backlog on the shards still up, read from their primaries directly."""
+    pending = dead = 0
+    oldest = 0.0
+    for other in range(cluster.state.shards):
+        if other == shard:
+            continue
+        dsn = cluster.postgres(other, "primary").dsn(cluster.state.password)
+        try:
+            with psycopg.connect(dsn, connect_timeout=5) as conn:
+                row = conn.execute(BACKLOG).fetchone()
+        except psycopg.Error as exc:
+            return f"backlog of shard_{other} unreadable: {exc}"
+        assert row is not None
+        pending += int(row[0])
+        oldest = max(oldest, float(row[1]))
+        dead += int(row[2])
+    return (f"outbox of the other shards at the end of the hold: {pending} pending "
+            f"(oldest {oldest:.0f} s), {dead} dead")
+
+
+def _replay_lag(replica_dsn: str) -> str:
+    with psycopg.connect(replica_dsn, connect_timeout=5) as conn:
+        row = conn.execute(
+            "SELECT EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8"
+        ).fetchone()
+    lag = None if row is None or row[0] is None else float(row[0])
+    return "replica replay lag at the end of the hold: " + ("unknown" if lag is None else f"{lag:.1f} s")
 
 
 def _kill_postgres(cluster: LocalCluster, shard: int, role: str) -> None:

@@ -37,6 +37,8 @@ class FaultResult:
     backlog_drained_s: float | None = None
     references_ok: bool = False
     references_detail: str = ""
+    evidence: str = ""
+    """What the fault looked like at the end of its hold (see Fault.evidence)."""
     harness_error: str = ""
     """Set when the fault itself could not be injected or undone: the rest is then partial."""
 
@@ -79,7 +81,8 @@ class FaultResult:
             "ws_reconnects": self.ws_reconnects,
             "backlog_pending": self.backlog_pending, "backlog_dead": self.backlog_dead,
             "backlog_drained_s": self.backlog_drained_s, "references_ok": self.references_ok,
-            "references_detail": self.references_detail, "harness_error": self.harness_error,
+            "references_detail": self.references_detail, "evidence": self.evidence,
+            "harness_error": self.harness_error,
             "passed": self.passed, "problems": self.problems,
         }
 
@@ -173,6 +176,8 @@ def render_markdown(report: RunReport) -> str:
         lines.append("")
         lines.append(f"- target: {result.target}; held {result.hold_s:.0f} s; "
                      f"recover step {result.recovery_s:.1f} s")
+        if result.evidence:
+            lines.append(f"- at the end of the hold: {result.evidence}")
         lines.append(f"- errors by operation: {_counts(w.by_op)}; by kind: {_counts(w.by_error)}; "
                      f"distinct keys with errors: {w.failed_keys}")
         allowed = "any" if result.confined_to is None else ", ".join(result.confined_to)

@@ -18,8 +18,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
+
 from messenger.bench.loadgen import Connection, RequestFailed, raise_fd_limit
-from messenger.bench.messaging import Account, SetupFailed, _create_groups, _register
+from messenger.bench.messaging import Account, SetupFailed, _post, _register
 from messenger.bench.phase import Target
 from messenger.bench.server import ServerProcess, api_command, free_port
 from messenger.chaos.faults import FAULTS, FaultError, build_fault
@@ -188,10 +190,13 @@ async def _run_faults(run: _Run, report: RunReport) -> None:
     run.observer.note(f"registering {config.accounts} accounts, groups of {config.group_size}")
     try:
         accounts = await _register(run.target, config.accounts, 30.0)
-        groups = await _create_groups(run.target, accounts, config.group_size,
-                                      random.Random(0), 30.0)
+        groups = await _groups_on_every_shard(run, accounts)
     except SetupFailed as exc:
         raise ChaosError(f"setting up the accounts failed: {exc}") from None
+    ring = HashRing.for_topology(run.topology)
+    names = {s.index: s.name for s in run.topology.shards}
+    on = sorted(names[ring.shard_for(cid)] for cid in groups)
+    run.observer.note(f"{len(groups)} group conversations, on {', '.join(on)}")
     members = {cid: [a.user_id for a in group] for cid, group in groups.items()}
     conversations_of: dict[str, list[str]] = {a.user_id: [] for a in accounts}
     for cid, group in groups.items():
@@ -206,8 +211,6 @@ async def _run_faults(run: _Run, report: RunReport) -> None:
     resumed = await fleet.wait_resumed(30.0)
     run.observer.note(f"{resumed}/{len(accounts)} WebSocket sessions open and resumed")
 
-    ring = HashRing.for_topology(run.topology)
-    names = {s.index: s.name for s in run.topology.shards}
     plan = LoadPlan(config.connections, config.think_s, 10.0, conversations_of)
     load = MixedLoad(run.target.host, run.target.port, accounts, plan, run.ledger, ring, names)
     load.start()
@@ -227,6 +230,40 @@ async def _run_faults(run: _Run, report: RunReport) -> None:
         ticker.cancel()
         await load.stop()
         await fleet.stop()
+
+
+async def _groups_on_every_shard(run: _Run, accounts: list[Account]) -> dict[str, list[Account]]:
+    """Groups of random accounts (one may be in several) until every shard holds at least one
+    conversation, so sends and history reads reach the faulted shard whichever it is; the
+    conversation's id, hence its shard, is the server's choice."""
+    ring = HashRing.for_topology(run.topology)
+    rng = random.Random(0)
+    size = max(2, min(run.config.group_size, len(accounts)))
+    groups: dict[str, list[Account]] = {}
+    covered: set[int] = set()
+    conn = Connection(run.target.host, run.target.port, 30.0)
+    try:
+        for n in range(12 * len(run.topology.shards)):
+            if len(covered) == len(run.topology.shards) and len(groups) * size >= len(accounts):
+                break
+            chunks = len(accounts) // size
+            members = rng.sample(accounts, size)
+            if n < chunks:  # the first groups hold every account once (the last takes the rest)
+                members = accounts[n * size : (n + 1) * size if n < chunks - 1 else None]
+            out = await _post(
+                conn, "/api/v1/conversations",
+                {"type": "group", "title": f"chaos group {n}",
+                 "member_ids": [m.user_id for m in members[1:]]},
+                f"Authorization: Bearer {members[0].token}\r\n",
+            )
+            cid = str(out["conversation"]["id"])
+            groups[cid] = members
+            covered.add(ring.shard_for(cid))
+    finally:
+        conn.close()
+    if len(covered) < len(run.topology.shards):
+        raise SetupFailed(f"no group conversation landed on some shard after {len(groups)} tries")
+    return groups
 
 
 async def _tick(run: _Run, fleet: SocketFleet) -> None:
@@ -254,11 +291,14 @@ async def _one_fault(
     run.observer.stage(name, f"inject: {fault.target}")
     injected = time.monotonic()
     recovery_s = 0.0
+    evidence = ""
     try:
         await asyncio.to_thread(fault.inject)
         run.observer.stage(name, f"hold {fault.hold_s:.0f} s")
         await asyncio.sleep(fault.hold_s)
-    except FaultError as exc:
+        if fault.evidence is not None:
+            evidence = await asyncio.to_thread(fault.evidence)
+    except (FaultError, psycopg.Error) as exc:
         harness_error = str(exc)
     finally:
         run.observer.stage(name, "recover")
@@ -280,7 +320,7 @@ async def _one_fault(
         name=name, description=fault.description, target=fault.target,
         confined_to=None if fault.confined_to is None else list(fault.confined_to),
         hold_s=fault.hold_s, window=window, recovery_s=recovery_s, ws_reconnects=ws_reconnects,
-        harness_error=harness_error,
+        harness_error=harness_error, evidence=evidence,
     )
     try:
         run.observer.stage(name, "verify: outbox backlog")
