@@ -22,6 +22,8 @@ class FaultResult:
     window: ErrorWindow
     recovery_s: float = 0.0
     """Time the recover step took (a restart, a respawn)."""
+    phase_s: float = 0.0
+    """The phase under load the window covers: warm-up to the pause before verification."""
     writes_checked: int = 0
     lost_writes: int = 0
     lost_samples: list[str] = field(default_factory=list)
@@ -73,7 +75,8 @@ class FaultResult:
         return {
             "name": self.name, "description": self.description, "target": self.target,
             "confined_to": self.confined_to, "hold_s": self.hold_s,
-            "recovery_s": round(self.recovery_s, 2), "window": self.window.to_json(),
+            "recovery_s": round(self.recovery_s, 2), "phase_s": round(self.phase_s, 2),
+            "window": self.window.to_json(),
             "unexpected_shards": self.unexpected_shards,
             "writes_checked": self.writes_checked, "lost_writes": self.lost_writes,
             "lost_samples": self.lost_samples, "ws_expected": self.ws_expected,
@@ -174,8 +177,10 @@ def render_markdown(report: RunReport) -> str:
         w = result.window
         lines.append(f"## {result.name}: {result.description}")
         lines.append("")
+        rate = w.requests / result.phase_s if result.phase_s else 0.0
         lines.append(f"- target: {result.target}; held {result.hold_s:.0f} s; "
-                     f"recover step {result.recovery_s:.1f} s")
+                     f"recover step {result.recovery_s:.1f} s; phase {result.phase_s:.0f} s "
+                     f"under load, {rate:.0f} requests/s")
         if result.evidence:
             lines.append(f"- at the end of the hold: {result.evidence}")
         lines.append(f"- errors by operation: {_counts(w.by_op)}; by kind: {_counts(w.by_error)}; "

@@ -314,12 +314,14 @@ async def _one_fault(
     run.observer.stage(name, "settle")
     await asyncio.sleep(config.settle_s)
     await load.pause()
-    window = error_window(run.ledger.outcomes_between(phase_start, time.monotonic()), injected)
+    phase_end = time.monotonic()
+    window = error_window(run.ledger.outcomes_between(phase_start, phase_end), injected)
     ws_reconnects = fleet.drops - drops_before
     result = FaultResult(
         name=name, description=fault.description, target=fault.target,
         confined_to=None if fault.confined_to is None else list(fault.confined_to),
-        hold_s=fault.hold_s, window=window, recovery_s=recovery_s, ws_reconnects=ws_reconnects,
+        hold_s=fault.hold_s, window=window, recovery_s=recovery_s,
+        phase_s=phase_end - phase_start, ws_reconnects=ws_reconnects,
         harness_error=harness_error, evidence=evidence,
     )
     try:

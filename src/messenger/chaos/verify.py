@@ -18,10 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import msgspec
+import psycopg
 
 from messenger.bench.loadgen import Connection, RequestFailed
 from messenger.bench.messaging import Account
 from messenger.chaos.ledger import Ledger
+from messenger.domain.errors import MessengerError
 from messenger.storage.audit.checks import reference_checks
 from messenger.storage.audit.runner import audit
 from messenger.storage.relay.handlers import HANDLERS
@@ -156,7 +158,8 @@ async def wait_backlog(topology: Topology, timeout_s: float) -> BacklogState:
             try:
                 last = await relay.backlog()
                 error = ""
-            except Exception as exc:  # a shard still coming back: its pool reconnects
+            except (psycopg.Error, OSError, TimeoutError, MessengerError) as exc:
+                # a shard still coming back: its pool reconnects
                 error = f"{type(exc).__name__}: {exc}"
             if last and not error and all(b.pending == 0 for b in last):
                 return BacklogState(0, sum(b.dead for b in last), round(time.monotonic() - started, 1))
