@@ -75,6 +75,10 @@ class MixedLoad:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._own: dict[int, list[str]] = {}
+        self._generation = 0
+        """Bumped by resume(): each user then opens a fresh connection, since the server
+        closes keep-alive connections left idle through a long pause (seen as `protocol`
+        errors on every shard at the start of the next phase)."""
 
     def start(self) -> None:
         self._tasks = [
@@ -89,6 +93,7 @@ class MixedLoad:
             await self._idle.wait()
 
     def resume(self) -> None:
+        self._generation += 1
         self._go.set()
 
     async def stop(self) -> None:
@@ -105,11 +110,15 @@ class MixedLoad:
         ops = [op for op, _ in MIX]
         weights = [w for _, w in MIX]
         own = self._own.setdefault(number, [])
+        generation = self._generation
         try:
             while not self._stop.is_set():
                 await self._go.wait()
                 if self._stop.is_set():
                     break
+                if generation != self._generation:
+                    conn.close()
+                    generation = self._generation
                 self._busy += 1
                 try:
                     op = rng.choices(ops, weights)[0]

@@ -40,6 +40,9 @@ from messenger.topology import Topology
 
 READY_TIMEOUT_S = 90.0
 VERIFY_TIMEOUT_S = 60.0
+DRAIN_TIMEOUT_S = 120.0
+"""How long the relay gets to drain after a recovery; after the long outage, at least as long
+as the outage itself (the backlog it built up is that many seconds of fan-out)."""
 WS_CATCH_UP_S = 20.0
 
 
@@ -75,10 +78,10 @@ class ChaosConfig:
             outage = 20.0 if outage_s is None else outage_s
             return cls(faults=faults, quick=True, outage_s=outage, out_root=out_root,
                        accounts=8, connections=8, warmup_s=3.0, hold_s=8.0, settle_s=3.0,
-                       max_total_s=15 * 60.0 + outage)
+                       max_total_s=15 * 60.0 + 2 * outage)
         outage = 360.0 if outage_s is None else outage_s
         return cls(faults=faults, outage_s=outage, out_root=out_root,
-                   max_total_s=30 * 60.0 + outage)
+                   max_total_s=30 * 60.0 + 2 * outage)
 
     def __post_init__(self) -> None:
         if not self.faults:
@@ -326,7 +329,8 @@ async def _one_fault(
     )
     try:
         run.observer.stage(name, "verify: outbox backlog")
-        backlog = await wait_backlog(run.topology, VERIFY_TIMEOUT_S)
+        drain_s = max(DRAIN_TIMEOUT_S, fault.hold_s if name == "primary-outage" else 0.0)
+        backlog = await wait_backlog(run.topology, drain_s)
         result.backlog_pending, result.backlog_dead = backlog.pending, backlog.dead
         result.backlog_drained_s = backlog.drained_s
         run.observer.stage(name, "verify: re-read the ledger")
