@@ -100,8 +100,9 @@ def chaos(
         fail(str(exc))
     observer.close()
     # Piped to a file or CI log, rich would wrap ten columns into 80: keep rows whole there.
-    width = None if console.is_terminal else 220
-    console.print(results_table(report.results, title=f"chaos {report.started_utc}"), width=width)
+    if not console.is_terminal:
+        console.width = 220
+    console.print(results_table(report.results, title=f"chaos {report.started_utc}"))
     for note in report.notes:
         console.print(f"[yellow]{note}[/]")
     console.print(f"report: {run_dir / 'report.md'} and report.json")
