@@ -66,3 +66,4 @@ lint: venv
 	$(BIN)/mypy
 
 include mk/bench.mk
+include mk/chaos.mk

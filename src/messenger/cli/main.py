@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from messenger.cli import bench, check, cluster, demo, migrate, relay, seed, serve, shards
+from messenger.cli import bench, chaos, check, cluster, demo, migrate, relay, seed, serve, shards
 
 app = typer.Typer(
     name="messenger",
@@ -18,6 +18,7 @@ seed.register(app)
 serve.register(app)
 relay.register(app)
 bench.register(app)
+chaos.register(app)
 demo.register(app)
 check.register(app)
 shards.register(app)

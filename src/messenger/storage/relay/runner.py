@@ -19,6 +19,12 @@ One relay design for the whole project (DESIGN.md, "Reads and writes"):
   payload it cannot apply) and repeats the same way every time, so after `max_attempts` the
   event is parked as a dead letter: it still blocks its aggregate, `messenger check` lists it
   and /metrics raises `outbox_dead_letters` (the alert); `messenger check --repair` requeues it.
+- A pass applies events only for `batch_budget_s`, then commits what it delivered: the batch is
+  one transaction, and the API's transactions have a deadline (6 s). Without the budget, a
+  batch of slow applies (a target shard partitioned: each apply waits out its deadline) ran past
+  it, was rolled back with its deliveries and its failure marks, and the next pass claimed the
+  same events again: nothing moved for any aggregate while the shard was slow (found by
+  `messenger chaos`, partition fault).
 """
 
 from __future__ import annotations
@@ -164,15 +170,21 @@ class OutboxRelay:
         batch_size: int = 100,
         max_attempts: int = 12,
         apply_timeout_s: float = 5.0,
+        batch_budget_s: float = 4.0,
         applied: Callable[[OutboxEvent], Awaitable[None]] | None = None,
     ) -> None:
-        """`applied` runs after each event's handler committed (read caches drop what it changed)."""
+        """`applied` runs after each event's handler committed (read caches drop what it changed).
+
+        `batch_budget_s`: how long one pass over a shard applies events before it commits; each
+        apply gets at most what is left of it. 4 s leaves the marks and the commit room inside
+        the API's 6 s transaction deadline (`primary_timeout` × TRANSACTION_DEADLINE_FACTOR)."""
         self.shards = shards
         self.applied = applied
         self.handlers = dict(handlers)
         self.batch_size = batch_size
         self.max_attempts = max_attempts
         self.apply_timeout_s = apply_timeout_s
+        self.batch_budget_s = batch_budget_s
 
     async def run_once(self) -> PassResult:
         """One pass over every shard's outbox; a shard that is down is skipped, not fatal."""
@@ -246,13 +258,17 @@ class OutboxRelay:
                 return 0, 0  # another relay is on this shard right now
             cursor = await conn.execute(CLAIM_BATCH, (self.batch_size,))
             blocked: set[str] = set()  # aggregates whose earlier event failed in this pass
+            budget_ends = time.monotonic() + self.batch_budget_s
             for event_id, aggregate, type_, payload, attempts in await cursor.fetchall():
                 if aggregate in blocked:
                     blocked.add(aggregate)
                     continue
+                left = budget_ends - time.monotonic()
+                if left <= 0:  # the rest stay pending (unlocked at commit) for the next pass
+                    break
                 event = OutboxEvent(event_id, aggregate, type_, payload, attempts)
                 try:
-                    await asyncio.wait_for(self._apply(event), timeout=self.apply_timeout_s)
+                    await asyncio.wait_for(self._apply(event), timeout=min(self.apply_timeout_s, left))
                 except Exception as exc:
                     failed += 1
                     blocked.add(aggregate)

@@ -107,6 +107,27 @@ async def test_two_relays_at_once_apply_each_event_once(pools: PrimaryPools, rel
         assert [s for a, s in probes if a == f"agg:{source}"] == list(range(40)), "per-aggregate order"
 
 
+async def test_a_pass_of_slow_applies_commits_what_it_delivered_within_its_budget(
+    pools: PrimaryPools, relay_topology: Topology
+) -> None:
+    # A target shard that answers slowly (partitioned) makes every apply slow; a pass that
+    # ran past its transaction's deadline lost all its deliveries and was claimed again.
+    async def slow_probe(event: OutboxEvent, shards: ShardTransactions) -> None:
+        await asyncio.sleep(0.2)
+        await record_probe(event, shards)
+
+    await _emit(pools, 0, [(f"agg:{i}", {"key": str(uuid.uuid4()), "seq": i}) for i in range(20)])
+    relay = OutboxRelay(pools, {"probe": slow_probe}, batch_budget_s=1.0)
+    started = asyncio.get_running_loop().time()
+    result = await relay.run_once()
+    elapsed = asyncio.get_running_loop().time() - started
+    assert 1 <= result.delivered < 20 and result.failed <= 1
+    assert elapsed < 2.0
+    assert len(_probes(relay_topology)) == result.delivered  # committed, not rolled back
+    await relay.drain()
+    assert sorted(s for _, s in _probes(relay_topology)) == list(range(20))
+
+
 async def test_a_target_shard_that_is_down_gets_its_events_when_it_returns(
     cluster: LocalCluster, pools: PrimaryPools, relay_topology: Topology
 ) -> None:
