@@ -53,6 +53,13 @@ class SwitchReport:
     """How long writes to the moving ranges were held."""
     lsns: dict[str, str] = field(default_factory=dict)
     """Per source, the position the targets had applied when the ranges changed owner."""
+    steps: dict[str, float] = field(default_factory=dict)
+    """Seconds of each step while the writes were held, to see where a long freeze goes."""
+
+    def step(self, name: str, since: float) -> float:
+        now = time.monotonic()
+        self.steps[name] = round(self.steps.get(name, 0.0) + now - since, 4)
+        return now
 
 
 def route_counts(shard: ShardConfig, route: Route) -> dict[str, int]:
@@ -78,15 +85,19 @@ def switch(
     for route in plan.routes:
         fence(shard(route.source), workflow, route.ranges, "frozen")
     turned: list[Route] = []
+    at = report.step("freeze", started)
     try:
         for source in sorted({r.source for r in plan.routes}):
             wait_for_writers(shard(source), timeout_s=timeout_s)
+        at = report.step("wait_for_writers", at)
         for route in plan.routes:
             names = RouteNames(workflow, route)
             lsn = current_lsn(shard(route.source))
             wait_until_applied(shard(route.target), names.copy, lsn, timeout_s=timeout_s)
             report.lsns[shard(route.source).name] = lsn
+            at = report.step("catch_up", at)
             mine, theirs = route_counts(shard(route.source), route), route_counts(shard(route.target), route)
+            at = report.step("counts", at)
             if mine != theirs:
                 wrong = {t: (mine[t], theirs[t]) for t in mine if mine[t] != theirs[t]}
                 raise SwitchAborted(f"{shard(route.target).name} disagrees with {shard(route.source).name} "
@@ -94,9 +105,11 @@ def switch(
         for route in plan.routes:
             turned.append(route)
             _turn_around(workflow, route, shard(route.source), shard(route.target))
+        at = report.step("turn_around", at)
         for route in plan.routes:
             unfence(shard(route.target), workflow, route.ranges)
         publish(plan.new)
+        at = report.step("publish", at)
     except Exception as exc:
         for route in turned:
             _turn_back(workflow, route, shard(route.source), shard(route.target))
@@ -107,6 +120,7 @@ def switch(
         raise SwitchAborted(f"the switch was aborted, the old ring stays: {exc}") from exc
     for route in plan.routes:
         fence(shard(route.source), workflow, route.ranges, "moved")
+    report.step("fence_moved", at)
     report.frozen_s = time.monotonic() - started
     return report
 
