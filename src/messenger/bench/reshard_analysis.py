@@ -213,7 +213,9 @@ def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.0f}"
+        if abs(value) < 10:
+            return f"{value:.3f}"
+        return f"{value:,.1f}" if abs(value) < 1000 else f"{value:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
@@ -247,6 +249,10 @@ def render_markdown(data: dict[str, Any]) -> str:
         ("phase", "start s", "end s", "seconds"),
         ((p["name"], p["start"], p["end"], p["end"] - p["start"]) for p in data["phases"]),
     ), ""]
+    switch = data.get("workflow_findings", {}).get("switch", {})
+    if switch.get("steps"):
+        out += [f"Inside the switch, writes to the moving ranges held for {switch['frozen_s']:.2f} s:", "",
+                markdown_table(("step", "seconds"), switch["steps"].items()), ""]
     out += ["## Latency by window (ms; a request counts in every window it was in flight)", "", markdown_table(
         ("window", "kind", "keys", "requests", "answered", "p50", "p99", "max"),
         ((r["window"], r["kind"], r["keys"], r["requests"], r["count"], r["p50_ms"], r["p99_ms"], r["max_ms"])

@@ -182,10 +182,12 @@ def test_the_report_renders_every_section() -> None:
                    "lost_samples": []},
         "rows": {"before": {"shard_0": {"users": 100}}, "after": {"shard_0": {"users": 85}, "shard_5": {"users": 15}}},
         "moved_rows": {"users": 15},
+        "workflow_findings": {"switch": {"frozen_s": 0.4, "steps": {"turn_around": 0.3}}},
         "references": {"ok": True},
     }
     text = render_markdown(data)
     for part in ("## Targets", "switch: moving-key write p99", "## Phases", "| switch | write | moving |",
                  "503 range_moved", "## Rows per shard", "100 → 85", "0 → 15", "| users | 15 |", "clean",
-                 "reshard.png", "make bench-reshard-smoke"):
+                 "reshard.png", "make bench-reshard-smoke",
+                 "held for 0.40 s", "| turn_around | 0.300 |"):
         assert part in text, part
