@@ -14,8 +14,10 @@ targets fenced again, the sources' writes released; the old ring stays in force.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from psycopg import sql
 
@@ -41,6 +43,22 @@ SELECT coalesce(sum(part.n), 0)::bigint
 FROM unnest(%(lo)s::bigint[], %(hi)s::bigint[]) AS r(lo, hi),
      LATERAL (SELECT count(*) AS n FROM {table} t WHERE t.ring_pos >= r.lo AND t.ring_pos < r.hi) AS part
 """
+
+
+T = TypeVar("T")
+
+
+def _each(items: Sequence[T], work: Callable[[T], None]) -> None:
+    """`work` on every item at once (each route has its own source; their round trips are
+    what the writes wait for), then the first failure, once all of them have ended."""
+    if len(items) <= 1:
+        for item in items:
+            work(item)
+        return
+    with ThreadPoolExecutor(max_workers=len(items), thread_name_prefix="switch") as pool:
+        futures = [pool.submit(work, item) for item in items]
+    for future in futures:
+        future.result()
 
 
 class SwitchAborted(Exception):
@@ -81,45 +99,43 @@ def switch(
     """Hand the moving ranges to the new ring; `publish` makes every process adopt `plan.new`."""
     report = SwitchReport()
     shard = _shards(plan)
+    routes = list(plan.routes)
     started = time.monotonic()
-    for route in plan.routes:
-        fence(shard(route.source), workflow, route.ranges, "frozen")
+    _each(routes, lambda route: fence(shard(route.source), workflow, route.ranges, "frozen"))
     turned: list[Route] = []
     at = report.step("freeze", started)
     try:
-        for source in sorted({r.source for r in plan.routes}):
-            wait_for_writers(shard(source), timeout_s=timeout_s)
+        _each(sorted({r.source for r in routes}), lambda source: wait_for_writers(shard(source), timeout_s=timeout_s))
         at = report.step("wait_for_writers", at)
-        for route in plan.routes:
+
+        def caught_up(route: Route) -> None:
             names = RouteNames(workflow, route)
             lsn = current_lsn(shard(route.source))
             wait_until_applied(shard(route.target), names.copy, lsn, timeout_s=timeout_s)
             report.lsns[shard(route.source).name] = lsn
-            at = report.step("catch_up", at)
             mine, theirs = route_counts(shard(route.source), route), route_counts(shard(route.target), route)
-            at = report.step("counts", at)
             if mine != theirs:
                 wrong = {t: (mine[t], theirs[t]) for t in mine if mine[t] != theirs[t]}
                 raise SwitchAborted(f"{shard(route.target).name} disagrees with {shard(route.source).name} "
                                     f"on the rows of the move (source, target): {wrong}")
-        for route in plan.routes:
-            turned.append(route)
-            _turn_around(workflow, route, shard(route.source), shard(route.target))
+
+        _each(routes, caught_up)
+        at = report.step("catch_up_and_counts", at)
+        turned += routes
+        _each(routes, lambda route: _turn_around(workflow, route, shard(route.source), shard(route.target)))
         at = report.step("turn_around", at)
-        for route in plan.routes:
-            unfence(shard(route.target), workflow, route.ranges)
+        _each(routes, lambda route: unfence(shard(route.target), workflow, route.ranges))
         publish(plan.new)
         at = report.step("publish", at)
     except Exception as exc:
         for route in turned:
             _turn_back(workflow, route, shard(route.source), shard(route.target))
-        for route in plan.routes:
+        for route in routes:
             unfence(shard(route.source), workflow, route.ranges)
         if isinstance(exc, SwitchAborted):
             raise
         raise SwitchAborted(f"the switch was aborted, the old ring stays: {exc}") from exc
-    for route in plan.routes:
-        fence(shard(route.source), workflow, route.ranges, "moved")
+    _each(routes, lambda route: fence(shard(route.source), workflow, route.ranges, "moved"))
     report.step("fence_moved", at)
     report.frozen_s = time.monotonic() - started
     return report
