@@ -5,7 +5,7 @@ always the same), seeds it, serves the real API, and then, with the load running
 a stretch idle, `shards add` through the workflow (in a thread of this process, so its phase
 boundaries are on the load's clock), a stretch after. Afterwards it reads every acknowledged
 write back through the API, counts the rows per shard, runs the reference audit, and writes
-var/bench/reshard-<UTC time>/report.md, report.json and reshard.png.
+var/bench/reshard-<UTC time>/report.md, report.json, reshard.png and samples.csv.
 """
 
 from __future__ import annotations
@@ -432,6 +432,10 @@ def _report_data(
 def _write(run_dir: Path, data: dict[str, Any], outcome: LoadOutcome) -> None:
     (run_dir / "report.json").write_text(json.dumps(data, indent=2, default=str))
     (run_dir / "report.md").write_text(render_markdown(data))
+    with (run_dir / "samples.csv").open("w") as out:  # every request, to look into an outlier later
+        out.write("start_s,latency_s,op,keys,outcome\n")
+        out.writelines(f"{s.start:.4f},{s.latency:.4f},{s.op},{s.key_class},{s.outcome}\n"
+                       for s in outcome.load.samples)
     writes: dict[str, tuple[list[float], list[float]]] = {}
     failures: tuple[list[float], list[float]] = ([], [])
     per_second = [0] * (int(outcome.load_end) + 1)
