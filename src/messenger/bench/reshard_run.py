@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import psycopg
 import uvloop
+from psycopg import sql
 from redis.asyncio import Redis
 
 from messenger.bench import charts
@@ -72,6 +73,7 @@ from messenger.topology import Topology
 T = TypeVar("T")
 SHARDS = 5
 PHASE_NAMES = ("copy", "verify", "switch", "cleanup")
+COUNT_ROWS = sql.SQL("SELECT count(*) FROM {}")
 
 
 @dataclass
@@ -176,7 +178,7 @@ def count_rows(topology: Topology) -> dict[str, dict[str, int]]:
     for shard in topology.shards:
         with psycopg.connect(shard.primary_dsn, connect_timeout=5, autocommit=True) as conn:
             out[shard.name] = {
-                t.name: int(conn.execute(f"SELECT count(*) FROM {t.name}").fetchone()[0])  # type: ignore[index]
+                t.name: int(conn.execute(COUNT_ROWS.format(sql.Identifier(t.name))).fetchone()[0])  # type: ignore[index]
                 for t in SHARDED_TABLES
             }
     return out
