@@ -22,6 +22,7 @@ from messenger.bench.reshard_analysis import (
     windows,
 )
 from messenger.bench.reshard_load import Ledger, LedgerEntry, Mix, is_refusal, outcome_of
+from messenger.bench.reshard_run import PhaseClock
 from messenger.storage.resharding.plan import next_shard_indexes, plan_add, planned_shard
 from messenger.storage.shards.ring import HashRing, ring_position
 from messenger.topology import ShardConfig, Topology
@@ -191,3 +192,15 @@ def test_the_report_renders_every_section() -> None:
                  "reshard.png", "make bench-reshard-smoke",
                  "held for 0.40 s", "| turn_around | 0.300 |"):
         assert part in text, part
+
+
+def test_the_phase_clock_ends_each_phase_where_the_next_starts_and_the_last_at_the_finish() -> None:
+    clock = PhaseClock(origin=0.0)
+    assert clock.current == "idle"
+    clock.starts += [("servers", 10.0), ("copy", 12.0), ("switch", 20.0)]
+    assert clock.current == "switch"
+    assert clock.phases(end=30.0) == [("servers", 10.0, 12.0), ("copy", 12.0, 20.0), ("switch", 20.0, 30.0)]
+    clock.finished = 25.0
+    assert clock.current == "done" and clock.phases(end=30.0)[-1] == ("switch", 20.0, 25.0)
+    clock.error = "NotCaughtUp"
+    assert clock.current == "failed"
