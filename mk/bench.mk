@@ -14,3 +14,18 @@ bench: venv
 
 bench-smoke: venv
 	$(MESSENGER) bench --smoke $(BENCH_ARGS)
+
+# make bench-reshard        shards add (5 → 6) under a mixed load, measured: own cluster
+#                           (var/bench/reshard-cluster, made afresh each run), 1,000,000 users
+# make bench-reshard-smoke  the same with 20,000 users and short idle/after stretches
+# Reports: var/bench/reshard-<UTC timestamp>/report.md (+ report.json, reshard.png).
+# Extra options: make bench-reshard RESHARD_ARGS="--users 200000 --rate 400"
+RESHARD_ARGS ?=
+
+.PHONY: bench-reshard bench-reshard-smoke
+
+bench-reshard: venv
+	$(MESSENGER) bench --reshard $(RESHARD_ARGS)
+
+bench-reshard-smoke: venv
+	$(MESSENGER) bench --reshard --smoke $(RESHARD_ARGS)

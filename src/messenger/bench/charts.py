@@ -117,3 +117,43 @@ def open_loop_chart(steps: list[dict[str, Any]], goal_ms: float, path: Path) -> 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def reshard_chart(
+    writes: dict[str, tuple[list[float], list[float]]],
+    failures: tuple[list[float], list[float]],
+    ok_per_second: list[int],
+    phases: list[dict[str, Any]],
+    path: Path,
+) -> None:
+    """Write latency over time by key class (log scale), failed requests marked, answered
+    req/s below, the workflow's phase boundaries as vertical lines on both."""
+    plt = pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True, height_ratios=(3, 1))
+    colours = {"other": "tab:blue", "moving": "tab:red"}
+    for key_class, (xs, ys) in sorted(writes.items(), key=lambda kv: kv[0] != "other"):
+        top.scatter(xs, [max(y, 0.05) for y in ys], s=4, alpha=0.5, color=colours.get(key_class, "tab:gray"),
+                    label=f"writes, {key_class} keys", rasterized=True)
+    if failures[0]:
+        top.scatter(failures[0], [max(y, 0.05) for y in failures[1]], s=18, marker="x", color="black",
+                    label="failed requests")
+    top.axhline(1000, color="red", linestyle="--", linewidth=0.8, label="p99 goal 1 s")
+    top.set_yscale("log")
+    top.set_ylabel("write latency (ms, log)")
+    bottom.plot(range(len(ok_per_second)), ok_per_second, color="tab:green")
+    bottom.set_ylabel("answered req/s")
+    bottom.set_xlabel("seconds since the load started")
+    for ax in (top, bottom):
+        for i, phase in enumerate(phases):
+            ax.axvline(phase["start"], color="gray", linestyle=":", linewidth=1)
+            if ax is top:
+                ax.text(phase["start"], 1.0 + 0.06 * (i % 2), phase["name"], transform=ax.get_xaxis_transform(),
+                        fontsize=8, ha="left", va="bottom")
+        if phases:
+            ax.axvline(phases[-1]["end"], color="gray", linestyle=":", linewidth=1)
+        ax.grid(alpha=0.3)
+    top.legend(fontsize="small", loc="upper left")
+    fig.suptitle("Resharding under load: write latency, moving keys vs the others", y=0.995)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

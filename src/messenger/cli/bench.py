@@ -14,6 +14,12 @@ from rich.table import Table
 from messenger.bench.loadgen import Recorder
 from messenger.bench.phase import PhaseResult
 from messenger.bench.report import REPORT_JSON
+from messenger.bench.reshard_run import (
+    ReshardBenchConfig,
+    ReshardObserver,
+    run_reshard_benchmark,
+    smoke_reshard_config,
+)
 from messenger.bench.runner import (
     DEFAULT_LEVELS,
     DEFAULT_SCENARIOS,
@@ -135,7 +141,13 @@ def bench_command(
     ] = "api",
     workers: Annotated[int | None, typer.Option(help="Server workers (default: cores).")] = None,
     shards: Annotated[int, typer.Option(help="Shards of the cluster started.")] = 5,
-    users: Annotated[int, typer.Option(help="Users the started cluster is seeded with.")] = 100_000,
+    users: Annotated[
+        int | None,
+        typer.Option(
+            help="Users the started cluster is seeded with (default 100,000; smoke 10,000; "
+            "--reshard 1,000,000, with --smoke 20,000)."
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Per-request timeout, seconds.")] = 10.0,
     think_time: Annotated[
         float, typer.Option(help="Mean pause between a user's iterations, seconds.")
@@ -165,9 +177,33 @@ def bench_command(
         typer.Option(help="Accounts the messaging scenario registers (default 250; smoke 20)."),
     ] = None,
     group_size: Annotated[int, typer.Option(help="Members per messaging group.")] = 5,
+    reshard: Annotated[
+        bool,
+        typer.Option(
+            help="Instead: add a shard (5 → 6) under a mixed load on a cluster of its own "
+            "(var/bench/reshard-cluster, made afresh) and measure it (docs/resharding.md)."
+        ),
+    ] = False,
+    rate: Annotated[float | None, typer.Option(help="--reshard: req/s offered (default 300; smoke 200).")] = None,
+    connections: Annotated[int, typer.Option(help="--reshard: connections of the load.")] = 32,
+    idle_seconds: Annotated[
+        float | None, typer.Option(help="--reshard: load before the workflow (default 20; smoke 8).")
+    ] = None,
+    after_seconds: Annotated[
+        float | None, typer.Option(help="--reshard: load after the workflow (default 15; smoke 6).")
+    ] = None,
+    max_seconds: Annotated[
+        float | None, typer.Option(help="--reshard: the whole load at most (default 1,800; smoke 600).")
+    ] = None,
 ) -> None:
     """Run the load scenarios and the ceilings, then write report.md, report.json and charts."""
     console = Console()
+    if reshard:
+        options = {"users": users, "rate": rate, "idle_s": idle_seconds, "after_s": after_seconds,
+                   "max_s": max_seconds, "workers": workers, "timeout": timeout}
+        _reshard_command(console, smoke=smoke, out=out, connections=connections,
+                         **{k: v for k, v in options.items() if v is not None})
+        return
     overrides: dict[str, Any] = {
         "topology_path": topology,
         "url": url,
@@ -190,14 +226,14 @@ def bench_command(
         overrides["workers"] = workers
     try:
         if smoke:
-            config = smoke_config(**overrides)
+            config = smoke_config(**overrides, **({} if users is None else {"users": users}))
         else:
             config = BenchConfig(
                 scenarios=_csv(scenarios, str),
                 levels=_csv(levels, int),
                 duration=duration,
                 shards=shards,
-                users=users,
+                users=100_000 if users is None else users,
                 ceiling_duration=ceiling_duration,
                 **overrides,
             )
@@ -209,6 +245,84 @@ def bench_command(
     console.print(results_table(data))
     console.print(targets_table(data))
     console.print(f"Report: {run_dir / 'report.md'}")
+
+
+class RichReshardObserver(ReshardObserver):
+    """A line per step, and a live status line (phase, req/s, errors) while the load runs."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.status = console.status("")
+
+    def note(self, message: str) -> None:
+        self.console.print(f"[dim]- {message}[/dim]")
+
+    def tick(self, line: str) -> None:
+        self.status.update(line)
+        self.status.start()
+
+
+def reshard_tables(report: dict[str, Any]) -> list[Table]:
+    """The report's figures as terminal tables: targets, phases, latency, throughput, errors."""
+    targets = Table(title="Resharding under load: targets")
+    for name in ("target", "value", "goal", "met"):
+        targets.add_column(name)
+    for t in report["targets"]:
+        met = "[green]yes[/green]" if t["met"] else "[red]no[/red]"
+        targets.add_row(t["target"], str(t["value"]), str(t["goal"]), met)
+    phases = Table(title="Phases (s since the load started)")
+    for name in ("phase", "start", "end", "seconds"):
+        phases.add_column(name, justify="left" if name == "phase" else "right")
+    for p in report["phases"]:
+        phases.add_row(p["name"], f"{p['start']:.2f}", f"{p['end']:.2f}", f"{p['end'] - p['start']:.2f}")
+    steps = report.get("workflow_findings", {}).get("switch", {}).get("steps", {})
+    for step, seconds in steps.items():
+        phases.add_row(f"  switch: {step}", "", "", f"{seconds:.2f}")
+    latency = Table(title="Latency by window (ms)")
+    for name in ("window", "kind", "keys", "requests", "p50", "p99", "max"):
+        latency.add_column(name, justify="left" if name in ("window", "kind", "keys") else "right")
+    for r in report["latency"]:
+        if r["requests"]:
+            latency.add_row(r["window"], r["kind"], r["keys"], f"{r['requests']:,}",
+                            *(f"{r[k]:.1f}" for k in ("p50_ms", "p99_ms", "max_ms")))
+    throughput = Table(title="Throughput and server CPU")
+    for name in ("window", "seconds", "req/s", "CPU µs/req", "cores"):
+        throughput.add_column(name, justify="left" if name == "window" else "right")
+    for r in report["throughput"]:
+        cpu, cores = r["server_cpu_us_per_request"], r["server_cpu_cores"]
+        throughput.add_row(r["window"], f"{r['seconds']:.1f}", f"{r['rps']:,.0f}",
+                           "–" if cpu is None else f"{cpu:,.0f}", "–" if cores is None else f"{cores:.2f}")
+    errors = Table(title="Errors by outcome")
+    for name in ("keys", "outcome", "count"):
+        errors.add_column(name)
+    for keys, by in report["errors"].items():
+        for outcome, n in by.items():
+            errors.add_row(keys, outcome, f"{n:,}")
+    return [targets, phases, latency, throughput, errors]
+
+
+def _reshard_command(console: Console, *, smoke: bool, out: Path, **options: Any) -> None:
+    command = "make bench-reshard" + ("-smoke" if smoke else "")
+    config = smoke_reshard_config(out_root=out, command=command, **options) if smoke else ReshardBenchConfig(
+        out_root=out, command=command, **options)
+    observer = RichReshardObserver(console)
+    try:
+        run_dir = run_reshard_benchmark(config, observer)
+    except BenchError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    finally:
+        observer.status.stop()
+    data = json.loads((run_dir / REPORT_JSON).read_text())
+    for table in reshard_tables(data):
+        console.print(table)
+    ledger = data["ledger"]
+    console.print(f"acknowledged writes {ledger['acknowledged']:,} on {ledger['ids']:,} ids; lost {ledger['lost']}")
+    console.print(f"Report: {run_dir / 'report.md'}")
+    # The latency goals are goals; losing a write, an error past the bounded retry, a dirty audit
+    # or a workflow that did not finish are failures.
+    if data["failure"] or ledger["lost"] or data["unexpected_errors"] or not data["references"]["ok"]:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

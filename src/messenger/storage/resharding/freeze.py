@@ -26,27 +26,34 @@ class NotCaughtUp(Exception):
 
 
 GRACE_S = 1.0
-"""How long transactions older than the freeze may take to end by themselves."""
+"""How long writers older than the freeze may take to end by themselves."""
 
-OLDER_TRANSACTIONS_SQL = """
-SELECT pid FROM pg_stat_activity
-WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND xact_start < %s
+OLDER_WRITERS_SQL = """
+SELECT DISTINCT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid() AND a.xact_start < %s
+  AND l.locktype = 'relation' AND l.granted
+  AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
 """
-"""Client transactions open since before the given time (the fence's commit)."""
+"""Client transactions open since before the given time (the fence's commit) that hold a
+write-mode lock on a relation: a writing statement takes it when it opens its table, before
+its first row changes and before its transaction has an id. A transaction that only reads or
+holds row locks (the relay's claim, `FOR UPDATE`, while its handlers work on other shards) has
+not passed the fence: its next write reads the fence with a fresh snapshot (READ COMMITTED)
+and gets MF002."""
 
 
 def wait_for_writers(shard: ShardConfig, *, timeout_s: float, grace_s: float = GRACE_S) -> int:
-    """Wait until every client transaction open on the shard when the fence committed has
-    ended; returns how many had to be ended for it.
+    """Wait until every transaction that was writing on the shard when the fence committed
+    has ended; returns how many had to be ended for it.
 
-    By transaction start, not by transaction id: a statement that began before the fence
-    passes its check however late it writes (and gets its id), and a transaction under an
-    older snapshot does not see the fence at all. One still open after `grace_s` is
+    By transaction start and write locks, not by transaction id (a snapshot's xmax is the last
+    completed xid + 1, so the newest writers were not below it, and a statement that began
+    before the fence gets its id only when it writes). One still open after `grace_s` is
     terminated: it may have written into the frozen ranges, and its commit after the
     consistent point would be lost to the target; it may also be waiting, idle in its
-    transaction, on a write the freeze holds (a relay batch whose handler writes into the
-    ranges), which would wait for it in turn. Its work rolls back and its caller retries (the
-    relay always does; a request gets an error).
+    transaction, on a write the freeze holds (a relay batch that marked an event failed and
+    whose next handler writes into the ranges), which would wait for it in turn. Its work rolls
+    back and its caller retries (the relay always does; a request gets an error).
     """
     deadline = time.monotonic() + timeout_s
     ended: int | None = None
@@ -56,11 +63,12 @@ def wait_for_writers(shard: ShardConfig, *, timeout_s: float, grace_s: float = G
         since = row[0]
         grace_end = time.monotonic() + grace_s
         while True:
-            older = [r[0] for r in conn.execute(OLDER_TRANSACTIONS_SQL, (since,))]
+            older = [r[0] for r in conn.execute(OLDER_WRITERS_SQL, (since,))]
             if not older:
                 return ended or 0
             if time.monotonic() > deadline:
-                raise NotCaughtUp(f"{shard.name}: transactions older than the freeze still run after {timeout_s} s")
+                raise NotCaughtUp(f"{shard.name}: transactions that wrote before the freeze still run after "
+                                  f"{timeout_s} s")
             if ended is None and time.monotonic() > grace_end:  # once: any left are ending
                 for pid in older:
                     conn.execute("SELECT pg_terminate_backend(%s)", (pid,))

@@ -14,8 +14,10 @@ targets fenced again, the sources' writes released; the old ring stays in force.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from messenger.storage.resharding.counts import first_line, route_counts
 from messenger.storage.resharding.freeze import wait_for_writers, wait_until_applied
@@ -33,6 +35,21 @@ from messenger.storage.resharding.replication import (
 )
 from messenger.topology import ShardConfig, Topology
 
+T = TypeVar("T")
+
+
+def _each(items: Sequence[T], work: Callable[[T], object]) -> None:
+    """`work` on every item at once (each route has its own source; their round trips are
+    what the writes wait for), then the first failure, once all of them have ended."""
+    if len(items) <= 1:
+        for item in items:
+            work(item)
+        return
+    with ThreadPoolExecutor(max_workers=len(items), thread_name_prefix="switch") as pool:
+        futures = [pool.submit(work, item) for item in items]
+    for future in futures:
+        future.result()
+
 
 class SwitchAborted(Exception):
     """The switch did not happen; the old ring is in force and writes are released."""
@@ -44,6 +61,13 @@ class SwitchReport:
     """How long writes to the moving ranges were held."""
     lsns: dict[str, str] = field(default_factory=dict)
     """Per source, the position the targets had applied when the ranges changed owner."""
+    steps: dict[str, float] = field(default_factory=dict)
+    """Seconds of each step while the writes were held, to see where a long freeze goes."""
+
+    def step(self, name: str, since: float) -> float:
+        now = time.monotonic()
+        self.steps[name] = round(self.steps.get(name, 0.0) + now - since, 4)
+        return now
 
 
 def switch(
@@ -56,14 +80,16 @@ def switch(
     """Hand the moving ranges to the new ring; `publish` makes every process adopt `plan.new`."""
     report = SwitchReport()
     shard = _shards(plan)
+    routes = list(plan.routes)
     started = time.monotonic()
-    for route in plan.routes:
-        fence(shard(route.source), workflow, route.ranges, "frozen")
     turned: list[Route] = []
     try:
-        for source in sorted({r.source for r in plan.routes}):
-            wait_for_writers(shard(source), timeout_s=timeout_s)
-        for route in plan.routes:
+        _each(routes, lambda route: fence(shard(route.source), workflow, route.ranges, "frozen"))
+        at = report.step("freeze", started)
+        _each(sorted({r.source for r in routes}), lambda source: wait_for_writers(shard(source), timeout_s=timeout_s))
+        at = report.step("wait_for_writers", at)
+
+        def caught_up(route: Route) -> None:
             names = RouteNames(workflow, route)
             lsn = current_lsn(shard(route.source))
             wait_until_applied(shard(route.target), names.copy, lsn, timeout_s=timeout_s)
@@ -74,20 +100,23 @@ def switch(
                 wrong = {t: (mine[t], theirs[t]) for t in mine if mine[t] != theirs[t]}
                 raise SwitchAborted(f"{shard(route.target).name} disagrees with {shard(route.source).name} "
                                     f"on the rows of the move (source, target): {wrong}")
-        for route in plan.routes:
-            turned.append(route)
-            _turn_around(workflow, route, shard(route.source), shard(route.target))
-        for route in plan.routes:
-            unfence(shard(route.target), workflow, route.ranges)
+
+        _each(routes, caught_up)
+        at = report.step("catch_up_and_counts", at)
+        turned += routes
+        _each(routes, lambda route: _turn_around(workflow, route, shard(route.source), shard(route.target)))
+        at = report.step("turn_around", at)
+        _each(routes, lambda route: unfence(shard(route.target), workflow, route.ranges))
         publish(plan.new)
+        at = report.step("publish", at)
     except Exception as exc:
         stuck = _abort(workflow, plan, turned, shard)
         reason = str(exc) if isinstance(exc, SwitchAborted) else f"the switch was aborted, the old ring stays: {exc}"
         if stuck:
             reason += "; " + "; ".join(stuck)
         raise SwitchAborted(reason) from exc
-    for route in plan.routes:
-        fence(shard(route.source), workflow, route.ranges, "moved")
+    _each(routes, lambda route: fence(shard(route.source), workflow, route.ranges, "moved"))
+    report.step("fence_moved", at)
     report.frozen_s = time.monotonic() - started
     return report
 

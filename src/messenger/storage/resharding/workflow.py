@@ -325,7 +325,7 @@ class Reshard:
                 fence(self.shard(route.source), self.state.id, route.ranges, "moved")
             return {"resumed_after_publish": True}
         report = switch(self.state.id, plan, self._published)
-        return {"frozen_s": round(report.frozen_s, 4), "lsns": report.lsns}
+        return {"frozen_s": round(report.frozen_s, 4), "lsns": report.lsns, "steps": report.steps}
 
     def _published(self, topology: Topology) -> None:
         """Publish, then remember it at once: from here on the way back is the inverted switch."""

@@ -1,0 +1,454 @@
+"""`messenger bench --reshard`: add a shard (5 → 6) under a mixed load, and measure it.
+
+The run owns its cluster (`cluster_dir`, destroyed and created again each time, so the shape is
+always the same), seeds it, serves the real API, and then, with the load running the whole time:
+a stretch idle, `shards add` through the workflow (in a thread of this process, so its phase
+boundaries are on the load's clock), a stretch after. Afterwards it reads every acknowledged
+write back through the API, counts the rows per shard, runs the reference audit, and writes
+var/bench/reshard-<UTC time>/report.md, report.json, reshard.png and samples.csv.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+import uvloop
+from psycopg import sql
+from redis.asyncio import Redis
+
+from messenger.bench import charts
+from messenger.bench.loadgen import process_group_cpu_seconds
+from messenger.bench.phase import Target
+from messenger.bench.reshard_analysis import (
+    MOVING,
+    WRITE_OPS,
+    MovingKeys,
+    Window,
+    errors_by_outcome,
+    latency_by_window,
+    render_markdown,
+    switch_targets,
+    throughput_by_window,
+    unexpected_errors,
+    windows,
+)
+from messenger.bench.reshard_load import Mix, ReshardLoad, verify
+from messenger.bench.runner import BenchError, _free_base_port, _sample_ids_from_shards
+from messenger.bench.server import ServerProcess, api_command, free_port
+from messenger.cluster.local import LocalCluster
+from messenger.storage.audit.checks import reference_checks
+from messenger.storage.audit.runner import audit
+from messenger.storage.bulk.seed import seed_users
+from messenger.storage.migrator import migrate
+from messenger.storage.relay.handlers import HANDLERS
+from messenger.storage.relay.runner import OutboxRelay
+from messenger.storage.resharding.plan import (
+    ReshardPlan,
+    next_shard_indexes,
+    plan_add,
+    planned_shard,
+)
+from messenger.storage.resharding.workflow import (
+    Reshard,
+    StateStore,
+    WorkflowState,
+    new_workflow_id,
+)
+from messenger.storage.sharded_tables import SHARDED_TABLES
+from messenger.storage.shards.primaries import PrimaryPools
+from messenger.storage.shards.topology_watch import adopted_everywhere, publish_topology
+from messenger.topology import Topology
+
+T = TypeVar("T")
+SHARDS = 5
+PHASE_NAMES = ("copy", "verify", "switch", "cleanup")
+COUNT_ROWS = sql.SQL("SELECT count(*) FROM {}")
+
+
+@dataclass
+class ReshardBenchConfig:
+    users: int = 1_000_000
+    connections: int = 32
+    rate: float = 300.0
+    """Requests per second offered by all connections together (each paces itself)."""
+    mix: Mix = field(default_factory=Mix)
+    idle_s: float = 20.0
+    """Load before the workflow starts (the idle baseline)."""
+    after_s: float = 15.0
+    """Load after the workflow ends."""
+    max_s: float = 1_800.0
+    """The whole load, at most: a workflow still running then fails the run."""
+    workers: int = 2
+    timeout: float = 10.0
+    sample_ids: int = 40_000
+    """Ids sampled from the shards; half of those the load uses are on moving keys."""
+    cluster_dir: Path = Path("var/bench/reshard-cluster")
+    out_root: Path = Path("var/bench")
+    command: str = "messenger bench --reshard"
+
+
+def smoke_reshard_config(**overrides: Any) -> ReshardBenchConfig:
+    values: dict[str, Any] = {"users": 20_000, "idle_s": 8.0, "after_s": 6.0, "rate": 200.0,
+                              "sample_ids": 20_000, "max_s": 600.0}
+    return ReshardBenchConfig(**(values | overrides))
+
+
+class ReshardObserver:
+    """Hears about the run; the CLI draws it."""
+
+    def note(self, message: str) -> None:
+        """A step started or finished (also called from the workflow's thread)."""
+
+    def tick(self, line: str) -> None:
+        """About once a second while the load runs: phase, req/s, errors."""
+
+
+@dataclass
+class PhaseClock:
+    """The workflow's phase boundaries, in seconds since the load started (thread-safe enough:
+    appends only, read after the thread ends or for display)."""
+
+    origin: float
+    starts: list[tuple[str, float]] = field(default_factory=list)
+    finished: float | None = None
+    published: float | None = None
+    error: str | None = None
+
+    def now(self) -> float:
+        return time.perf_counter() - self.origin
+
+    def start(self, name: str) -> None:
+        self.starts.append((name, self.now()))
+
+    @property
+    def current(self) -> str:
+        if self.error:
+            return "failed"
+        if self.finished is not None:
+            return "done"
+        return self.starts[-1][0] if self.starts else "idle"
+
+    def phases(self, end: float) -> list[tuple[str, float, float]]:
+        last = self.finished if self.finished is not None else end
+        bounds = [t for _, t in self.starts[1:]] + [last]
+        return [(name, start, stop) for (name, start), stop in zip(self.starts, bounds, strict=True)]
+
+
+def _run_dir(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path, n = root / f"reshard-{stamp}", 1
+    while path.exists():
+        n += 1
+        path = root / f"reshard-{stamp}-{n}"
+    path.mkdir()
+    return path
+
+
+def _fresh_cluster(config: ReshardBenchConfig, observer: ReshardObserver) -> tuple[LocalCluster, Topology]:
+    old = LocalCluster(config.cluster_dir, progress=observer.note)
+    if old.exists:
+        observer.note(f"destroying the previous run's cluster in {config.cluster_dir}")
+        old.destroy()
+    # Ports for the shard the run adds too, so add_shards finds them free.
+    cluster = LocalCluster(config.cluster_dir, shards=SHARDS, base_port=_free_base_port(SHARDS + 1),
+                           progress=observer.note)
+    observer.note(f"creating the {SHARDS}-shard cluster in {config.cluster_dir}")
+    topology = cluster.up()
+    failed = [o for o in migrate(topology) if not o.ok]
+    if failed:
+        raise BenchError(f"migrations failed: {failed}")
+    return cluster, topology
+
+
+def count_rows(topology: Topology) -> dict[str, dict[str, int]]:
+    """Rows of every sharded table on every shard's primary."""
+    out: dict[str, dict[str, int]] = {}
+    for shard in topology.shards:
+        with psycopg.connect(shard.primary_dsn, connect_timeout=5, autocommit=True) as conn:
+            out[shard.name] = {
+                t.name: int(conn.execute(COUNT_ROWS.format(sql.Identifier(t.name))).fetchone()[0])  # type: ignore[index]
+                for t in SHARDED_TABLES
+            }
+    return out
+
+
+def _ids_for_load(topology: Topology, keys: MovingKeys, wanted: int) -> tuple[list[str], int]:
+    """Sampled ids, as many on moving keys as on the others (so the short switch window gets
+    enough moving-key samples); returns them and how many move."""
+    sampled = _sample_ids_from_shards(topology, wanted)
+    moving = [i for i in sampled if keys.key_class(i) == MOVING]
+    other = [i for i in sampled if keys.key_class(i) != MOVING][: len(moving)]
+    ids = [x for pair in zip(moving, other, strict=False) for x in pair]
+    return ids, len(moving)
+
+
+async def _with_redis(url: str, use: Callable[[Redis], Awaitable[T]]) -> T:
+    redis = Redis.from_url(url, socket_timeout=5)
+    try:
+        return await use(redis)
+    finally:
+        await redis.aclose()
+
+
+def _run_workflow(
+    cluster: LocalCluster, current: Topology, state_dir: Path, clock: PhaseClock, observer: ReshardObserver
+) -> WorkflowState:
+    """`shards add` on the local cluster: servers for one more shard, migrated, then the workflow."""
+    clock.start("servers")
+    created = cluster.add_shards(1)
+    failed = [o for o in migrate(replace(current, shards=created)) if not o.ok]
+    if failed:
+        raise BenchError(f"migrating the new shard failed: {failed}")
+    plan = plan_add(current, created)
+    path = cluster.topology_path
+
+    def publish(new: Topology) -> None:
+        asyncio.run(_with_redis(current.redis_url, lambda redis: publish_topology(new, path, redis)))
+        clock.published = clock.now()
+        observer.note(f"epoch {new.epoch} published at {clock.published:.2f} s")
+
+    def adopted(epoch: int) -> bool:
+        everywhere, _ = asyncio.run(_with_redis(current.redis_url, lambda r: adopted_everywhere(r, epoch)))
+        return everywhere
+
+    def progress(line: str) -> None:
+        name = line.rstrip("…")
+        if line.endswith("…") and name in PHASE_NAMES:
+            clock.start(name)
+            observer.note(f"{name} started at {clock.now():.2f} s")
+
+    store = StateStore(state_dir)
+    state = WorkflowState(new_workflow_id(), plan)
+    with store.locked():
+        store.save(state)
+        return Reshard(store, state, publish, adopted, progress=progress).run()
+
+
+@dataclass
+class LoadOutcome:
+    load: ReshardLoad
+    clock: PhaseClock
+    cpu: list[tuple[float, float]]
+    load_end: float
+    workflow: WorkflowState | None
+
+
+async def _drive(
+    config: ReshardBenchConfig,
+    load: ReshardLoad,
+    workflow: Callable[[PhaseClock], WorkflowState],
+    server_group: int,
+    observer: ReshardObserver,
+) -> LoadOutcome:
+    stop = asyncio.Event()
+    running = asyncio.ensure_future(load.run(stop))
+    await asyncio.sleep(0)
+    clock = PhaseClock(load.started)
+    cpu: list[tuple[float, float]] = []
+    result: dict[str, WorkflowState] = {}
+    thread: threading.Thread | None = None
+
+    def in_thread() -> None:
+        try:
+            result["state"] = workflow(clock)
+        except Exception as exc:  # the run reports it; the load stops
+            clock.error = f"{type(exc).__name__}: {exc}"
+            observer.note(f"[red]the workflow failed: {clock.error}[/red]")
+        finally:
+            clock.finished = clock.now()
+
+    after_until: float | None = None
+    last_count, last_t = 0, 0.0
+    while True:
+        await asyncio.sleep(1.0)
+        now = clock.now()
+        cpu.append((now, process_group_cpu_seconds(server_group)))
+        if thread is None and now >= config.idle_s:
+            thread = threading.Thread(target=in_thread, name="reshard-workflow", daemon=True)
+            thread.start()
+        if thread is not None and clock.finished is not None and after_until is None:
+            after_until = clock.finished + (config.after_s if clock.error is None else 2.0)
+        samples = load.samples
+        count = len(samples)
+        failed = sum(1 for s in samples[last_count:] if not s.ok)
+        rate = (count - last_count) / max(now - last_t, 1e-6)
+        observer.tick(
+            f"{now:6.1f} s  phase [bold]{clock.current}[/bold]  {rate:,.0f} req/s  "
+            f"{len(samples):,} requests, {load.ledger.acknowledged:,} writes acknowledged, "
+            f"{failed} failed this second"
+        )
+        last_count, last_t = count, now
+        if after_until is not None and now >= after_until:
+            break
+        if now >= config.max_s:
+            clock.error = clock.error or f"the workflow was still at {clock.current} after {config.max_s:.0f} s"
+            break
+    stop.set()
+    await running
+    load_end = clock.now()
+    cpu.append((load_end, process_group_cpu_seconds(server_group)))
+    return LoadOutcome(load, clock, cpu, load_end, result.get("state"))
+
+
+async def _references(topology: Topology) -> dict[str, Any]:
+    async with PrimaryPools(topology) as pools:
+        report = await audit(pools, reference_checks(), OutboxRelay(pools, HANDLERS))
+    return report.to_json()
+
+
+def run_reshard_benchmark(config: ReshardBenchConfig, observer: ReshardObserver | None = None) -> Path:
+    """The whole run; returns the report's directory."""
+    observer = observer or ReshardObserver()
+    started = datetime.now(UTC)
+    run_dir = _run_dir(config.out_root)
+    cluster, topology = _fresh_cluster(config, observer)
+    try:
+        return _measure(config, observer, started, run_dir, cluster, topology)
+    finally:
+        observer.note(f"stopping the cluster (data kept in {config.cluster_dir} until the next run)")
+        cluster.down()
+
+
+def _measure(
+    config: ReshardBenchConfig,
+    observer: ReshardObserver,
+    started: datetime,
+    run_dir: Path,
+    cluster: LocalCluster,
+    topology: Topology,
+) -> Path:
+    observer.note(f"seeding {config.users:,} users")
+    seeded = seed_users(topology, config.users)
+    observer.note(f"seeded in {seeded.elapsed_s:.1f} s ({seeded.rows_per_second:,.0f} rows/s)")
+    preview: ReshardPlan = plan_add(topology, tuple(planned_shard(i) for i in next_shard_indexes(topology, 1)))
+    keys = MovingKeys.of_plan(preview)
+    ids, moving_ids = _ids_for_load(topology, keys, config.sample_ids)
+    observer.note(f"the load uses {len(ids):,} seeded ids ({moving_ids:,} on moving keys) and creates more")
+    rows_before = count_rows(topology)
+    if topology.path is None:
+        raise BenchError("the cluster has no topology file")
+    port = free_port()
+    command, env = api_command(port, config.workers, topology.path)
+    observer.note(f"starting the API ({config.workers} workers) on :{port}")
+    with ServerProcess(command, port, run_dir / "server.log", env=env) as server:
+        assert server.pid is not None
+        target = Target("127.0.0.1", port)
+        load = ReshardLoad(target, ids, keys, connections=config.connections, rate=config.rate,
+                           mix=config.mix, timeout=config.timeout)
+        state_dir = config.cluster_dir / "reshard-state"  # holds DSNs: kept out of the report
+
+        def workflow(clock: PhaseClock) -> WorkflowState:
+            return _run_workflow(cluster, topology, state_dir, clock, observer)
+
+        observer.note(f"load: {config.idle_s:.0f} s idle, then `shards add` (5 → 6), then {config.after_s:.0f} s")
+        outcome: LoadOutcome = uvloop.run(_drive(config, load, workflow, server.pid, observer))
+        observer.note("reading every acknowledged write back through the API")
+        new_topology = outcome.workflow.plan.new if outcome.workflow is not None else topology
+        checked = uvloop.run(verify(target, load.ledger, load.key_class, config.timeout))
+    observer.note("counting rows per shard; auditing references")
+    final = replace(new_topology, path=topology.path)
+    rows_after = count_rows(final)
+    references = asyncio.run(_references(final))
+    data = _report_data(config, started, seeded.elapsed_s, preview, outcome, checked, rows_before, rows_after,
+                        references)
+    _write(run_dir, data, outcome)
+    return run_dir
+
+
+def _report_data(
+    config: ReshardBenchConfig,
+    started: datetime,
+    seed_seconds: float,
+    preview: ReshardPlan,
+    outcome: LoadOutcome,
+    checked: Any,
+    rows_before: dict[str, dict[str, int]],
+    rows_after: dict[str, dict[str, int]],
+    references: dict[str, Any],
+) -> dict[str, Any]:
+    load, clock = outcome.load, outcome.clock
+    phases = clock.phases(outcome.load_end)
+    spans: list[Window] = windows(phases, outcome.load_end)
+    samples = load.samples
+    latency = latency_by_window(samples, spans)
+    unexpected = unexpected_errors(samples)
+    findings = outcome.workflow.findings if outcome.workflow is not None else {}
+    ledger = load.ledger
+    data: dict[str, Any] = {
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": config.command,
+        "machine": f"{os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}, "
+                   f"load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())} at the end",
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "shards_before": len(preview.old.shards),
+        "shards_after": len(outcome.workflow.plan.new.shards) if outcome.workflow else None,
+        "seed_seconds": seed_seconds,
+        "moved_fraction": preview.moved_fraction,
+        "failure": clock.error,
+        "phases": [{"name": n, "start": round(a, 3), "end": round(b, 3)} for n, a, b in phases],
+        "published_at": clock.published,
+        "load_seconds": outcome.load_end,
+        "latency": latency,
+        "throughput": throughput_by_window(samples, spans, outcome.cpu),
+        "errors": errors_by_outcome(samples),
+        "unexpected_errors": unexpected,
+        "ledger": {
+            "ids": len(ledger.entries),
+            "acknowledged": ledger.acknowledged,
+            "uncertain": ledger.uncertain,
+            "rejected": ledger.rejected,
+            "unknown_creates": ledger.unknown_creates,
+            "checked": checked.checked,
+            "lost": len(checked.lost),
+            "lost_moving": checked.lost_moving,
+            "lost_samples": checked.lost[:10],
+        },
+        "rows": {"before": rows_before, "after": rows_after},
+        "moved_rows": findings.get("cleanup", {}).get("deleted", {}),
+        "workflow_findings": {k: v for k, v in findings.items() if k != "verify"}
+        | {"verify_rows": findings.get("verify", {}).get("rows")},
+        "references": {"ok": references["ok"], "unreachable_shards": references["unreachable_shards"],
+                       "found": {k["kind"]: k["found"] for k in references["kinds"]},
+                       "relay": references["relay"]},
+    }
+    data["targets"] = switch_targets(latency, len(checked.lost), bool(references["ok"]), unexpected)
+    if clock.error is not None:
+        data["targets"].append({"target": "workflow finished", "value": False, "goal": True, "unit": "",
+                                "met": False})
+    return data
+
+
+def _write(run_dir: Path, data: dict[str, Any], outcome: LoadOutcome) -> None:
+    (run_dir / "report.json").write_text(json.dumps(data, indent=2, default=str))
+    (run_dir / "report.md").write_text(render_markdown(data))
+    with (run_dir / "samples.csv").open("w") as out:  # every request, to look into an outlier later
+        out.write("start_s,latency_s,op,keys,outcome\n")
+        out.writelines(f"{s.start:.4f},{s.latency:.4f},{s.op},{s.key_class},{s.outcome}\n"
+                       for s in outcome.load.samples)
+    writes: dict[str, tuple[list[float], list[float]]] = {}
+    failures: tuple[list[float], list[float]] = ([], [])
+    per_second = [0] * (int(outcome.load_end) + 1)
+    for s in outcome.load.samples:
+        if s.ok:
+            per_second[min(int(s.end), len(per_second) - 1)] += 1
+        else:
+            failures[0].append(s.start)
+            failures[1].append(s.latency * 1000)
+        if s.op in WRITE_OPS and s.ok:
+            xs, ys = writes.setdefault(s.key_class, ([], []))
+            xs.append(s.start)
+            ys.append(s.latency * 1000)
+    charts.reshard_chart(writes, failures, per_second, data["phases"], run_dir / "reshard.png")
