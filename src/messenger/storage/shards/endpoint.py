@@ -42,6 +42,7 @@ from messenger.storage.shards.breaker import CircuitBreaker
 from messenger.storage.shards.capacity import Capacity, CapacityTimeout
 from messenger.storage.shards.pools import Role, pool_stats
 from messenger.storage.shards.statements import COMMIT_WITH_POSITION_SQL
+from messenger.storage.shards.transactions import deferring_last_statement
 
 log = logging.getLogger(__name__)
 
@@ -315,9 +316,12 @@ class Endpoint:
             position = ""
             try:
                 async with deadline:
-                    yield conn
+                    with deferring_last_statement(conn) as last:
+                        yield conn
                     committing = True  # from here on a failure may hide an applied COMMIT
-                    if after_commit is None:
+                    if last.sql is not None:
+                        position = await _commit_with_position(conn, last.sql, last.params)
+                    elif after_commit is None:
                         await conn.commit()
                     else:
                         position = await _commit_with_position(conn)
@@ -373,12 +377,21 @@ class Endpoint:
         task.add_done_callback(self._abandoned.discard)
 
 
-async def _commit_with_position(conn: AsyncConnection[Any]) -> str:
-    """COMMIT and the primary's WAL position after it, in one round trip (as writes do)."""
-    cursor = await conn.execute(COMMIT_WITH_POSITION_SQL)
-    while cursor.description is None and cursor.nextset():
-        pass
-    row = await cursor.fetchone()
+async def _commit_with_position(
+    conn: AsyncConnection[Any], last_sql: str | None = None, last_params: Params = ()
+) -> str:
+    """COMMIT and the primary's WAL position after it, in one round trip (as writes do);
+    with the body's last statement in front when it left one (`finish_with`)."""
+    if last_sql is None:
+        cursor = await conn.execute(COMMIT_WITH_POSITION_SQL)
+    else:
+        cursor = await conn.execute(f"{last_sql}; {COMMIT_WITH_POSITION_SQL}", last_params)
+    row = None
+    while True:  # the position is the last result set
+        if cursor.description is not None:
+            row = await cursor.fetchone()
+        if not cursor.nextset():
+            break
     return str(row[0]) if row else ""
 
 
