@@ -261,7 +261,11 @@ class MessagingService:
         return InboxPage(items, next_cursor)
 
     async def typing(self, caller: uuid.UUID, conversation_id: uuid.UUID) -> None:
-        """Tell the other members that the caller is typing (not stored)."""
+        """Tell the other members that the caller is typing (not stored). Whether the caller
+        is a member comes from the memberships cache (a removal reaches it before its response);
+        the list of whom to tell may be a few seconds old."""
+        if not await self._conversations.is_member(conversation_id, caller):
+            raise not_found(conversation_id)
         members = await self._member_ids(conversation_id, caller)
         others = [m for m in members if m != caller]
         await self._publisher.publish(others, _encode(typing_frame(conversation_id, caller)))

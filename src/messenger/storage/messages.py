@@ -37,6 +37,7 @@ from messenger.domain.conversations import (
 )
 from messenger.domain.errors import Conflict, NotFound
 from messenger.domain.ids import new_id
+from messenger.storage.cache.members import MembershipCache
 from messenger.storage.conversation_log import (
     CONVERSATION_COLUMNS,
     LOCK_CONVERSATION,
@@ -145,8 +146,10 @@ def _preview_update(
 
 
 class MessageStore:
-    def __init__(self, router: ShardRouter) -> None:
+    def __init__(self, router: ShardRouter, member_cache: MembershipCache | None = None) -> None:
         self._router = router
+        self._members = member_cache
+        """Filled by sends: the lock on the primary just proved the sender a member."""
 
     async def send(
         self, conversation_id: uuid.UUID, sender: uuid.UUID, sender_name: str, body: str,
@@ -154,6 +157,8 @@ class MessageStore:
     ) -> MessageChange:
         """Store a message; a send with a (sender, client_message_id) already stored returns
         that message instead (the lock makes the check and the insert one step)."""
+        membership = (conversation_id, sender)
+        seen = self._members.generation(membership) if self._members is not None else None
         async with self._router.transaction_for(
             conversation_id, name="send_message", marks=[conversation_id]
         ) as conn:
@@ -186,6 +191,8 @@ class MessageStore:
                 "client_message_id": client_message_id, "created_at": message.created_at,
                 "frame": frame.decode(), **events_params(events),
             })
+        if self._members is not None and seen is not None:
+            self._members.fill(membership, True, seen)
         return MessageChange(message, True, members, frame)
 
     async def edit(
