@@ -1,7 +1,7 @@
 """Messages on their conversation's shard: send, edit, delete, pages, read markers.
 
-A send is one transaction on the conversation's shard: lock the conversation (which numbers the
-message and its event), then, in one text with the COMMIT, write the message, the
+A send is one transaction on the conversation's shard, two round trips: with the BEGIN, lock
+the conversation (which numbers the message and its event); then, in one text with the COMMIT, write the message, the
 conversation's last-message columns, the sender's read marker and the logged event (one
 statement) and the inbox events for the relay, one per member shard (one multi-row insert).
 """
@@ -48,7 +48,7 @@ from messenger.storage.conversation_log import (
 from messenger.storage.inbox import InboxUpdate, append_inbox_update, append_read, inbox_events
 from messenger.storage.outbox import INSERT_EVENTS, events_params
 from messenger.storage.shards.router import ShardRouter
-from messenger.storage.shards.transactions import finish_with
+from messenger.storage.shards.transactions import finish_with, opening
 
 MESSAGE_COLUMNS = (
     "id, conversation_id, number, seq, sender_id, sender_name, body, client_message_id, "
@@ -159,12 +159,13 @@ class MessageStore:
         that message instead (the lock makes the check and the insert one step)."""
         membership = (conversation_id, sender)
         seen = self._members.generation(membership) if self._members is not None else None
+        lock = (LOCK_FOR_SEND, {
+            "sender": sender, "client_message_id": client_message_id, "conversation_id": conversation_id,
+        })
         async with self._router.transaction_for(
-            conversation_id, name="send_message", marks=[conversation_id]
+            conversation_id, name="send_message", marks=[conversation_id], first=lock  # with the BEGIN
         ) as conn:
-            cursor = await conn.execute(LOCK_FOR_SEND, {
-                "sender": sender, "client_message_id": client_message_id, "conversation_id": conversation_id,
-            })
+            cursor = opening(conn)
             cursor.nextset()  # the state after the lock was granted, not before
             row = await cursor.fetchone()
             if row is None or row[10] is None:

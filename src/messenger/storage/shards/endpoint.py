@@ -33,7 +33,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg_pool import AsyncConnectionPool
 
 from messenger.domain.errors import CommitUncertain, ShardBusy, ShardUnavailable
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 Rows = list[tuple[Any, ...]]
 Params = Sequence[Any] | Mapping[str, Any]
+Statement = tuple[str, Params]
+"""A statement's text and parameters."""
 AfterCommit = Callable[[str], Awaitable[None]]
 """Told the primary's WAL position (text) read in the commit's own round trip."""
 
@@ -72,6 +74,8 @@ def is_connection_failure(exc: BaseException) -> bool:
     return isinstance(exc, FAILURES)
 
 CIRCUIT_OPEN = "circuit open after recent failures"
+BEGIN_RESULTS = 2
+"""Results of the BEGIN text (BEGIN, SET LOCAL statement_timeout) before a folded first statement's."""
 TRANSACTION_DEADLINE_FACTOR = 4
 """A transaction (BEGIN answered) may take this many call deadlines, commit included."""
 
@@ -278,7 +282,7 @@ class Endpoint:
 
     @asynccontextmanager
     async def transaction(
-        self, *, name: str, after_commit: AfterCommit | None = None
+        self, *, name: str, after_commit: AfterCommit | None = None, first: Statement | None = None,
     ) -> AsyncIterator[AsyncConnection[Any]]:
         """A transaction of several statements on this server.
 
@@ -290,15 +294,19 @@ class Endpoint:
         keepalives break the socket itself (pools.NETWORK_DEADLINES). After the commit,
         `after_commit` is told the WAL position read in the COMMIT's own round trip
         (read-your-writes markers), one round trip fewer than a separate SELECT.
+
+        `first`: the body's first statement, sent in one text with the BEGIN (one round trip
+        fewer), under the same deadline as the BEGIN (its statement timeout, shorter, bounds a
+        lock wait); the body reads its results with `opening(conn)`.
         """
         await self.admit(name=name)
-        begin = asyncio.ensure_future(self._begin())
+        begin = asyncio.ensure_future(self._begin(first))
         try:
             done, _ = await asyncio.wait((begin,), timeout=self.timeout)
             if not done:
                 begin.add_done_callback(self._give_back)
                 raise TimeoutError
-            conn = begin.result()
+            conn, opened = begin.result()
         except FAILURES as exc:
             if begin.done():
                 self.capacity.release()
@@ -316,7 +324,7 @@ class Endpoint:
             position = ""
             try:
                 async with deadline:
-                    with deferring_last_statement(conn) as last:
+                    with deferring_last_statement(conn, opened) as last:
                         yield conn
                     committing = True  # from here on a failure may hide an applied COMMIT
                     if last.sql is not None:
@@ -347,22 +355,27 @@ class Endpoint:
                 self.capacity.release()
         self.breaker.record_success()
 
-    async def _begin(self) -> AsyncConnection[Any]:
+    async def _begin(self, first: Statement | None) -> tuple[AsyncConnection[Any], AsyncCursor[Any] | None]:
         conn = await self.pool.getconn()
         try:
-            await conn.execute(self._begin_sql)
+            if first is None:
+                await conn.execute(self._begin_sql)
+                return conn, None
+            cursor = await conn.execute(f"{self._begin_sql}; {first[0]}", first[1])
+            for _ in range(BEGIN_RESULTS):  # to the first statement's own result
+                cursor.nextset()
         except BaseException:
             await self.pool.putconn(conn)
             raise
-        return conn
+        return conn, cursor
 
-    def _give_back(self, begin: asyncio.Future[AsyncConnection[Any]]) -> None:
+    def _give_back(self, begin: asyncio.Future[tuple[AsyncConnection[Any], AsyncCursor[Any] | None]]) -> None:
         """A BEGIN that answered after its caller gave up: roll back, return the connection
         and then its permit."""
         if begin.cancelled() or begin.exception() is not None:
             self.capacity.release()
             return
-        conn = begin.result()
+        conn, _ = begin.result()
 
         async def give_back() -> None:
             try:
