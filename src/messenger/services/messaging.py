@@ -9,6 +9,7 @@ it from the log on the next event or on its resume. Inboxes are the relay's job.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -173,9 +174,16 @@ class MessagingService:
         client_message_id returns the stored message (created False) and sends nothing."""
         body = clean_body(body)
         client_message_id = clean_client_message_id(client_message_id)
+        # The limit and the sender's name at once (two Redis round trips, or a Redis and a
+        # database one, overlap); a send over the limit is refused as before, name or not.
+        taking = None
         if self._send_limit is not None:
-            await self._send_limit.take(str(caller), message="sending too fast, slow down")
-        sender = await self._users.get(caller)
+            taking = asyncio.ensure_future(self._send_limit.take(str(caller), message="sending too fast, slow down"))
+        try:
+            sender = await self._users.get(caller)
+        finally:
+            if taking is not None:
+                await taking
         if sender is None:
             raise NotFound("your user no longer exists")
         sent = await self._messages.send(
