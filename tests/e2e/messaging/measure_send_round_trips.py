@@ -1,0 +1,56 @@
+"""Round trips per message send, counted where they arrive (not collected with the suite: run
+it by path, `pytest -q -s tests/e2e/messaging/measure_send_round_trips.py`; point PYTHONPATH at
+another checkout's src to count its code).
+
+One member sends N messages, one after the other, to a group of five users spread over the
+shards, through the app in process (relay and pruning off, so only the sends and the replica
+monitor reach PgBouncer). PgBouncer `SHOW STATS` and Redis `INFO stats` deltas over the sends,
+minus the same counters over an idle stretch as long, divided by N.
+"""
+
+import asyncio
+import time
+from dataclasses import replace
+
+from messenger.bench.round_trips import snapshot
+from messenger.services.tokens import TokenSigner
+from messenger.settings import Settings
+from tests.e2e.api.conftest import running_app, runtime
+from tests.e2e.messaging.support import create_group, new_users, send
+
+N = 300
+
+
+async def test_round_trips_per_send(chat_settings: Settings, tokens: TokenSigner) -> None:
+    topology = chat_settings.topology
+    for cache in (False, True):
+        config = replace(chat_settings, cache=cache, run_background=False)
+        async with running_app(config) as client:
+            sender, *others = await new_users(client, tokens, 5)
+            cid = str((await create_group(client, sender, others))["conversation"]["id"])
+            for _ in range(20):  # warm: pools, the sender in the users cache
+                await send(client, sender, cid, "warm")
+            await asyncio.sleep(3.5)  # past the cache's hold after the sender's own writes
+            redis = runtime(client).redis
+            await redis.execute_command("CONFIG", "RESETSTAT")
+            before, start = await asyncio.to_thread(snapshot, topology), time.perf_counter()
+            for i in range(N):
+                await send(client, sender, cid, f"m{i}")
+            elapsed = time.perf_counter() - start
+            sent = await asyncio.to_thread(snapshot, topology)
+            stats = await redis.execute_command("INFO", "commandstats")
+            await asyncio.sleep(elapsed)
+            idle = await asyncio.to_thread(snapshot, topology)
+        busy, quiet = sent - before, idle - sent
+        db = (busy.database - quiet.database) / N
+        redis = (busy.redis - quiet.redis) / N
+        print(
+            f"\ncache {'on' if cache else 'off'}: {N} sends in {elapsed:.1f} s: "
+            f"{db:.2f} database and {redis:.2f} Redis round trips per send "
+            f"(raw {busy.database / N:.2f} / {busy.redis / N:.2f}; idle over as long: "
+            f"{quiet.database} / {quiet.redis})"
+        )
+        print("Redis commands per send:", ", ".join(
+            f"{name.removeprefix('cmdstat_')} {int(stat['calls']) / N:.2f}" for name, stat in stats.items()
+            if int(stat["calls"]) >= N / 2
+        ))
