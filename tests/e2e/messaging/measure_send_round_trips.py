@@ -30,7 +30,10 @@ async def test_round_trips_per_send(chat_settings: Settings, tokens: TokenSigner
             cid = str((await create_group(client, sender, others))["conversation"]["id"])
             for _ in range(20):  # warm: pools, the sender in the users cache
                 await send(client, sender, cid, "warm")
-            await asyncio.sleep(3.5)  # past the cache's hold after the sender's own writes
+            # Past the sender's freshness marker (5 s: reads of a key written lately bypass the
+            # users cache) and the cache's hold after its subscription began (3 s).
+            await asyncio.sleep(config.freshness_ttl_ms / 1000 + 0.5)
+            await send(client, sender, cid, "fills the users cache")
             redis = runtime(client).redis
             await redis.execute_command("CONFIG", "RESETSTAT")
             before, start = await asyncio.to_thread(snapshot, topology), time.perf_counter()
