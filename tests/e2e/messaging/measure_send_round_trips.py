@@ -5,7 +5,9 @@ another checkout's src to count its code).
 One member sends N messages, one after the other, to a group of five users spread over the
 shards, through the app in process (relay and pruning off, so only the sends and the replica
 monitor reach PgBouncer). PgBouncer `SHOW STATS` and Redis `INFO stats` deltas over the sends,
-minus the same counters over an idle stretch as long, divided by N.
+minus the same counters over an idle stretch as long, divided by N; and this process's CPU
+per send (the app and its client together: compare runs made one after the other, not the
+figure; the databases' and PgBouncers' CPU is not in it).
 """
 
 import asyncio
@@ -37,9 +39,11 @@ async def test_round_trips_per_send(chat_settings: Settings, tokens: TokenSigner
             redis = runtime(client).redis
             await redis.execute_command("CONFIG", "RESETSTAT")
             before, start = await asyncio.to_thread(snapshot, topology), time.perf_counter()
+            cpu = time.process_time()
             for i in range(N):
                 await send(client, sender, cid, f"m{i}")
             elapsed = time.perf_counter() - start
+            cpu = time.process_time() - cpu
             sent = await asyncio.to_thread(snapshot, topology)
             stats = await redis.execute_command("INFO", "commandstats")
             await asyncio.sleep(elapsed)
@@ -51,7 +55,8 @@ async def test_round_trips_per_send(chat_settings: Settings, tokens: TokenSigner
             f"\ncache {'on' if cache else 'off'}: {N} sends in {elapsed:.1f} s: "
             f"{db:.2f} database and {redis:.2f} Redis round trips per send "
             f"(raw {busy.database / N:.2f} / {busy.redis / N:.2f}; idle over as long: "
-            f"{quiet.database} / {quiet.redis})"
+            f"{quiet.database} / {quiet.redis}); {N / elapsed:.0f} sends/s, "
+            f"{cpu / N * 1e6:,.0f} µs CPU of this process (app and client) per send"
         )
         print("Redis commands per send:", ", ".join(
             f"{name.removeprefix('cmdstat_')} {int(stat['calls']) / N:.2f}" for name, stat in stats.items()
