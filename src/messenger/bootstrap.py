@@ -56,10 +56,12 @@ from messenger.settings import Settings, retention_from_env
 from messenger.storage.accounts import AccountStore
 from messenger.storage.cache.bus import (
     EVERY_KEY,
+    MEMBERS_CHANNEL,
     USERS_CHANNEL,
     InvalidationBus,
     publish_invalidation,
 )
+from messenger.storage.cache.members import MembershipCache
 from messenger.storage.cache.users import UserCache
 from messenger.storage.claims import ClaimStore
 from messenger.storage.conversation_log import ConversationLog
@@ -70,7 +72,7 @@ from messenger.storage.messages import MessageStore
 from messenger.storage.redis.rate_limits import Backoff, ConcurrencyLimit, FixedWindow, TokenBucket
 from messenger.storage.redis.reshard_status import latest as latest_reshard
 from messenger.storage.redis.revocations import RevocationStore
-from messenger.storage.relay.handlers import users_rows_changed
+from messenger.storage.relay.handlers import memberships_changed, users_rows_changed
 from messenger.storage.retention import Retention
 from messenger.storage.schema import check_migrations
 from messenger.storage.shards.breaker import CircuitBreaker
@@ -99,6 +101,8 @@ class Runtime:
     redis: Redis
     hub: LiveHub
     user_cache: UserCache | None
+    """None with MESSENGER_CACHE=off."""
+    member_cache: MembershipCache | None
     """None with MESSENGER_CACHE=off."""
     background: BackgroundWork | None
     """None with MESSENGER_BACKGROUND=0 (the relay runs as a process of its own)."""
@@ -143,7 +147,7 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
         passwords = Passwords()
         opened.callback(passwords.close)
         background = BackgroundWork(
-            router, retention=retention(settings), applied=functools.partial(_users_changed, redis)
+            router, retention=retention(settings), applied=functools.partial(_caches_changed, redis)
         ) if settings.run_background else None
         if background is not None:
             opened.push_async_callback(background.stop)
@@ -158,7 +162,7 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
         )
         opened.push_async_callback(hub.close)  # first to close: sockets hear 1001 at once
 
-        user_cache = await _open_user_cache(settings, metrics, redis, opened)
+        user_cache, member_cache = await _open_caches(settings, metrics, redis, opened)
 
         # Know every shard's state before the first request, then keep watching.
         await asyncio.gather(*(router.check_shard(s) for s in router.shard_indexes))
@@ -168,28 +172,30 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
         watcher.start()
         opened.push_async_callback(watcher.stop)
         api = _api_context(
-            settings, metrics, router, freshness, redis, passwords, conversation_log, hub, head, user_cache
+            settings, metrics, router, freshness, redis, passwords, conversation_log, hub, head, user_cache,
+            member_cache,
         )
         if background is not None:
             background.start()
-        yield Runtime(settings, metrics, pools, freshness, router, redis, hub, user_cache, background, api)
+        yield Runtime(
+            settings, metrics, pools, freshness, router, redis, hub, user_cache, member_cache, background, api
+        )
 
 
-async def _open_user_cache(
+async def _open_caches(
     settings: Settings, metrics: Metrics, redis: Redis, opened: AsyncExitStack
-) -> UserCache | None:
-    """The users-by-id read cache and its invalidation subscriber (None when switched off).
+) -> tuple[UserCache | None, MembershipCache | None]:
+    """The read caches (users by id, conversation memberships) and their invalidation
+    subscriber, one for both (None, None when switched off).
 
-    The subscriber has a connection of its own without a read timeout (the channel may be quiet
-    for long); its health checks notice a dead connection, which clears the cache.
+    The subscriber has a connection of its own without a read timeout (the channels may be
+    quiet for long); its health checks notice a dead connection, which clears the caches.
     """
     if not settings.cache:
-        return None
-    cache = UserCache(
-        settings.cache_size, ttl_s=settings.cache_ttl_s,
-        hold_s=settings.max_replica_lag_s,  # a replica further behind is not read from
-        metrics=metrics,
-    )
+        return None, None
+    hold_s = settings.max_replica_lag_s  # a replica further behind is not read from
+    users = UserCache(settings.cache_size, ttl_s=settings.cache_ttl_s, hold_s=hold_s, metrics=metrics)
+    members = MembershipCache(settings.cache_size, ttl_s=settings.cache_ttl_s, hold_s=hold_s, metrics=metrics)
     listener = Redis.from_url(
         settings.topology.redis_url,
         socket_connect_timeout=settings.redis_timeout_s,
@@ -199,19 +205,26 @@ async def _open_user_cache(
         retry=Retry(NoBackoff(), 0),
     )
     opened.push_async_callback(listener.aclose)
+
+    def connected(up: bool) -> None:
+        users.set_connected(up)
+        members.set_connected(up)
+
     bus = InvalidationBus(
-        redis, listener, USERS_CHANNEL, on_key=cache.invalidate_text, on_connected=cache.set_connected
+        redis, listener, {users.name: users.invalidate_text, members.name: members.invalidate_text},
+        on_connected=connected,
     )
-    cache.publish_through(bus)
+    users.publish_through(bus)
+    members.publish_through(bus)
     bus.start()
     opened.push_async_callback(bus.stop)
-    return cache
+    return users, members
 
 
 def _api_context(
     settings: Settings, metrics: Metrics, router: ShardRouter, freshness: FreshnessMarkers,
     redis: Redis, passwords: Passwords, conversation_log: ConversationLog, hub: LiveHub,
-    schema_version: str, user_cache: UserCache | None = None,
+    schema_version: str, user_cache: UserCache | None = None, member_cache: MembershipCache | None = None,
 ) -> ApiContext:
     """The stores over the router, and the services over them."""
     cursors = CursorCodec(settings.cursor_keys)
@@ -225,7 +238,7 @@ def _api_context(
         sessions=sessions, refresh_ttl_s=settings.refresh_ttl_s,
     )
     messaging = MessagingService(
-        ConversationStore(router), MessageStore(router), InboxStore(router), conversation_log,
+        ConversationStore(router, member_cache), MessageStore(router, member_cache), InboxStore(router), conversation_log,
         users, hub,
         TokenBucket(redis, "send", rate=settings.send_rate_per_s, burst=settings.send_burst),
         cursors, member_limit=settings.member_limit, limits=_messaging_limits(redis, settings),
@@ -318,7 +331,7 @@ async def run_background(topology: Topology) -> None:
                 await BackgroundWork(
                     pools,
                     retention=relay_retention(topology),
-                    applied=functools.partial(_users_changed, redis),
+                    applied=functools.partial(_caches_changed, redis),
                 ).run()
             finally:
                 await watcher.stop()
@@ -326,12 +339,16 @@ async def run_background(topology: Topology) -> None:
         await redis.aclose()
 
 
-async def _users_changed(redis: Redis, event: OutboxEvent) -> None:
-    """After the relay applied an event: every worker's users cache drops the rows it changed
-    (whether or not this process caches: other instances may)."""
+async def _caches_changed(redis: Redis, event: OutboxEvent) -> None:
+    """After the relay applied an event: every worker's read caches drop the rows it changed
+    (whether or not this process caches: other instances may). user.deleted removed the
+    deleted user's memberships, in conversations nobody names cheaply: every memberships
+    cache is cleared."""
     changed = users_rows_changed(event)
     for key in [EVERY_KEY] if changed is None else [str(u) for u in changed]:
         await publish_invalidation(redis, USERS_CHANNEL, key)
+    if memberships_changed(event):
+        await publish_invalidation(redis, MEMBERS_CHANNEL, EVERY_KEY)
 
 
 def relay_retention(topology: Topology) -> Retention:

@@ -160,11 +160,11 @@ class Settings:
     refresh_token_retention_s: float = 86400.0
     """After a token's expiry or use."""
 
-    # The per-worker read cache of users by id (storage/cache/users.py).
+    # The per-worker read caches: users by id, conversation memberships (storage/cache/).
     cache: bool = True
     """MESSENGER_CACHE=off: no cache at all (every read goes to the database)."""
     cache_size: int = 100_000
-    """Entries per worker (least recently used are evicted beyond it)."""
+    """Entries per worker and cache (least recently used are evicted beyond it)."""
     cache_ttl_s: float = 30.0
     """Backstop: an entry is read again after this long even if no invalidation came."""
 

@@ -9,6 +9,7 @@ it from the log on the next event or on its resume. Inboxes are the relay's job.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -173,9 +174,16 @@ class MessagingService:
         client_message_id returns the stored message (created False) and sends nothing."""
         body = clean_body(body)
         client_message_id = clean_client_message_id(client_message_id)
+        # The limit and the sender's name at once (two Redis round trips, or a Redis and a
+        # database one, overlap); a send over the limit is refused as before, name or not.
+        taking = None
         if self._send_limit is not None:
-            await self._send_limit.take(str(caller), message="sending too fast, slow down")
-        sender = await self._users.get(caller)
+            taking = asyncio.ensure_future(self._send_limit.take(str(caller), message="sending too fast, slow down"))
+        try:
+            sender = await self._users.get(caller)
+        finally:
+            if taking is not None:
+                await taking
         if sender is None:
             raise NotFound("your user no longer exists")
         sent = await self._messages.send(
@@ -261,7 +269,11 @@ class MessagingService:
         return InboxPage(items, next_cursor)
 
     async def typing(self, caller: uuid.UUID, conversation_id: uuid.UUID) -> None:
-        """Tell the other members that the caller is typing (not stored)."""
+        """Tell the other members that the caller is typing (not stored). Whether the caller
+        is a member comes from the memberships cache (a removal reaches it before its response);
+        the list of whom to tell may be a few seconds old."""
+        if not await self._conversations.is_member(conversation_id, caller):
+            raise not_found(conversation_id)
         members = await self._member_ids(conversation_id, caller)
         others = [m for m in members if m != caller]
         await self._publisher.publish(others, _encode(typing_frame(conversation_id, caller)))

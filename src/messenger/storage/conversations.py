@@ -35,6 +35,7 @@ from messenger.domain.conversations import (
     preview,
     require_member,
 )
+from messenger.storage.cache.members import MembershipCache, membership_text
 from messenger.storage.conversation_log import (
     CONVERSATION_COLUMNS,
     append_frame,
@@ -86,6 +87,7 @@ RETURNING user_id
 LAST_MESSAGE = """
 SELECT id, created_at, sender_id, sender_name, body FROM messages WHERE conversation_id = %s AND id = %s
 """
+IS_MEMBER = "SELECT 1 FROM conversation_members WHERE conversation_id = %s AND user_id = %s"
 MEMBERSHIPS_OF = "SELECT conversation_id FROM conversation_members WHERE user_id = %s"
 
 
@@ -94,8 +96,9 @@ def _member(row: tuple[Any, ...]) -> Member:
 
 
 class ConversationStore:
-    def __init__(self, router: ShardRouter) -> None:
+    def __init__(self, router: ShardRouter, member_cache: MembershipCache | None = None) -> None:
         self._router = router
+        self._members = member_cache
 
     @replayed_when_fenced
     async def open_direct(self, creator: uuid.UUID, other: uuid.UUID) -> ConversationChange:
@@ -141,6 +144,29 @@ class ConversationStore:
         )
         return _view_from_rows(rows)
 
+    async def is_member(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+        """Whether `user_id` is a member, from this worker's memberships cache when it holds
+        them and no removal of this membership is recent (its freshness marker: set at the
+        removal's commit, before the invalidation reaches the other workers)."""
+        cache, key = self._members, (conversation_id, user_id)
+        if cache is None or not cache.usable:
+            return await self._read_member(conversation_id, user_id)
+        hit, _ = cache.get(key)
+        removed_lately = await self._router.recently_written(membership_text(key))
+        if hit and not removed_lately:
+            return True
+        seen = cache.generation(key)  # before the read: a removal meanwhile voids the fill
+        member = await self._read_member(conversation_id, user_id)
+        if member and not removed_lately:
+            cache.fill(key, True, seen)
+        return member
+
+    async def _read_member(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+        rows = await self._router.read_key(
+            conversation_id, IS_MEMBER, (conversation_id, user_id), name="is_conversation_member"
+        )
+        return bool(rows)
+
     async def member_ids(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> list[uuid.UUID] | None:
         """Every member's id if `user_id` is a member, else None."""
         rows = await self._router.read_key(
@@ -179,13 +205,22 @@ class ConversationStore:
     async def remove_member(
         self, conversation_id: uuid.UUID, actor: uuid.UUID, user_id: uuid.UUID
     ) -> ConversationChange:
-        """A member leaves (actor == user_id) or a group admin removes them."""
-        async with self._router.transaction_for(
-            conversation_id, name="remove_member", marks=[conversation_id]
-        ) as conn:
-            locked = require_member(await lock_for_member(conn, conversation_id, actor), conversation_id)
-            check_may_remove(locked, actor, user_id)
-            return await remove_locked_member(conn, locked, user_id, by=actor, shard_of=self._router.shard_for)
+        """A member leaves (actor == user_id) or a group admin removes them. The memberships
+        cache drops the key here and on every worker before this returns (also when the
+        outcome is unknown)."""
+        key = (conversation_id, user_id)
+        try:
+            async with self._router.transaction_for(
+                conversation_id, name="remove_member", marks=[conversation_id, membership_text(key)]
+            ) as conn:
+                locked = require_member(await lock_for_member(conn, conversation_id, actor), conversation_id)
+                check_may_remove(locked, actor, user_id)
+                return await remove_locked_member(
+                    conn, locked, user_id, by=actor, shard_of=self._router.shard_for
+                )
+        finally:
+            if self._members is not None:
+                await self._members.written(key)
 
 
 async def remove_locked_member(

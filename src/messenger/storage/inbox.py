@@ -19,7 +19,7 @@ import msgspec
 from psycopg import AsyncConnection
 
 from messenger.domain.conversations import InboxEntry
-from messenger.storage.outbox import append_event
+from messenger.storage.outbox import append_event, append_events
 from messenger.storage.shards.router import ShardRouter
 
 _PREVIEW_COLUMNS = (
@@ -111,19 +111,23 @@ def _aggregate(conversation_id: uuid.UUID, shard: int) -> str:
     return f"conversation:{conversation_id}:to:{shard}"
 
 
-async def append_inbox_update(
-    conn: AsyncConnection[Any], update: InboxUpdate, shard_of: Callable[[str], int]
-) -> None:
-    """Queue `update` for the relay, one event per member shard, in the caller's transaction
-    on the conversation's shard."""
+def inbox_events(update: InboxUpdate, shard_of: Callable[[str], int]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The outbox events (aggregate, type, payload) that carry `update`: one per member shard."""
     by_shard: dict[int, set[uuid.UUID]] = {}
     for user_id in update.users:
         by_shard.setdefault(shard_of(str(user_id)), set()).add(user_id)
-    for shard, users in sorted(by_shard.items()):
-        await append_event(
-            conn, _aggregate(update.conversation_id, shard), INBOX_UPDATE,
-            msgspec.to_builtins(update.only(users)),
-        )
+    return [
+        (_aggregate(update.conversation_id, shard), INBOX_UPDATE, msgspec.to_builtins(update.only(users)))
+        for shard, users in sorted(by_shard.items())
+    ]
+
+
+async def append_inbox_update(
+    conn: AsyncConnection[Any], update: InboxUpdate, shard_of: Callable[[str], int]
+) -> None:
+    """Queue `update` for the relay, one event per member shard (one statement for all), in
+    the caller's transaction on the conversation's shard."""
+    await append_events(conn, inbox_events(update, shard_of))
 
 
 async def append_read(

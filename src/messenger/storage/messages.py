@@ -1,8 +1,9 @@
 """Messages on their conversation's shard: send, edit, delete, pages, read markers.
 
-A send is one transaction on the conversation's shard: lock the conversation (which numbers the
-message and its event), write the message, the conversation's last-message columns, the
-sender's read marker and the logged event in one statement, and the inbox event for the relay.
+A send is one transaction on the conversation's shard, two round trips: with the BEGIN, lock
+the conversation (which numbers the message and its event); then, in one text with the COMMIT, write the message, the
+conversation's last-message columns, the sender's read marker and the logged event (one
+statement) and the inbox events for the relay, one per member shard (one multi-row insert).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from messenger.domain.conversations import (
 )
 from messenger.domain.errors import Conflict, NotFound
 from messenger.domain.ids import new_id
+from messenger.storage.cache.members import MembershipCache
 from messenger.storage.conversation_log import (
     CONVERSATION_COLUMNS,
     LOCK_CONVERSATION,
@@ -43,9 +45,11 @@ from messenger.storage.conversation_log import (
     lock_for_member,
     rewrite_message_frames,
 )
-from messenger.storage.inbox import InboxUpdate, append_inbox_update, append_read
+from messenger.storage.inbox import InboxUpdate, append_inbox_update, append_read, inbox_events
+from messenger.storage.outbox import INSERT_EVENTS, events_params
 from messenger.storage.shards.fencing import replayed_when_fenced
 from messenger.storage.shards.router import ShardRouter
+from messenger.storage.shards.transactions import finish_with, opening
 
 MESSAGE_COLUMNS = (
     "id, conversation_id, number, seq, sender_id, sender_name, body, client_message_id, "
@@ -79,6 +83,7 @@ WITH msg AS (
 INSERT INTO conversation_events (conversation_id, seq, type, frame)
 VALUES (%(conversation_id)s, %(seq)s, 'message.created', %(frame)s)
 """
+SEND_AND_QUEUE = f"{SEND};\n{INSERT_EVENTS}"
 SELECT_MESSAGE = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %s AND id = %s"
 EDIT_MESSAGE = "UPDATE messages SET body = %s, edited_at = %s WHERE conversation_id = %s AND id = %s"
 TOMBSTONE_MESSAGE = "UPDATE messages SET body = NULL, deleted_at = %s WHERE conversation_id = %s AND id = %s"
@@ -142,8 +147,10 @@ def _preview_update(
 
 
 class MessageStore:
-    def __init__(self, router: ShardRouter) -> None:
+    def __init__(self, router: ShardRouter, member_cache: MembershipCache | None = None) -> None:
         self._router = router
+        self._members = member_cache
+        """Filled by sends: the lock on the primary just proved the sender a member."""
 
     @replayed_when_fenced
     async def send(
@@ -152,12 +159,15 @@ class MessageStore:
     ) -> MessageChange:
         """Store a message; a send with a (sender, client_message_id) already stored returns
         that message instead (the lock makes the check and the insert one step)."""
+        membership = (conversation_id, sender)
+        seen = self._members.generation(membership) if self._members is not None else None
+        lock = (LOCK_FOR_SEND, {
+            "sender": sender, "client_message_id": client_message_id, "conversation_id": conversation_id,
+        })
         async with self._router.transaction_for(
-            conversation_id, name="send_message", marks=[conversation_id]
+            conversation_id, name="send_message", marks=[conversation_id], first=lock  # with the BEGIN
         ) as conn:
-            cursor = await conn.execute(LOCK_FOR_SEND, {
-                "sender": sender, "client_message_id": client_message_id, "conversation_id": conversation_id,
-            })
+            cursor = opening(conn)
             cursor.nextset()  # the state after the lock was granted, not before
             row = await cursor.fetchone()
             if row is None or row[10] is None:
@@ -173,16 +183,19 @@ class MessageStore:
                 id_time(message_id), None, None,
             )
             frame = _encode(message_frame(MESSAGE_CREATED, message, seq))
-            await conn.execute(SEND, {
+            read_nos = [number if m == sender else 0 for m in members]
+            events = inbox_events(
+                _preview_update(conversation, members, message, seq, read_nos), self._router.shard_for
+            )
+            # The message, its event, the members' inbox events and the COMMIT: one round trip.
+            await finish_with(conn, SEND_AND_QUEUE, {
                 "id": message_id, "conversation_id": conversation_id, "number": number, "seq": seq,
                 "sender": sender, "sender_name": sender_name, "body": body,
                 "client_message_id": client_message_id, "created_at": message.created_at,
-                "frame": frame.decode(),
+                "frame": frame.decode(), **events_params(events),
             })
-            read_nos = [number if m == sender else 0 for m in members]
-            await append_inbox_update(
-                conn, _preview_update(conversation, members, message, seq, read_nos), self._router.shard_for
-            )
+        if self._members is not None and seen is not None:
+            self._members.fill(membership, True, seen)
         return MessageChange(message, True, members, frame)
 
     @replayed_when_fenced

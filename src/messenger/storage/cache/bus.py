@@ -1,7 +1,7 @@
-"""Cache invalidations between workers and instances: Redis pub/sub on one channel.
+"""Cache invalidations between workers and instances: Redis pub/sub, one channel per cache.
 
-A write publishes the key it changed after its commit; every worker's subscriber drops that
-key from its cache. Pub/sub is fire-and-forget, so a cache is only filled while its subscriber
+A write publishes the key it changed after its commit; every worker's subscriber (one
+connection for all its caches) drops that key from the cache the channel names. Pub/sub is fire-and-forget, so a cache is only filled while its subscriber
 is connected, and is cleared whenever the subscription is lost or (re)established: an
 invalidation published while nobody listened is then harmless.
 """
@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
-USERS_CHANNEL = "messenger:cache:users"
+CHANNEL_PREFIX = "messenger:cache:"
+USERS_CHANNEL = f"{CHANNEL_PREFIX}users"
+MEMBERS_CHANNEL = f"{CHANNEL_PREFIX}members"
 EVERY_KEY = "*"
 """Published instead of a key when a write may have changed rows nobody can name cheaply."""
 RECONNECT_DELAY_S = 0.5
@@ -35,22 +37,26 @@ async def publish_invalidation(redis: Redis, channel: str, key: str) -> bool:
     return True
 
 
+def channel_of(cache: str) -> str:
+    return f"{CHANNEL_PREFIX}{cache}"
+
+
 class InvalidationBus:
-    """Publishes invalidated keys and listens for those of other workers."""
+    """Publishes invalidated keys and listens for those of other workers, for every cache of
+    the worker: `on_key` maps a cache's name to what drops a key from it."""
 
     def __init__(
-        self, publisher: Redis, subscriber: Redis, channel: str, *, on_key: Callable[[str], None],
+        self, publisher: Redis, subscriber: Redis, on_key: Mapping[str, Callable[[str], None]], *,
         on_connected: Callable[[bool], None],
     ) -> None:
         self._redis = publisher
         self._subscriber = subscriber  # no socket timeout: the channel may be quiet for long
-        self._channel = channel
-        self._on_key = on_key
+        self._on_key = {channel_of(name): handler for name, handler in on_key.items()}
         self._on_connected = on_connected
         self._task: asyncio.Task[None] | None = None
 
-    async def publish(self, key: str) -> bool:
-        return await publish_invalidation(self._redis, self._channel, key)
+    async def publish(self, cache: str, key: str) -> bool:
+        return await publish_invalidation(self._redis, channel_of(cache), key)
 
     def start(self) -> None:
         if self._task is None:
@@ -76,17 +82,23 @@ class InvalidationBus:
     async def _listen(self) -> None:
         pubsub = self._subscriber.pubsub()
         try:
-            await pubsub.subscribe(self._channel)
+            await pubsub.subscribe(*self._on_key)
+            confirmed = 0
             while True:
-                # The first message is the subscription's confirmation: connected from then on.
+                # Connected once every channel's subscription is confirmed.
                 message = await pubsub.get_message(timeout=1.0)
                 if message is None:
                     continue
                 if message["type"] == "subscribe":
-                    self._on_connected(True)
+                    confirmed += 1
+                    if confirmed == len(self._on_key):
+                        self._on_connected(True)
                 elif message["type"] == "message":
+                    name = message["channel"]
+                    handler = self._on_key.get(name.decode() if isinstance(name, bytes) else str(name))
                     data = message["data"]
-                    self._on_key(data.decode() if isinstance(data, bytes) else str(data))
+                    if handler is not None:
+                        handler(data.decode() if isinstance(data, bytes) else str(data))
         finally:
             self._on_connected(False)
             await pubsub.aclose()  # type: ignore[no-untyped-call]

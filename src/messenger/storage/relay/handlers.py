@@ -83,3 +83,9 @@ def users_rows_changed(event: OutboxEvent) -> tuple[uuid.UUID, ...] | None:
     if event.type == "user.deleted":
         return None
     return ()
+
+
+def memberships_changed(event: OutboxEvent) -> bool:
+    """Whether applying `event` may have removed conversation memberships (in conversations
+    nobody names cheaply: a memberships cache drops everything)."""
+    return event.type == "user.deleted"

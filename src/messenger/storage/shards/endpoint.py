@@ -33,7 +33,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg_pool import AsyncConnectionPool
 
 from messenger.domain.errors import CommitUncertain, ShardBusy, ShardUnavailable
@@ -42,11 +42,14 @@ from messenger.storage.shards.breaker import CircuitBreaker
 from messenger.storage.shards.capacity import Capacity, CapacityTimeout
 from messenger.storage.shards.pools import Role, pool_stats
 from messenger.storage.shards.statements import COMMIT_WITH_POSITION_SQL
+from messenger.storage.shards.transactions import deferring_last_statement
 
 log = logging.getLogger(__name__)
 
 Rows = list[tuple[Any, ...]]
 Params = Sequence[Any] | Mapping[str, Any]
+Statement = tuple[str, Params]
+"""A statement's text and parameters."""
 AfterCommit = Callable[[str], Awaitable[None]]
 """Told the primary's WAL position (text) read in the commit's own round trip."""
 
@@ -71,6 +74,8 @@ def is_connection_failure(exc: BaseException) -> bool:
     return isinstance(exc, FAILURES)
 
 CIRCUIT_OPEN = "circuit open after recent failures"
+BEGIN_RESULTS = 2
+"""Results of the BEGIN text (BEGIN, SET LOCAL statement_timeout) before a folded first statement's."""
 TRANSACTION_DEADLINE_FACTOR = 4
 """A transaction (BEGIN answered) may take this many call deadlines, commit included."""
 
@@ -277,7 +282,7 @@ class Endpoint:
 
     @asynccontextmanager
     async def transaction(
-        self, *, name: str, after_commit: AfterCommit | None = None
+        self, *, name: str, after_commit: AfterCommit | None = None, first: Statement | None = None,
     ) -> AsyncIterator[AsyncConnection[Any]]:
         """A transaction of several statements on this server.
 
@@ -289,15 +294,19 @@ class Endpoint:
         keepalives break the socket itself (pools.NETWORK_DEADLINES). After the commit,
         `after_commit` is told the WAL position read in the COMMIT's own round trip
         (read-your-writes markers), one round trip fewer than a separate SELECT.
+
+        `first`: the body's first statement, sent in one text with the BEGIN (one round trip
+        fewer), under the same deadline as the BEGIN (its statement timeout, shorter, bounds a
+        lock wait); the body reads its results with `opening(conn)`.
         """
         await self.admit(name=name)
-        begin = asyncio.ensure_future(self._begin())
+        begin = asyncio.ensure_future(self._begin(first))
         try:
             done, _ = await asyncio.wait((begin,), timeout=self.timeout)
             if not done:
                 begin.add_done_callback(self._give_back)
                 raise TimeoutError
-            conn = begin.result()
+            conn, opened = begin.result()
         except FAILURES as exc:
             if begin.done():
                 self.capacity.release()
@@ -315,9 +324,12 @@ class Endpoint:
             position = ""
             try:
                 async with deadline:
-                    yield conn
+                    with deferring_last_statement(conn, opened) as last:
+                        yield conn
                     committing = True  # from here on a failure may hide an applied COMMIT
-                    if after_commit is None:
+                    if last.sql is not None:
+                        position = await _commit_with_position(conn, last.sql, last.params)
+                    elif after_commit is None:
                         await conn.commit()
                     else:
                         position = await _commit_with_position(conn)
@@ -343,22 +355,27 @@ class Endpoint:
                 self.capacity.release()
         self.breaker.record_success()
 
-    async def _begin(self) -> AsyncConnection[Any]:
+    async def _begin(self, first: Statement | None) -> tuple[AsyncConnection[Any], AsyncCursor[Any] | None]:
         conn = await self.pool.getconn()
         try:
-            await conn.execute(self._begin_sql)
+            if first is None:
+                await conn.execute(self._begin_sql)
+                return conn, None
+            cursor = await conn.execute(f"{self._begin_sql}; {first[0]}", first[1])
+            for _ in range(BEGIN_RESULTS):  # to the first statement's own result
+                cursor.nextset()
         except BaseException:
             await self.pool.putconn(conn)
             raise
-        return conn
+        return conn, cursor
 
-    def _give_back(self, begin: asyncio.Future[AsyncConnection[Any]]) -> None:
+    def _give_back(self, begin: asyncio.Future[tuple[AsyncConnection[Any], AsyncCursor[Any] | None]]) -> None:
         """A BEGIN that answered after its caller gave up: roll back, return the connection
         and then its permit."""
         if begin.cancelled() or begin.exception() is not None:
             self.capacity.release()
             return
-        conn = begin.result()
+        conn, _ = begin.result()
 
         async def give_back() -> None:
             try:
@@ -373,12 +390,21 @@ class Endpoint:
         task.add_done_callback(self._abandoned.discard)
 
 
-async def _commit_with_position(conn: AsyncConnection[Any]) -> str:
-    """COMMIT and the primary's WAL position after it, in one round trip (as writes do)."""
-    cursor = await conn.execute(COMMIT_WITH_POSITION_SQL)
-    while cursor.description is None and cursor.nextset():
-        pass
-    row = await cursor.fetchone()
+async def _commit_with_position(
+    conn: AsyncConnection[Any], last_sql: str | None = None, last_params: Params = ()
+) -> str:
+    """COMMIT and the primary's WAL position after it, in one round trip (as writes do);
+    with the body's last statement in front when it left one (`finish_with`)."""
+    if last_sql is None:
+        cursor = await conn.execute(COMMIT_WITH_POSITION_SQL)
+    else:
+        cursor = await conn.execute(f"{last_sql}; {COMMIT_WITH_POSITION_SQL}", last_params)
+    row = None
+    while True:  # the position is the last result set
+        if cursor.description is not None:
+            row = await cursor.fetchone()
+        if not cursor.nextset():
+            break
     return str(row[0]) if row else ""
 
 

@@ -34,7 +34,14 @@ from messenger.domain.errors import RangeMoved, ShardUnavailable
 from messenger.metrics import Metrics
 from messenger.settings import Settings
 from messenger.storage.shards.breaker import CircuitBreaker
-from messenger.storage.shards.endpoint import AfterCommit, Endpoint, Params, Rows, ShardEndpoints
+from messenger.storage.shards.endpoint import (
+    AfterCommit,
+    Endpoint,
+    Params,
+    Rows,
+    ShardEndpoints,
+    Statement,
+)
 from messenger.storage.shards.fencing import NOT_OWNED, fence_state, frozen_waits
 from messenger.storage.shards.freshness import FreshnessMarkers, FreshnessUnknown, lsn_to_int
 from messenger.storage.shards.health import ReplicaMonitor, ReplicaState
@@ -213,10 +220,10 @@ class ShardRouter:
         return await self.write(self.ring.shard_for(text), sql, params, name=name, key=text)
 
     def transaction_for(
-        self, key: Key, *, name: str, marks: Sequence[Key] = ()
+        self, key: Key, *, name: str, marks: Sequence[Key] = (), first: Statement | None = None,
     ) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
         """A transaction on the key's shard's primary (see `transaction`)."""
-        return self.transaction(self.shard_for(key), name=name, marks=marks)
+        return self.transaction(self.shard_for(key), name=name, marks=marks, first=first)
 
     # -- writes --------------------------------------------------------------------------
 
@@ -280,7 +287,7 @@ class ShardRouter:
 
     @asynccontextmanager
     async def transaction(
-        self, shard: int, *, name: str = UNNAMED, marks: Sequence[Key] = ()
+        self, shard: int, *, name: str = UNNAMED, marks: Sequence[Key] = (), first: Statement | None = None,
     ) -> AsyncIterator[AsyncConnection[Any]]:
         """A transaction on the shard's primary for use cases of several statements.
 
@@ -293,7 +300,7 @@ class ShardRouter:
             raise RangeMoved(f"shard {shard}")
         epoch = self.topology.epoch
         try:
-            async with servers.primary.transaction(name=name, after_commit=after_commit) as conn:
+            async with servers.primary.transaction(name=name, after_commit=after_commit, first=first) as conn:
                 yield conn
         except psycopg.Error as exc:
             # The body cannot be replayed here: adopt what the fence says and raise; the store

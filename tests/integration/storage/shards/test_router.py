@@ -22,6 +22,7 @@ from messenger.storage.shards.breaker import CircuitBreaker
 from messenger.storage.shards.freshness import FreshnessMarkers
 from messenger.storage.shards.pools import PoolSizing, ShardPools
 from messenger.storage.shards.router import ShardRouter
+from messenger.storage.shards.transactions import finish_with, opening
 from messenger.storage.users import INSERT_USER, SELECT_USER
 from tests.e2e.api.conftest import lagging_replicas
 from tests.support.waiting import wait_for, wait_for_async
@@ -300,3 +301,45 @@ async def _primary_answers(router: ShardRouter, shard: int) -> bool:
         return True
     except ShardUnavailable:
         return False
+
+
+async def test_a_transaction_opened_with_its_first_statement_reads_its_results(router: ShardRouter) -> None:
+    user_id, shard, _ = await insert(router)
+    async with router.transaction(
+        shard, name="first_statement", first=(SELECT_USER, (user_id,))
+    ) as conn:
+        row = await opening(conn).fetchone()
+    assert row is not None and row[0] == user_id
+
+
+async def test_a_last_statement_left_for_the_commit_is_committed_and_marked(
+    router: ShardRouter, cluster: Any,
+) -> None:
+    user_id = new_id()
+    shard = router.shard_for(str(user_id))
+    await wait_for_async(lambda: _primary_answers(router, shard), 10, "the shard to answer")
+    async with router.transaction(shard, name="last_statement", marks=[str(user_id)]) as conn:
+        await finish_with(conn, "INSERT INTO users (id, first_name, last_name) VALUES (%s, %s, %s)",
+                          (user_id, "Last", "Statement"))
+        # Left for the COMMIT: not sent yet.
+        cursor = await conn.execute("SELECT 1 FROM users WHERE id = %s", (user_id,))
+        assert await cursor.fetchone() is None
+    with psycopg.connect(cluster.topology.shard(shard).primary_dsn) as direct:
+        assert direct.execute("SELECT 1 FROM users WHERE id = %s", (user_id,)).fetchone() is not None
+    assert await router.recently_written(str(user_id))
+
+
+async def test_a_connection_lost_in_the_last_statement_s_round_trip_is_commit_uncertain(
+    router: ShardRouter, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    user_id = new_id()
+    shard = router.shard_for(str(user_id))
+    await wait_for_async(lambda: _primary_answers(router, shard), 10, "the shard to answer")
+    monkeypatch.setattr(
+        endpoint_module, "COMMIT_WITH_POSITION_SQL", "COMMIT; SELECT pg_terminate_backend(pg_backend_pid())"
+    )
+    with pytest.raises(CommitUncertain):
+        async with router.transaction(shard, marks=[str(user_id)]) as conn:
+            await finish_with(conn, INSERT_USER, (user_id, "Last", "Lost"))
+    monkeypatch.undo()
+    await wait_for_async(lambda: _primary_answers(router, shard), 10, "the breaker to let calls through")
