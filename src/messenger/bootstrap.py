@@ -314,6 +314,7 @@ def retention(settings: Settings) -> Retention:
         delivered_outbox=timedelta(seconds=settings.delivered_outbox_retention_s),
         applied_events=timedelta(seconds=settings.applied_events_retention_s),
         refresh_tokens=timedelta(seconds=settings.refresh_token_retention_s),
+        event_log=timedelta(seconds=settings.event_log_retention_s),
     )
 
 
@@ -359,4 +360,5 @@ def relay_retention(topology: Topology) -> Retention:
         delivered_outbox_retention_s=kept["delivered_outbox_retention_s"],
         applied_events_retention_s=kept["applied_events_retention_s"],
         refresh_token_retention_s=kept["refresh_token_retention_s"],
+        event_log_retention_s=kept["event_log_retention_s"],
     ))

@@ -158,6 +158,8 @@ class Settings:
     applied_events_retention_s: float = 7 * 86400.0
     """Must outlive any redelivery window (an event is redelivered only while undelivered)."""
     refresh_token_retention_s: float = 86400.0
+    event_log_retention_s: float = 30 * 86400.0
+    """Conversation events older than this become one `log.trimmed` frame (MESSENGER_EVENT_LOG_RETENTION)."""
     """After a token's expiry or use."""
 
     # The per-worker read caches: users by id, conversation memberships (storage/cache/).
@@ -233,6 +235,7 @@ class Settings:
             delivered_outbox_retention_s=kept["delivered_outbox_retention_s"],
             applied_events_retention_s=kept["applied_events_retention_s"],
             refresh_token_retention_s=kept["refresh_token_retention_s"],
+            event_log_retention_s=kept["event_log_retention_s"],
             ops_token=_env("OPS_TOKEN", "").strip(),
             cache=_flag("CACHE", True),
             cache_size=int(_env("CACHE_SIZE", "100000")),
@@ -246,6 +249,7 @@ def retention_from_env() -> dict[str, float]:
         "delivered_outbox_retention_s": float(_env("DELIVERED_OUTBOX_RETENTION", "86400")),
         "applied_events_retention_s": float(_env("APPLIED_EVENTS_RETENTION", str(7 * 86400))),
         "refresh_token_retention_s": float(_env("REFRESH_TOKEN_RETENTION", "86400")),
+        "event_log_retention_s": float(_env("EVENT_LOG_RETENTION", str(30 * 86400))),
     }
 
 

@@ -1,5 +1,6 @@
 """Pruning what is kept only for a while: delivered outbox rows, the applied-events ledger,
-used or expired refresh tokens. Without it these tables only grow.
+used or expired refresh tokens, and the conversations' event log. Without it these tables only
+grow.
 
 Each statement deletes at most `batch` rows (by ctid, picked in the same statement), each in its
 own short transaction, with a pause between, so pruning never holds locks or bloats WAL in one
@@ -27,6 +28,7 @@ class Retention:
     delivered_outbox: timedelta = timedelta(days=1)
     applied_events: timedelta = timedelta(days=7)
     refresh_tokens: timedelta = timedelta(days=1)  # after expiry or use
+    event_log: timedelta = timedelta(days=30)
     batch: int = 1000
     pause_s: float = 0.05
 
@@ -52,6 +54,30 @@ DELETE FROM refresh_tokens WHERE ctid = ANY(ARRAY(
     LIMIT %(batch)s))
 """
 
+# The event log (what `/events` and a WebSocket resume replay) keeps a conversation's recent
+# events; its older ones become one `log.trimmed` frame at the seq of the newest of them, so a
+# client resuming from before it learns that it must reload (the messages themselves stay in
+# `messages`, served by the history pages). Seqs stay contiguous from the marker on. A batch
+# is `batch` conversations; rows in fenced ranges wait for their move's clean-up.
+PRUNE_EVENT_LOG = """
+WITH old AS (
+    SELECT e.conversation_id, max(e.seq) AS through
+    FROM conversation_events e
+    WHERE e.created_at < now() - %(keep)s AND e.type <> 'log.trimmed'
+      AND NOT EXISTS (SELECT 1 FROM ring_fence f WHERE f.lo <= e.ring_pos AND e.ring_pos < f.hi)
+    GROUP BY e.conversation_id
+    LIMIT %(batch)s
+),
+gone AS (
+    DELETE FROM conversation_events e USING old
+    WHERE e.conversation_id = old.conversation_id AND e.seq < old.through
+)
+UPDATE conversation_events e
+SET type = 'log.trimmed',
+    frame = json_build_object('type', 'log.trimmed', 'conversation_id', e.conversation_id, 'seq', e.seq)
+FROM old WHERE e.conversation_id = old.conversation_id AND e.seq = old.through
+"""
+
 
 class RetentionPruner:
     def __init__(self, shards: ShardTransactions, retention: Retention = Retention()) -> None:
@@ -68,6 +94,7 @@ class RetentionPruner:
             ("outbox", PRUNE_DELIVERED_OUTBOX, r.delivered_outbox),
             ("applied_events", PRUNE_APPLIED_EVENTS, r.applied_events),
             ("refresh_tokens", PRUNE_REFRESH_TOKENS, r.refresh_tokens),
+            ("conversation_events", PRUNE_EVENT_LOG, r.event_log),
         ):
             deleted[table] = 0
             for shard in self._shards.shard_indexes:

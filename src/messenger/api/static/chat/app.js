@@ -325,6 +325,16 @@ function onFrame(frame) {
     case "typing":
       if (open) open.onTyping(frame);
       break;
+    case "log.trimmed":
+      // The server no longer has the events before this one: what is shown may miss some, so
+      // the open conversation is loaded again from its history, and the inbox too.
+      if (open) {
+        open.close();
+        state.open = null;
+        showRoute();
+      }
+      loadInbox();
+      break;
     default:
       break;
   }
