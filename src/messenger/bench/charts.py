@@ -15,6 +15,13 @@ def pyplot() -> Any:
     return plt
 
 
+def save(fig: Any, path: Path, *, dpi: int = 110) -> None:
+    """Lay the figure out, write it as PNG and free it (figures are not collected otherwise)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+
+
 def _label(phase: dict[str, Any]) -> str:
     return f"{phase['scenario']}@{phase['connections']}"
 
@@ -34,9 +41,7 @@ def latency_chart(phases: list[dict[str, Any]], path: Path) -> None:
     ax.set_title("Latency percentiles per scenario @ connections")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def timeline_chart(phases: list[dict[str, Any]], path: Path) -> None:
@@ -53,9 +58,7 @@ def timeline_chart(phases: list[dict[str, Any]], path: Path) -> None:
     top.legend(fontsize="small", ncol=2)
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def throughput_chart(phases: list[dict[str, Any]], ceilings: dict[str, float], path: Path) -> None:
@@ -72,9 +75,7 @@ def throughput_chart(phases: list[dict[str, Any]], ceilings: dict[str, float], p
     if ceilings:
         ax.legend(fontsize="small")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def distribution_chart(shares: list[dict[str, Any]], path: Path) -> None:
@@ -96,9 +97,7 @@ def distribution_chart(shares: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("users")
     ax.set_title(f"Users per shard ({total:,} in all)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def open_loop_chart(steps: list[dict[str, Any]], goal_ms: float, path: Path) -> None:
@@ -114,9 +113,7 @@ def open_loop_chart(steps: list[dict[str, Any]], goal_ms: float, path: Path) -> 
     ax.set_ylabel("latency from scheduled send, ms")
     ax.set_title(f"Open loop, 80/20 mix, {steps[0]['connections']:,} connections")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path, dpi=100)
 
 
 def reshard_chart(
@@ -154,6 +151,4 @@ def reshard_chart(
         ax.grid(alpha=0.3)
     top.legend(fontsize="small", loc="upper left")
     fig.suptitle("Resharding under load: write latency, moving keys vs the others", y=0.995)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)

@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
-from messenger.bench.charts import pyplot
+from messenger.bench.charts import pyplot, save
 from messenger.storage.resharding.workflow import WorkflowState
 
 PHASE_ORDER = ("copy", "verify", "switch", "cleanup")
@@ -149,6 +149,4 @@ def _distribution_chart(before: dict[str, dict[str, int]], after: dict[str, dict
     ax.set_title("Rows per shard before and after the reshard")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
