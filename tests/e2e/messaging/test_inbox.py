@@ -10,10 +10,12 @@ import httpx
 import psycopg
 
 from messenger.services.tokens import TokenSigner
+from messenger.storage.relay.messaging import DELETED_SENDER_NAME
 from messenger.storage.shards.ring import HashRing
 from tests.e2e.messaging.conftest import ChatServer
 from tests.e2e.messaging.support import (
     CONVERSATIONS,
+    INBOX,
     Caller,
     create_group,
     inbox,
@@ -146,6 +148,13 @@ async def test_a_deleted_user_leaves_their_conversations(
 ) -> None:
     admin, doomed = await new_users(http, tokens, 2)
     cid = (await create_group(http, admin, [doomed]))["conversation"]["id"]
+    await send(http, doomed, cid, "my last words")
+
+    async def preview_from(name: str) -> bool:
+        inbox = (await http.get(INBOX, headers=admin.headers)).json()["items"]
+        return any(e["conversation_id"] == cid and e["last_sender_name"] == name for e in inbox)
+
+    await wait_until(lambda: preview_from(doomed.name), RELAY_DEADLINE_S, "the preview of the message")
     assert (await http.delete(f"/api/v1/users/{doomed.id}", headers=doomed.headers)).status_code == 204
 
     async def gone() -> bool:
@@ -156,6 +165,7 @@ async def test_a_deleted_user_leaves_their_conversations(
     events = (await http.get(f"{CONVERSATIONS}/{cid}/events", headers=admin.headers)).json()["items"]
     assert events[-1]["type"] == "member.removed" and events[-1]["user_id"] == str(doomed.id)
     assert events[-1]["by"] is None
+    await wait_until(lambda: preview_from(DELETED_SENDER_NAME), RELAY_DEADLINE_S, "the preview's sender to go")
 
 
 async def test_renaming_oneself_renames_one_s_past_messages(http: httpx.AsyncClient, tokens: TokenSigner) -> None:

@@ -82,6 +82,8 @@ async def remove_deleted_users_memberships(event: OutboxEvent, shards: ShardTran
             cursor = await conn.execute(MEMBERSHIPS_OF, (user_id,))
             conversation_ids = [row[0] for row in await cursor.fetchall()]
         for conversation_id in conversation_ids:
+            # Before the membership goes: a redelivery finds the conversation only while it is there.
+            await _scrub_inbox_previews(shards, shard, conversation_id, user_id)
             async with shards.transaction(
                 shard, name="relay_remove_deleted_member", marks=[conversation_id]
             ) as conn:
@@ -93,6 +95,31 @@ async def remove_deleted_users_memberships(event: OutboxEvent, shards: ShardTran
 DELETED_SENDER_NAME = "Deleted user"
 """What a deleted user's kept messages show as their sender (as Discord does): the messages
 stay, with `sender_id` intact, so a conversation's history keeps its shape."""
+
+MEMBER_IDS = "SELECT user_id FROM conversation_members WHERE conversation_id = %s"
+SCRUB_INBOX_PREVIEWS = """
+UPDATE inbox SET last_sender_name = %(name)s
+WHERE user_id = ANY(%(members)s) AND conversation_id = %(conversation_id)s
+  AND last_sender_id = %(sender)s AND last_sender_name IS DISTINCT FROM %(name)s
+"""
+
+
+async def _scrub_inbox_previews(
+    shards: ShardTransactions, shard: int, conversation_id: uuid.UUID, sender: uuid.UUID
+) -> None:
+    """The members whose inbox shows `sender`'s message as the conversation's last see it from
+    a "Deleted user" (each member's row is on the member's shard; by primary key)."""
+    async with shards.transaction(shard, name="relay_conversation_member_ids") as conn:
+        cursor = await conn.execute(MEMBER_IDS, (conversation_id,))
+        members = [row[0] for row in await cursor.fetchall() if row[0] != sender]
+    by_shard: dict[int, list[uuid.UUID]] = defaultdict(list)
+    for member in members:
+        by_shard[shards.shard_for(member)].append(member)
+    for member_shard, ids in sorted(by_shard.items()):
+        async with shards.transaction(member_shard, name="relay_scrub_inbox_previews", marks=ids) as conn:
+            await conn.execute(SCRUB_INBOX_PREVIEWS, {
+                "name": DELETED_SENDER_NAME, "members": ids, "conversation_id": conversation_id, "sender": sender,
+            })
 
 
 async def tombstone_deleted_senders(event: OutboxEvent, shards: ShardTransactions) -> None:
