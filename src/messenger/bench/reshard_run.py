@@ -16,16 +16,13 @@ import os
 import platform
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import psycopg
 import uvloop
-from psycopg import sql
-from redis.asyncio import Redis
 
 from messenger.bench import charts
 from messenger.bench.loadgen import process_group_cpu_seconds
@@ -53,27 +50,25 @@ from messenger.storage.bulk.seed import seed_users
 from messenger.storage.migrator import migrate
 from messenger.storage.relay.handlers import HANDLERS
 from messenger.storage.relay.runner import OutboxRelay
+from messenger.storage.resharding.counts import shard_rows
 from messenger.storage.resharding.plan import (
     ReshardPlan,
     next_shard_indexes,
     plan_add,
     planned_shard,
 )
+from messenger.storage.resharding.redis_calls import adoption, publish_ring
 from messenger.storage.resharding.workflow import (
     Reshard,
     StateStore,
     WorkflowState,
     new_workflow_id,
 )
-from messenger.storage.sharded_tables import SHARDED_TABLES
 from messenger.storage.shards.primaries import PrimaryPools
-from messenger.storage.shards.topology_watch import adopted_everywhere, publish_topology
 from messenger.topology import Topology
 
-T = TypeVar("T")
 SHARDS = 5
 PHASE_NAMES = ("copy", "verify", "switch", "cleanup")
-COUNT_ROWS = sql.SQL("SELECT count(*) FROM {}")
 
 
 @dataclass
@@ -172,18 +167,6 @@ def _fresh_cluster(config: ReshardBenchConfig, observer: ReshardObserver) -> tup
     return cluster, topology
 
 
-def count_rows(topology: Topology) -> dict[str, dict[str, int]]:
-    """Rows of every sharded table on every shard's primary."""
-    out: dict[str, dict[str, int]] = {}
-    for shard in topology.shards:
-        with psycopg.connect(shard.primary_dsn, connect_timeout=5, autocommit=True) as conn:
-            out[shard.name] = {
-                t.name: int(conn.execute(COUNT_ROWS.format(sql.Identifier(t.name))).fetchone()[0])  # type: ignore[index]
-                for t in SHARDED_TABLES
-            }
-    return out
-
-
 def _ids_for_load(topology: Topology, keys: MovingKeys, wanted: int) -> tuple[list[str], int]:
     """Sampled ids, as many on moving keys as on the others (so the short switch window gets
     enough moving-key samples); returns them and how many move."""
@@ -192,14 +175,6 @@ def _ids_for_load(topology: Topology, keys: MovingKeys, wanted: int) -> tuple[li
     other = [i for i in sampled if keys.key_class(i) != MOVING][: len(moving)]
     ids = [x for pair in zip(moving, other, strict=False) for x in pair]
     return ids, len(moving)
-
-
-async def _with_redis(url: str, use: Callable[[Redis], Awaitable[T]]) -> T:
-    redis = Redis.from_url(url, socket_timeout=5)
-    try:
-        return await use(redis)
-    finally:
-        await redis.aclose()
 
 
 def _run_workflow(
@@ -215,13 +190,12 @@ def _run_workflow(
     path = cluster.topology_path
 
     def publish(new: Topology) -> None:
-        asyncio.run(_with_redis(current.redis_url, lambda redis: publish_topology(new, path, redis)))
+        publish_ring(new, path)
         clock.published = clock.now()
         observer.note(f"epoch {new.epoch} published at {clock.published:.2f} s")
 
     def adopted(epoch: int) -> bool:
-        everywhere, _ = asyncio.run(_with_redis(current.redis_url, lambda r: adopted_everywhere(r, epoch)))
-        return everywhere
+        return adoption(current.redis_url, epoch)[0]
 
     def progress(line: str) -> None:
         name = line.rstrip("…")
@@ -336,7 +310,7 @@ def _measure(
     keys = MovingKeys.of_plan(preview)
     ids, moving_ids = _ids_for_load(topology, keys, config.sample_ids)
     observer.note(f"the load uses {len(ids):,} seeded ids ({moving_ids:,} on moving keys) and creates more")
-    rows_before = count_rows(topology)
+    rows_before = shard_rows(topology.shards)
     if topology.path is None:
         raise BenchError("the cluster has no topology file")
     port = free_port()
@@ -359,7 +333,7 @@ def _measure(
         checked = uvloop.run(verify(target, load.ledger, load.key_class, config.timeout))
     observer.note("counting rows per shard; auditing references")
     final = replace(new_topology, path=topology.path)
-    rows_after = count_rows(final)
+    rows_after = shard_rows(final.shards)
     references = asyncio.run(_references(final))
     data = _report_data(config, started, seeded.elapsed_s, preview, outcome, checked, rows_before, rows_after,
                         references)

@@ -3,18 +3,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import psycopg
 import typer
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as Bars
@@ -34,17 +31,18 @@ from messenger.storage.resharding.plan import (
     plan_remove,
     planned_shard,
 )
+from messenger.storage.resharding.redis_calls import adoption, call_redis, publish_ring
 from messenger.storage.resharding.switch import SwitchAborted
 from messenger.storage.resharding.workflow import (
     ROLLED_BACK,
     Progress,
     Reshard,
+    RowsProgress,
     StateStore,
     WorkflowError,
     WorkflowState,
     new_workflow_id,
 )
-from messenger.storage.shards.topology_watch import adopted_everywhere, publish_topology
 from messenger.topology import (
     DEFAULT_TOPOLOGY_PATH,
     ShardConfig,
@@ -58,7 +56,6 @@ StateDir = Annotated[
 ]
 TopologyOption = Annotated[str | None, typer.Option("--topology", envvar="MESSENGER_TOPOLOGY")]
 DEFAULT_STATE_DIR = Path("var/reshard")
-T = TypeVar("T")
 
 
 class AnnouncedStateStore(StateStore):
@@ -77,7 +74,7 @@ class AnnouncedStateStore(StateStore):
         self._last_announce = now
         with contextlib.suppress(RedisError, OSError):
             summary = report_json(state)
-            asyncio.run(_with_redis(state.plan.new.redis_url, lambda redis: announce(redis, summary), timeout_s=1.0))
+            call_redis(state.plan.new.redis_url, lambda redis: announce(redis, summary), timeout_s=1.0)
 
 
 def register(group: typer.Typer) -> None:
@@ -124,14 +121,13 @@ def add(
         reshard = plan_add(current, joining)
     except PlanError as exc:
         fail(str(exc))
-    _refuse_if_running(AnnouncedStateStore(state_dir))
-    _ready(current.shards)
-    _announce(reshard, yes=yes)
+    store = AnnouncedStateStore(state_dir)
+    _preflight(store, reshard, current.shards, yes=yes)
     if local is not None:
         joining = _create_local_shards(local, current, count)
         reshard = plan_add(current, joining)
     _ready((*current.shards, *joining))
-    _run(AnnouncedStateStore(state_dir), WorkflowState(new_workflow_id(), reshard))
+    _run(store, WorkflowState(new_workflow_id(), reshard))
 
 
 def _local_cluster(data_dir: Path) -> LocalCluster:
@@ -173,7 +169,9 @@ def remove(
         reshard = plan_remove(current, shard)
     except PlanError as exc:
         fail(str(exc))
-    _start(reshard, current.shards, yes=yes, state_dir=state_dir)
+    store = AnnouncedStateStore(state_dir)
+    _preflight(store, reshard, current.shards, yes=yes)
+    _run(store, WorkflowState(new_workflow_id(), reshard))
 
 
 def status(
@@ -230,12 +228,11 @@ def _latest(state_dir: Path) -> WorkflowState:
     return state
 
 
-def _start(reshard: ReshardPlan, shards: tuple[ShardConfig, ...], *, yes: bool, state_dir: Path) -> None:
-    store = AnnouncedStateStore(state_dir)
+def _preflight(store: StateStore, reshard: ReshardPlan, shards: tuple[ShardConfig, ...], *, yes: bool) -> None:
+    """Refuse while another workflow is unfinished or a shard is not ready; show the plan and ask."""
     _refuse_if_running(store)
     _ready(shards)
     _announce(reshard, yes=yes)
-    _run(store, WorkflowState(new_workflow_id(), reshard))
 
 
 def _refuse_if_running(store: StateStore) -> None:
@@ -312,30 +309,18 @@ def _write_report(store: StateStore, state: WorkflowState) -> None:
 
 
 def _reshard(store: StateStore, state: WorkflowState, display: WorkflowDisplay | None = None) -> Reshard:
-    topology = state.plan.new
-    path = topology.path or DEFAULT_TOPOLOGY_PATH
+    path = state.plan.new.path or DEFAULT_TOPOLOGY_PATH
     say: Progress = display.say if display else lambda _: None
+    rows: RowsProgress = display.rows if display else lambda *_: None
 
     def publish(new: Topology) -> None:
-        asyncio.run(_with_redis(topology.redis_url, lambda redis: publish_topology(new, path, redis)))
+        publish_ring(new, path)
         say(f"published epoch {new.epoch} to {path} and Redis")
 
     def adopted(epoch: int) -> bool:
-        everywhere, laggards = asyncio.run(
-            _with_redis(topology.redis_url, lambda redis: adopted_everywhere(redis, epoch))
-        )
+        everywhere, laggards = adoption(state.plan.new.redis_url, epoch)
         if not everywhere:
             say(f"waiting for {len(laggards)} processes to adopt epoch {epoch}: {', '.join(laggards[:5])}")
         return everywhere
 
-    if display is None:
-        return Reshard(store, state, publish, adopted)
-    return Reshard(store, state, publish, adopted, progress=display.say, rows=display.rows)
-
-
-async def _with_redis(url: str, use: Callable[[Redis], Awaitable[T]], *, timeout_s: float = 5.0) -> T:
-    redis = Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-    try:
-        return await use(redis)
-    finally:
-        await redis.aclose()
+    return Reshard(store, state, publish, adopted, progress=say, rows=rows)

@@ -192,7 +192,7 @@ class Reshard:
         """Run phases until `until` is the current phase (or the workflow is done)."""
         steps = {"copy": self._copy, "verify": self._verify, "switch": self._switch, "cleanup": self._cleanup}
         if "before" not in self.state.findings and self.state.phase == "copy":
-            self.state.findings["before"] = self._patiently("counting rows per shard", partial(shard_rows, self._ring_shards()))
+            self.state.findings["before"] = self._rows_per_shard()
             self.store.save(self.state)
         while self.state.phase != until and self.state.phase in steps:
             phase = self.state.phase
@@ -204,14 +204,15 @@ class Reshard:
             self.state.phase = PHASES[PHASES.index(phase) + 1]
             self.state.findings.pop("progress", None)
             if self.state.phase == "done":
-                self.state.findings["after"] = self._patiently("counting rows per shard", partial(shard_rows, self._ring_shards()))
+                self.state.findings["after"] = self._rows_per_shard()
             self.store.save(self.state)
         return self.state
 
-    def _ring_shards(self) -> tuple[ShardConfig, ...]:
-        """Every shard on either side of the change, once each."""
+    def _rows_per_shard(self) -> dict[str, dict[str, int]]:
+        """Per shard on either side of the change (once each) and table, the rows it holds."""
         plan = self.state.plan
-        return tuple({s.index: s for s in (*plan.old.shards, *plan.new.shards)}.values())
+        shards = tuple({s.index: s for s in (*plan.old.shards, *plan.new.shards)}.values())
+        return self._patiently("counting rows per shard", partial(shard_rows, shards))
 
     def _patiently(self, what: str, step: Callable[[], T]) -> T:
         """Run `step`; while a shard does not answer, say so and try again, up to the wait bound."""
