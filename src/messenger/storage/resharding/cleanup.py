@@ -17,7 +17,12 @@ from psycopg import Connection, sql
 
 from messenger.storage.resharding.counts import connect
 from messenger.storage.resharding.plan import ReshardPlan, Route
-from messenger.storage.resharding.replication import RouteNames, drop_publication, drop_subscription
+from messenger.storage.resharding.replication import (
+    RouteNames,
+    drop_publication,
+    drop_slot,
+    drop_subscription,
+)
 from messenger.storage.sharded_tables import SHARDED_TABLES
 from messenger.topology import ShardConfig
 
@@ -54,8 +59,10 @@ def drop_replication(workflow: str, route: Route, source: ShardConfig, target: S
     """Every publication and subscription of the route, in either direction."""
     names = RouteNames(workflow, route)
     drop_subscription(source, names.back)
+    drop_slot(target, names.back)  # made ahead of its subscription: a stop in between leaves it
     drop_publication(target, names.back)
     drop_subscription(target, names.copy)
+    drop_slot(source, names.copy)
     drop_publication(source, names.copy)
 
 

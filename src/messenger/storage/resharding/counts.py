@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import psycopg
 from psycopg import sql
@@ -85,6 +86,20 @@ def connect(shard: ShardConfig, *, statement_timeout_ms: int) -> psycopg.Connect
         raise ShardUnreachable(f"{shard.name} is unreachable: {first_line(exc)}") from exc
 
 
+Admin: TypeAlias = ShardConfig | psycopg.Connection[tuple[Any, ...]]
+"""Where an admin call runs: a shard (a connection of its own, closed after) or an open
+connection (the switch keeps one per route and side, so the held writes wait for no connects)."""
+
+
+@contextmanager
+def session(on: Admin, *, statement_timeout_ms: int) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    if isinstance(on, ShardConfig):
+        with connect(on, statement_timeout_ms=statement_timeout_ms) as conn:
+            yield conn
+    else:
+        yield on
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -145,10 +160,10 @@ def count_moving_rows(
     return result
 
 
-def route_counts(shard: ShardConfig, route: Route, *, timeout_ms: int = COUNT_TIMEOUT_MS) -> dict[str, int]:
+def route_counts(shard: Admin, route: Route, *, timeout_ms: int = COUNT_TIMEOUT_MS) -> dict[str, int]:
     """Per table, the rows `shard` holds in the route's ranges."""
     params = {"lo": [r[0] for r in route.ranges], "hi": [r[1] for r in route.ranges]}
-    with connect(shard, statement_timeout_ms=timeout_ms) as conn:
+    with session(shard, statement_timeout_ms=timeout_ms) as conn:
         return {
             t.name: int(conn.execute(sql.SQL(ROUTE_ROWS_SQL).format(table=sql.Identifier(t.name)), params).fetchone()[0])  # type: ignore[index]
             for t in SHARDED_TABLES

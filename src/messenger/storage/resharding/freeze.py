@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from messenger.storage.resharding.counts import connect
+from messenger.storage.resharding.counts import Admin, connect
 from messenger.storage.resharding.plan import Route
 from messenger.storage.resharding.replication import applied_past, current_lsn, fence, unfence
 from messenger.topology import ShardConfig
@@ -76,11 +76,12 @@ def wait_for_writers(shard: ShardConfig, *, timeout_s: float, grace_s: float = G
             time.sleep(POLL_S)
 
 
-def wait_until_applied(target: ShardConfig, subscription: str, lsn: str, *, timeout_s: float) -> None:
+def wait_until_applied(target: Admin, subscription: str, lsn: str, *, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not applied_past(target, subscription, lsn):
         if time.monotonic() > deadline:
-            raise NotCaughtUp(f"{target.name} had not applied {lsn} from {subscription} after {timeout_s} s")
+            where = target.name if isinstance(target, ShardConfig) else target.info.dbname
+            raise NotCaughtUp(f"{where} had not applied {lsn} from {subscription} after {timeout_s} s")
         time.sleep(POLL_S)
 
 

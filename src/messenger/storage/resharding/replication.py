@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from messenger.storage.resharding.counts import connect
+from messenger.storage.resharding.counts import Admin, connect, session
 from messenger.storage.resharding.plan import Route
 from messenger.storage.sharded_tables import SHARDED_TABLES
 from messenger.topology import ShardConfig
@@ -72,9 +72,9 @@ def drop_publication(shard: ShardConfig, name: str) -> None:
         conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
 
 
-def fence(shard: ShardConfig, workflow: str, ranges: tuple[tuple[int, int], ...], state: str) -> None:
+def fence(shard: Admin, workflow: str, ranges: tuple[tuple[int, int], ...], state: str) -> None:
     """Put the ranges in `state` on the shard (insert or change), all in one transaction."""
-    with connect(shard, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn, conn.transaction():
+    with session(shard, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn, conn.transaction():
         for lo, hi in ranges:
             conn.execute(
                 "INSERT INTO ring_fence (lo, hi, state, workflow) VALUES (%s, %s, %s, %s) "
@@ -84,30 +84,73 @@ def fence(shard: ShardConfig, workflow: str, ranges: tuple[tuple[int, int], ...]
             )
 
 
-def unfence(shard: ShardConfig, workflow: str, ranges: tuple[tuple[int, int], ...]) -> None:
-    with connect(shard, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+def unfence(shard: Admin, workflow: str, ranges: tuple[tuple[int, int], ...]) -> None:
+    with session(shard, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
         conn.execute(
             "DELETE FROM ring_fence WHERE workflow = %s AND lo = ANY(%s)",
             (workflow, [lo for lo, _ in ranges]),
         )
 
 
-def create_subscription(target: ShardConfig, source: ShardConfig, name: str, *, copy_data: bool) -> None:
-    """Subscribe `target` to publication `name` on `source` (slot of the same name)."""
+def create_subscription(
+    target: ShardConfig, source: ShardConfig, name: str, *, copy_data: bool, slot_exists: bool = False
+) -> None:
+    """Subscribe `target` to publication `name` on `source` (slot of the same name). With
+    `slot_exists` the slot was made beforehand (`create_slot`) and the subscription is made
+    disabled: it streams from where the slot is advanced to once `enable_subscription` runs."""
     with connect(target, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
         if conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (name,)).fetchone():
             return
         conn.execute(
             sql.SQL(
                 "CREATE SUBSCRIPTION {name} CONNECTION {dsn} PUBLICATION {name} "
-                "WITH (copy_data = {copy}, create_slot = true, slot_name = {slot})"
+                "WITH (copy_data = {copy}, create_slot = {create}, enabled = {enabled}, slot_name = {slot})"
             ).format(
                 name=sql.Identifier(name),
                 dsn=sql.Literal(source.primary_dsn),
                 copy=sql.Literal(copy_data),
+                create=sql.Literal(not slot_exists),
+                enabled=sql.Literal(not slot_exists),
                 slot=sql.Literal(name),
             )
         )
+
+
+def create_slot(source: ShardConfig, name: str) -> None:
+    """A logical slot for a subscription made later. Making one waits for the transactions
+    running on `source` to end (its consistent point), which is why it is made ahead."""
+    with connect(source, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+        if not conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (name,)).fetchone():
+            conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (name,))
+
+
+def drop_slot(source: ShardConfig, name: str) -> None:
+    """A slot whose subscription was never made (a run stopped in between) would keep WAL."""
+    with connect(source, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+        if conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s AND NOT active", (name,)).fetchone():
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+
+
+def advance_slot(source: ShardConfig, name: str, lsn: str) -> None:
+    """Move the slot's start to `lsn`: its subscription gets only what commits after it."""
+    with connect(source, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+        row = conn.execute(
+            "SELECT confirmed_flush_lsn < %s::pg_lsn FROM pg_replication_slots WHERE slot_name = %s", (lsn, name)
+        ).fetchone()
+        if row and row[0]:
+            conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (name, lsn))
+
+
+def subscription_enabled(shard: ShardConfig, name: str) -> bool | None:
+    """Whether the subscription streams (None: there is none)."""
+    with connect(shard, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+        row = conn.execute("SELECT subenabled FROM pg_subscription WHERE subname = %s", (name,)).fetchone()
+    return None if row is None else bool(row[0])
+
+
+def enable_subscription(shard: ShardConfig, name: str) -> None:
+    with connect(shard, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+        conn.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(sql.Identifier(name)))
 
 
 def drop_subscription(shard: ShardConfig, name: str) -> None:
@@ -147,18 +190,26 @@ def copy_state(target: ShardConfig, name: str) -> CopyState:
     return CopyState(int(row[0]), int(row[1]), row[2])
 
 
-def current_lsn(shard: ShardConfig) -> str:
+def current_lsn(shard: Admin) -> str:
     """The shard's WAL end now, nudged so an idle walsender reports to its subscribers."""
-    with connect(shard, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
-        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-        conn.execute("SELECT pg_logical_emit_message(false, 'messenger.reshard', 'position')")
+    with session(shard, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+        row = conn.execute(
+            "SELECT pg_current_wal_lsn()::text, pg_logical_emit_message(false, 'messenger.reshard', 'position')"
+        ).fetchone()
     assert row is not None
     return str(row[0])
 
 
-def applied_past(target: ShardConfig, name: str, lsn: str) -> bool:
+def wal_position(shard: Admin) -> str:
+    with session(shard, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def applied_past(target: Admin, name: str, lsn: str) -> bool:
     """Whether the subscription has applied everything its source committed before `lsn`."""
-    with connect(target, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+    with session(target, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
         # The apply worker handles the stream in order: a keepalive at `lsn` is received
         # only after every change before it was applied and committed.
         row = conn.execute(

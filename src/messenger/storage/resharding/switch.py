@@ -1,37 +1,52 @@
 """The switch: the moment the new ring starts to own the moving ranges.
 
-With every route's ranges frozen on its source (writes there wait, MF002; every other key
-writes on): catch the targets up, check the counts, turn the replication around (the forward
-subscription goes, a reverse one from target to source comes, so `rollback` loses no write
-made after the switch), lift the targets' `incoming` fence, publish the new topology, and fence
-the sources' ranges as `moved`. A process that has not adopted the new epoch yet then gets
-MF001 on the source, reloads and writes on the target.
+Before anything is held, each route's reverse replication is made ready (a publication and a
+logical slot on the target, a disabled subscription on the source): making a slot waits for
+the target's running transactions, which must not happen while writes wait. Then, with every
+route's ranges frozen on its source (writes there wait, MF002; every other key writes on):
+catch the targets up, check the counts, note where the target's WAL is, lift the targets'
+`incoming` fence, publish the new topology, and fence the sources' ranges as `moved`. A
+process that has not adopted the new epoch yet then gets MF001 on the source, reloads and
+writes on the target.
 
-Anything failing before the topology is published aborts: replication back as it was, the
-targets fenced again, the sources' writes released; the old ring stays in force.
+Only then, with the writes flowing, the replication turns around (`turn_around`): the forward
+subscription goes first (a change the reverse one applies on the source must not stream back),
+then the reverse slot is advanced to the noted position and its subscription enabled, so it
+carries exactly what was written on the target after the switch; `rollback` loses none of it.
+
+Anything failing before the topology is published aborts: the targets fenced again, the
+sources' writes released, the forward replication never touched; the old ring stays in force.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from messenger.storage.resharding.counts import first_line, route_counts
+import psycopg
+
+from messenger.storage.resharding.counts import connect, first_line, route_counts
 from messenger.storage.resharding.freeze import wait_for_writers, wait_until_applied
 from messenger.storage.resharding.plan import ReshardPlan, Route
 from messenger.storage.resharding.replication import (
     CONTROL_TIMEOUT_MS,
     RouteNames,
+    advance_slot,
     create_publication,
+    create_slot,
     create_subscription,
     current_lsn,
     drop_publication,
     drop_subscription,
+    enable_subscription,
     fence,
+    subscription_enabled,
     unfence,
+    wal_position,
 )
 from messenger.topology import ShardConfig, Topology
 
@@ -61,8 +76,11 @@ class SwitchReport:
     """How long writes to the moving ranges were held."""
     lsns: dict[str, str] = field(default_factory=dict)
     """Per source, the position the targets had applied when the ranges changed owner."""
+    reverse_from: dict[str, str] = field(default_factory=dict)
+    """Per reverse subscription, the target's position from which it carries writes back."""
     steps: dict[str, float] = field(default_factory=dict)
-    """Seconds of each step while the writes were held, to see where a long freeze goes."""
+    """Seconds of each step (those while the writes were held, and the preparation and the
+    turn-around either side), to see where a long freeze goes."""
 
     def step(self, name: str, since: float) -> float:
         now = time.monotonic()
@@ -70,69 +88,136 @@ class SwitchReport:
         return now
 
 
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Sides:
+    source: Connection
+    target: Connection
+
+
+@contextmanager
+def _sessions(routes: Sequence[Route], shard: Callable[[int], ShardConfig]) -> Iterator[list[_Sides]]:
+    """One admin connection per route and side, opened before the freeze (a connection costs a
+    backend start, several per step otherwise) and closed after."""
+    with ExitStack() as stack:
+        def open_(index: int) -> Connection:
+            return stack.enter_context(connect(shard(index), statement_timeout_ms=CONTROL_TIMEOUT_MS))
+
+        yield [_Sides(open_(r.source), open_(r.target)) for r in routes]
+
+
 def switch(
     workflow: str,
     plan: ReshardPlan,
     publish: Callable[[Topology], None],
     *,
+    turning: Callable[[Mapping[str, str]], None] = lambda _: None,
     timeout_s: float = 2.0,
 ) -> SwitchReport:
-    """Hand the moving ranges to the new ring; `publish` makes every process adopt `plan.new`."""
+    """Hand the moving ranges to the new ring; `publish` makes every process adopt `plan.new`.
+    `turning` is told, before the publication, where each reverse subscription will start
+    (`turn_around` needs it if the run stops in between)."""
     report = SwitchReport()
     shard = _shards(plan)
     routes = list(plan.routes)
-    started = time.monotonic()
-    turned: list[Route] = []
+    at = time.monotonic()
+    unfenced = False
     try:
-        _each(routes, lambda route: fence(shard(route.source), workflow, route.ranges, "frozen"))
-        at = report.step("freeze", started)
-        _each(sorted({r.source for r in routes}), lambda source: wait_for_writers(shard(source), timeout_s=timeout_s))
-        at = report.step("wait_for_writers", at)
+        _each(routes, lambda route: prepare_reverse(workflow, route, shard(route.source), shard(route.target)))
+        at = report.step("prepare_reverse", at)
+        with _sessions(routes, shard) as sides:
+            pairs = list(zip(routes, sides, strict=True))
+            at = report.step("connect", at)
+            started = at
+            _each(pairs, lambda p: fence(p[1].source, workflow, p[0].ranges, "frozen"))
+            at = report.step("freeze", at)
+            _each(sorted({r.source for r in routes}), lambda source: wait_for_writers(shard(source), timeout_s=timeout_s))
+            at = report.step("wait_for_writers", at)
 
-        def caught_up(route: Route) -> None:
-            names = RouteNames(workflow, route)
-            lsn = current_lsn(shard(route.source))
-            wait_until_applied(shard(route.target), names.copy, lsn, timeout_s=timeout_s)
-            report.lsns[shard(route.source).name] = lsn
-            mine = route_counts(shard(route.source), route, timeout_ms=CONTROL_TIMEOUT_MS)
-            theirs = route_counts(shard(route.target), route, timeout_ms=CONTROL_TIMEOUT_MS)
-            if mine != theirs:
-                wrong = {t: (mine[t], theirs[t]) for t in mine if mine[t] != theirs[t]}
-                raise SwitchAborted(f"{shard(route.target).name} disagrees with {shard(route.source).name} "
-                                    f"on the rows of the move (source, target): {wrong}")
+            def caught_up(pair: tuple[Route, _Sides]) -> None:
+                route, side = pair
+                names = RouteNames(workflow, route)
+                lsn = current_lsn(side.source)
+                wait_until_applied(side.target, names.copy, lsn, timeout_s=timeout_s)
+                report.lsns[shard(route.source).name] = lsn
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    theirs_later = pool.submit(route_counts, side.target, route, timeout_ms=CONTROL_TIMEOUT_MS)
+                    mine = route_counts(side.source, route, timeout_ms=CONTROL_TIMEOUT_MS)
+                    theirs = theirs_later.result()
+                if mine != theirs:
+                    wrong = {t: (mine[t], theirs[t]) for t in mine if mine[t] != theirs[t]}
+                    raise SwitchAborted(f"{shard(route.target).name} disagrees with {shard(route.source).name} "
+                                        f"on the rows of the move (source, target): {wrong}")
+                # Nothing writes the ranges on the target until they are unfenced below: the
+                # reverse stream starts here, after the last change the forward one applied.
+                report.reverse_from[names.back] = wal_position(side.target)
 
-        _each(routes, caught_up)
-        at = report.step("catch_up_and_counts", at)
-        turned += routes
-        _each(routes, lambda route: _turn_around(workflow, route, shard(route.source), shard(route.target)))
-        at = report.step("turn_around", at)
-        _each(routes, lambda route: unfence(shard(route.target), workflow, route.ranges))
-        publish(plan.new)
-        at = report.step("publish", at)
+            _each(pairs, caught_up)
+            at = report.step("catch_up_and_counts", at)
+            turning(dict(report.reverse_from))
+            unfenced = True
+            _each(pairs, lambda p: unfence(p[1].target, workflow, p[0].ranges))
+            publish(plan.new)
+            at = report.step("publish", at)
+            _each(pairs, lambda p: fence(p[1].source, workflow, p[0].ranges, "moved"))
+            at = report.step("fence_moved", at)
+            report.frozen_s = at - started
     except Exception as exc:
-        stuck = _abort(workflow, plan, turned, shard)
+        if "fence_moved" not in report.steps and "publish" in report.steps:
+            raise  # published: the new ring is in force; `resume` sets the fences left
+        stuck = _abort(workflow, plan, shard, refence_targets=unfenced)
         reason = str(exc) if isinstance(exc, SwitchAborted) else f"the switch was aborted, the old ring stays: {exc}"
         if stuck:
             reason += "; " + "; ".join(stuck)
         raise SwitchAborted(reason) from exc
-    _each(routes, lambda route: fence(shard(route.source), workflow, route.ranges, "moved"))
-    report.step("fence_moved", at)
-    report.frozen_s = time.monotonic() - started
+    turn_around(workflow, plan, report.reverse_from)
+    report.step("turn_around", at)
     return report
 
 
+def prepare_reverse(workflow: str, route: Route, source: ShardConfig, target: ShardConfig) -> None:
+    """The reverse replication, ready but not streaming: publication and slot on the target,
+    a disabled subscription on the source."""
+    names = RouteNames(workflow, route)
+    create_publication(target, names.back, route.ranges)
+    create_slot(target, names.back)
+    create_subscription(source, target, names.back, copy_data=False, slot_exists=True)
+
+
+def turn_around(workflow: str, plan: ReshardPlan, reverse_from: Mapping[str, str]) -> None:
+    """After the publication: forward replication off, then reverse on from the noted
+    positions. Idempotent: a reverse subscription already enabled is left streaming."""
+    shard = _shards(plan)
+
+    def turn(route: Route) -> None:
+        names = RouteNames(workflow, route)
+        source, target = shard(route.source), shard(route.target)
+        if subscription_enabled(source, names.back):
+            return
+        drop_subscription(target, names.copy)
+        drop_publication(source, names.copy)
+        advance_slot(target, names.back, reverse_from[names.back])
+        enable_subscription(source, names.back)
+
+    _each(list(plan.routes), turn)
+
+
 def _abort(
-    workflow: str, plan: ReshardPlan, turned: list[Route], shard: Callable[[int], ShardConfig]
+    workflow: str, plan: ReshardPlan, shard: Callable[[int], ShardConfig], *, refence_targets: bool
 ) -> list[str]:
-    """Put replication back and release the sources' writes, each step on its own: a target
-    that is down must not keep the sources frozen. Returns what could not be undone."""
+    """Fence the targets again if they were opened, and release the sources' writes, each step
+    on its own: a target that is down must not keep the sources frozen. Returns what could
+    not be undone."""
     stuck = []
-    for route in turned:
-        try:
-            _turn_back(workflow, route, shard(route.source), shard(route.target))
-        except Exception as exc:
-            stuck.append(f"replication {shard(route.source).name} → {shard(route.target).name} is not "
-                         f"restored ({first_line(exc)}): `messenger shards rollback` or `resume` puts it right")
+    if refence_targets:
+        for route in plan.routes:
+            try:
+                fence(shard(route.target), workflow, route.ranges, "incoming")
+            except Exception as exc:
+                stuck.append(f"{shard(route.target).name}'s incoming ranges are open ({first_line(exc)}): "
+                             "`messenger shards rollback` or `resume` puts it right")
     for source in sorted({r.source for r in plan.routes}):
         try:
             for route in plan.routes_from(source):
@@ -146,23 +231,3 @@ def _abort(
 def _shards(plan: ReshardPlan) -> Callable[[int], ShardConfig]:
     known = {s.index: s for s in (*plan.old.shards, *plan.new.shards)}
     return known.__getitem__
-
-
-def _turn_around(workflow: str, route: Route, source: ShardConfig, target: ShardConfig) -> None:
-    """Forward replication off, reverse on. Both sides' ranges are still fenced, so the
-    reverse slot, created now, starts exactly where the forward stream ended."""
-    names = RouteNames(workflow, route)
-    drop_subscription(target, names.copy)
-    drop_publication(source, names.copy)
-    create_publication(target, names.back, route.ranges)
-    create_subscription(source, target, names.back, copy_data=False)
-
-
-def _turn_back(workflow: str, route: Route, source: ShardConfig, target: ShardConfig) -> None:
-    """Undo `_turn_around` (nothing was written to the ranges meanwhile: all fenced)."""
-    names = RouteNames(workflow, route)
-    drop_subscription(source, names.back)
-    drop_publication(target, names.back)
-    fence(target, workflow, route.ranges, "incoming")
-    create_publication(source, names.copy, route.ranges)
-    create_subscription(target, source, names.copy, copy_data=False)

@@ -12,7 +12,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,7 +45,7 @@ from messenger.storage.resharding.replication import (
     fence,
     unfence,
 )
-from messenger.storage.resharding.switch import switch
+from messenger.storage.resharding.switch import switch, turn_around
 from messenger.storage.resharding.verify import verify_route
 from messenger.topology import ShardConfig, Topology
 
@@ -321,12 +321,18 @@ class Reshard:
     def _switch(self) -> dict[str, Any]:
         plan = self.state.plan
         if self.state.findings.get("published_epoch") == plan.new.epoch:
-            # Stopped after the topology went out: only the sources' fences were left to set.
+            # Stopped after the topology went out: the sources' fences and the turn-around of
+            # the replication may be left to do.
             for route in plan.routes:
                 fence(self.shard(route.source), self.state.id, route.ranges, "moved")
+            turn_around(self.state.id, plan, self.state.findings["reverse_from"])
             return {"resumed_after_publish": True}
-        report = switch(self.state.id, plan, self._published)
+        report = switch(self.state.id, plan, self._published, turning=self._turning)
         return {"frozen_s": round(report.frozen_s, 4), "lsns": report.lsns, "steps": report.steps}
+
+    def _turning(self, reverse_from: Mapping[str, str]) -> None:
+        self.state.findings["reverse_from"] = dict(reverse_from)
+        self.store.save(self.state)
 
     def _published(self, topology: Topology) -> None:
         """Publish, then remember it at once: from here on the way back is the inverted switch."""
@@ -368,6 +374,7 @@ class Reshard:
             # Switched: hand the ranges back through the reverse replication, then empty the
             # shards that gave them back.
             back = inverted(plan)
+            turn_around(wf, plan, findings["reverse_from"])  # if a stop came before it
             switch(wf, back, self._publish)
             for route in back.routes:
                 drop_replication(wf, route, self.shard(route.source), self.shard(route.target))

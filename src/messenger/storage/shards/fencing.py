@@ -29,9 +29,9 @@ NOT_OWNED = "MF001"
 FROZEN = "MF002"
 
 FROZEN_FIRST_WAIT_S = 0.05
-FROZEN_MAX_WAIT_S = 0.4
+FROZEN_MAX_WAIT_S = 0.2
 FROZEN_GIVE_UP_S = 3.0
-"""A write to a frozen range retries after 50 ms, doubling to 400 ms, for up to 3 s in all; a
+"""A write to a frozen range retries after 50 ms, doubling to 200 ms, for up to 3 s in all; a
 switch that holds writes longer than that becomes a 503 the client retries."""
 
 def fence_state(exc: BaseException) -> str | None:

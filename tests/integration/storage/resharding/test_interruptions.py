@@ -17,6 +17,7 @@ import pytest
 
 from messenger.cluster.local import LocalCluster
 from messenger.storage.migrator import migrate
+from messenger.storage.resharding import switch as switch_module
 from messenger.storage.resharding.plan import ReshardPlan, plan_add
 from messenger.storage.resharding.replication import fence
 from messenger.storage.resharding.switch import SwitchAborted
@@ -170,3 +171,54 @@ def test_a_switch_killed_with_the_ranges_frozen_is_redone_by_resume_or_undone_by
         assert conn.execute("SELECT count(*) FROM ring_fence").fetchone() == (0,)
         conn.execute("UPDATE users SET first_name = 'Writable'")
     assert _users(local, 0) == USERS and _users(local, 1) == 0
+
+
+def _first_name(dsn: str, user: object) -> str | None:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT first_name FROM users WHERE id = %s", (user,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+@pytest.mark.parametrize("then", ["resume", "rollback"])
+def test_a_run_stopped_after_the_publication_carries_the_targets_writes_back_once_resumed(
+    joining: tuple[LocalCluster, ReshardPlan],
+    reshard: tuple[Reshard, list[str], list[Topology]],
+    monkeypatch: pytest.MonkeyPatch,
+    then: str,
+) -> None:
+    """Stopped between the publication and the turn-around: the new ring writes on the target
+    while the reverse subscription is not streaming yet; whatever comes next carries it back."""
+    local, plan = joining
+    flow, _, published = reshard
+    flow.run(until="switch")
+    real_fence = switch_module.fence
+
+    def stopped_before_moved(shard: object, workflow: str, ranges: object, state: str) -> None:
+        if state == "moved":
+            raise KeyboardInterrupt
+        real_fence(shard, workflow, ranges, state)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(switch_module, "fence", stopped_before_moved)
+    with pytest.raises(KeyboardInterrupt):
+        flow.run()
+    monkeypatch.undo()
+    assert published == [plan.new]
+    source, target = plan.old.shard(0).primary_dsn, plan.new.shard(1).primary_dsn
+    (user,) = list(user_ids(target))[:1]
+    with psycopg.connect(target) as conn:
+        assert conn.execute("UPDATE users SET first_name = 'AfterSwitch' WHERE id = %s", (user,)).rowcount == 1
+
+    again = Reshard(flow.store, flow.store.latest(), published.append, lambda epoch: True, wait_s=60)  # type: ignore[arg-type]
+    if then == "resume":
+        assert again.run(until="cleanup").phase == "cleanup"
+        wait_for(lambda: _first_name(source, user) == "AfterSwitch", 10, "the reverse replication to carry it")
+        with psycopg.connect(target) as conn:  # the forward subscription went before the reverse one came
+            assert conn.execute("SELECT count(*) FROM pg_subscription").fetchone() == (0,)
+        assert again.run().phase == "done" and _placed_by(plan.new, local)
+        return
+    again.rollback()
+    assert again.state.phase == ROLLED_BACK and _first_name(source, user) == "AfterSwitch"
+    assert _users(local, 0) == USERS and _users(local, 1) == 0
+    for dsn in (source, target):
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_type = %s", ("logical",)).fetchone() == (0,)
