@@ -33,6 +33,7 @@ from messenger.bench.reshard_analysis import (
     MovingKeys,
     Window,
     errors_by_outcome,
+    hold_window,
     latency_by_window,
     render_markdown,
     switch_targets,
@@ -355,10 +356,12 @@ def _report_data(
     load, clock = outcome.load, outcome.clock
     phases = clock.phases(outcome.load_end)
     spans: list[Window] = windows(phases, outcome.load_end)
+    findings = outcome.workflow.findings if outcome.workflow is not None else {}
+    if held := hold_window(phases, findings.get("switch", {}).get("steps", {})):
+        spans.append(held)
     samples = load.samples
     latency = latency_by_window(samples, spans)
     unexpected = unexpected_errors(samples)
-    findings = outcome.workflow.findings if outcome.workflow is not None else {}
     ledger = load.ledger
     data: dict[str, Any] = {
         "started_at": started.isoformat(timespec="seconds"),

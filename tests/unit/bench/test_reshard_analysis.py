@@ -14,6 +14,7 @@ from messenger.bench.reshard_analysis import (
     Window,
     cpu_between,
     errors_by_outcome,
+    hold_window,
     latency_by_window,
     render_markdown,
     switch_targets,
@@ -204,3 +205,21 @@ def test_the_phase_clock_ends_each_phase_where_the_next_starts_and_the_last_at_t
     assert clock.current == "done" and clock.phases(end=30.0)[-1] == ("switch", 20.0, 25.0)
     clock.error = "NotCaughtUp"
     assert clock.current == "failed"
+
+
+def test_the_hold_is_the_stretch_of_the_switch_between_its_preparation_and_its_turn_around() -> None:
+    steps = {"prepare_reverse": 0.3, "connect": 0.1, "freeze": 0.05, "wait_for_writers": 0.05,
+             "catch_up_and_counts": 0.2, "publish": 0.05, "fence_moved": 0.05, "turn_around": 0.4}
+    held = hold_window([("verify", 5.0, 9.0), ("switch", 9.0, 10.2)], steps)
+    assert held is not None and held.name == "hold"
+    assert (round(held.start, 3), round(held.end, 3)) == (9.4, 9.8)
+    assert hold_window([("switch", 9.0, 10.0)], {"freeze": 0.1}) is None  # an older run's steps
+
+
+def test_other_keys_are_judged_in_the_hold_when_it_is_known() -> None:
+    latency = [
+        _latency_row("switch", MOVING, 800, 900), _latency_row("switch", OTHER, 400, 500),
+        _latency_row("hold", OTHER, 40, 50), _latency_row("idle", OTHER, 30, 40),
+    ]
+    met = {t["target"]: t["met"] for t in switch_targets(latency, lost=0, references_ok=True, unexpected=0)}
+    assert met["hold: other-key write p99"] is True and "switch: other-key write p99" not in met
