@@ -110,15 +110,21 @@ HELD_STEPS = ("freeze", "wait_for_writers", "catch_up_and_counts", "publish", "f
 reverse replication and connects, after them it turns the replication around."""
 
 
-def hold_window(phases: Sequence[tuple[str, float, float]], steps: dict[str, float]) -> Window | None:
+REMOVAL = "remove "
+"""Prefix of the phases (and windows) of the second workflow: the new shard removed again."""
+
+
+def hold_window(
+    phases: Sequence[tuple[str, float, float]], steps: dict[str, float], *, prefix: str = ""
+) -> Window | None:
     """The stretch of the switch phase that held the moving ranges' writes, from its steps'
     seconds (they run one after another from the phase's start)."""
-    switch = next((p for p in phases if p[0] == "switch"), None)
+    switch = next((p for p in phases if p[0] == f"{prefix}switch"), None)
     if switch is None or not all(step in steps for step in HELD_STEPS):
         return None
     before = sum(seconds for step, seconds in steps.items() if step not in HELD_STEPS and step != "turn_around")
     start = switch[1] + before
-    return Window(HOLD, start, start + sum(steps[step] for step in HELD_STEPS))
+    return Window(f"{prefix}{HOLD}", start, start + sum(steps[step] for step in HELD_STEPS))
 
 
 def summary(samples: Iterable[Sample]) -> dict[str, Any]:
@@ -193,32 +199,41 @@ def throughput_by_window(
 
 
 def switch_targets(latency: Sequence[dict[str, Any]], lost: int, references_ok: bool | None,
-                   unexpected: int) -> list[dict[str, Any]]:
-    """The issue's goals, each with the measured value and whether it was met."""
+                   unexpected: int, *, removal: bool = False) -> list[dict[str, Any]]:
+    """The issue's goals, each with the measured value and whether it was met; with `removal`
+    those of the second switch (the new shard removed) too."""
+    targets = held_targets(latency)
+    if removal:
+        targets += held_targets(latency, prefix=REMOVAL)
+    targets.append(_target("lost acknowledged writes", lost, 0, "writes"))
+    targets.append(_target("errors other than bounded retries", unexpected, 0, "requests"))
+    targets.append({"target": "check references clean", "value": references_ok, "goal": True, "unit": "",
+                    "met": references_ok})
+    return targets
+
+
+def held_targets(latency: Sequence[dict[str, Any]], *, prefix: str = "") -> list[dict[str, Any]]:
+    """One switch's goals: moving-key writes within the bounds, other keys as when idle."""
     def row(window: str, kind: str, keys: str) -> dict[str, Any] | None:
         for r in latency:
             if (r["window"], r["kind"], r["keys"]) == (window, kind, keys):
                 return r
         return None
 
-    moving = row("switch", "write", MOVING)
-    other, idle = row(HOLD, "write", OTHER) or row("switch", "write", OTHER), row("idle", "write", OTHER)
+    switch, hold = f"{prefix}switch", f"{prefix}{HOLD}"
+    moving = row(switch, "write", MOVING)
+    other, idle = row(hold, "write", OTHER) or row(switch, "write", OTHER), row("idle", "write", OTHER)
     targets: list[dict[str, Any]] = []
     if moving is not None and moving["count"]:
-        targets.append(_target("switch: moving-key write p99", moving["p99_ms"] / 1000, SWITCH_P99_GOAL_S, "s"))
-        targets.append(_target("switch: moving-key write max", moving["max_ms"] / 1000, SWITCH_MAX_GOAL_S, "s"))
+        targets.append(_target(f"{switch}: moving-key write p99", moving["p99_ms"] / 1000, SWITCH_P99_GOAL_S, "s"))
+        targets.append(_target(f"{switch}: moving-key write max", moving["max_ms"] / 1000, SWITCH_MAX_GOAL_S, "s"))
     else:
-        targets.append({"target": "switch: moving-key writes measured", "value": 0, "goal": "> 0",
+        targets.append({"target": f"{switch}: moving-key writes measured", "value": 0, "goal": "> 0",
                         "unit": "", "met": False})
     if other is not None and idle is not None and other["count"] and idle["count"]:
         # "Other keys did not wait": their p99 during the switch within 2x their idle p99 (or 50 ms).
         goal = max(2 * idle["p99_ms"], idle["p99_ms"] + 50) / 1000
-        name = "hold" if other["window"] == HOLD else "switch"
-        targets.append(_target(f"{name}: other-key write p99", other["p99_ms"] / 1000, goal, "s"))
-    targets.append(_target("lost acknowledged writes", lost, 0, "writes"))
-    targets.append(_target("errors other than bounded retries", unexpected, 0, "requests"))
-    targets.append({"target": "check references clean", "value": references_ok, "goal": True, "unit": "",
-                    "met": references_ok})
+        targets.append(_target(f"{other['window']}: other-key write p99", other["p99_ms"] / 1000, goal, "s"))
     return targets
 
 
@@ -268,10 +283,11 @@ def render_markdown(data: dict[str, Any]) -> str:
         ("phase", "start s", "end s", "seconds"),
         ((p["name"], p["start"], p["end"], p["end"] - p["start"]) for p in data["phases"]),
     ), ""]
-    switch = data.get("workflow_findings", {}).get("switch", {})
-    if switch.get("steps"):
-        out += [f"Inside the switch, writes to the moving ranges held for {switch['frozen_s']:.2f} s:", "",
-                markdown_table(("step", "seconds"), switch["steps"].items()), ""]
+    for key, which in (("workflow_findings", "the switch"), ("removal_findings", "the removal's switch")):
+        switch = (data.get(key) or {}).get("switch", {})
+        if switch.get("steps"):
+            out += [f"Inside {which}, writes to the moving ranges held for {switch['frozen_s']:.2f} s:", "",
+                    markdown_table(("step", "seconds"), switch["steps"].items()), ""]
     out += ["## Latency by window (ms; a request counts in every window it was in flight)", "", markdown_table(
         ("window", "kind", "keys", "requests", "answered", "p50", "p99", "max"),
         ((r["window"], r["kind"], r["keys"], r["requests"], r["count"], r["p50_ms"], r["p99_ms"], r["max_ms"])

@@ -29,6 +29,7 @@ from messenger.bench.loadgen import process_group_cpu_seconds
 from messenger.bench.phase import Target
 from messenger.bench.reshard_analysis import (
     MOVING,
+    REMOVAL,
     WRITE_OPS,
     MovingKeys,
     Window,
@@ -56,6 +57,7 @@ from messenger.storage.resharding.plan import (
     ReshardPlan,
     next_shard_indexes,
     plan_add,
+    plan_remove,
     planned_shard,
 )
 from messenger.storage.resharding.redis_calls import adoption, publish_ring
@@ -83,6 +85,9 @@ class ReshardBenchConfig:
     """Load before the workflow starts (the idle baseline)."""
     after_s: float = 15.0
     """Load after the workflow ends."""
+    remove: bool = True
+    """Then `shards remove` of the new shard, under the same load, after `between_s`."""
+    between_s: float = 10.0
     max_s: float = 1_800.0
     """The whole load, at most: a workflow still running then fails the run."""
     workers: int = 2
@@ -95,7 +100,7 @@ class ReshardBenchConfig:
 
 
 def smoke_reshard_config(**overrides: Any) -> ReshardBenchConfig:
-    values: dict[str, Any] = {"users": 20_000, "idle_s": 8.0, "after_s": 6.0, "rate": 200.0,
+    values: dict[str, Any] = {"users": 20_000, "idle_s": 8.0, "after_s": 6.0, "between_s": 4.0, "rate": 200.0,
                               "sample_ids": 20_000, "max_s": 600.0}
     return ReshardBenchConfig(**(values | overrides))
 
@@ -179,36 +184,50 @@ def _ids_for_load(topology: Topology, keys: MovingKeys, wanted: int) -> tuple[li
 
 
 def _run_workflow(
-    cluster: LocalCluster, current: Topology, state_dir: Path, clock: PhaseClock, observer: ReshardObserver
-) -> WorkflowState:
-    """`shards add` on the local cluster: servers for one more shard, migrated, then the workflow."""
+    config: ReshardBenchConfig,
+    cluster: LocalCluster,
+    current: Topology,
+    state_dir: Path,
+    clock: PhaseClock,
+    observer: ReshardObserver,
+) -> list[WorkflowState]:
+    """`shards add` on the local cluster: servers for one more shard, migrated, then the
+    workflow; with `config.remove`, after a pause, `shards remove` of that shard."""
     clock.start("servers")
     created = cluster.add_shards(1)
     failed = [o for o in migrate(replace(current, shards=created)) if not o.ok]
     if failed:
         raise BenchError(f"migrating the new shard failed: {failed}")
-    plan = plan_add(current, created)
     path = cluster.topology_path
-
-    def publish(new: Topology) -> None:
-        publish_ring(new, path)
-        clock.published = clock.now()
-        observer.note(f"epoch {new.epoch} published at {clock.published:.2f} s")
-
-    def adopted(epoch: int) -> bool:
-        return adoption(current.redis_url, epoch)[0]
-
-    def progress(line: str) -> None:
-        name = line.rstrip("…")
-        if line.endswith("…") and name in PHASE_NAMES:
-            clock.start(name)
-            observer.note(f"{name} started at {clock.now():.2f} s")
-
     store = StateStore(state_dir)
-    state = WorkflowState(new_workflow_id(), plan)
-    with store.locked():
-        store.save(state)
-        return Reshard(store, state, publish, adopted, progress=progress).run()
+
+    def reshard(plan: ReshardPlan, prefix: str) -> WorkflowState:
+        def publish(new: Topology) -> None:
+            publish_ring(new, path)
+            clock.published = clock.now()
+            observer.note(f"epoch {new.epoch} published at {clock.published:.2f} s")
+
+        def adopted(epoch: int) -> bool:
+            return adoption(current.redis_url, epoch)[0]
+
+        def progress(line: str) -> None:
+            name = line.rstrip("…")
+            if line.endswith("…") and name in PHASE_NAMES:
+                clock.start(prefix + name)
+                observer.note(f"{prefix}{name} started at {clock.now():.2f} s")
+
+        state = WorkflowState(new_workflow_id(), plan)
+        with store.locked():
+            store.save(state)
+            return Reshard(store, state, publish, adopted, progress=progress).run()
+
+    added = reshard(plan_add(current, created), "")
+    if not config.remove:
+        return [added]
+    clock.start("between")
+    time.sleep(config.between_s)
+    time.sleep(max(0.0, 1.1 - (time.time() % 1)))  # workflow ids are per second: the next one differs
+    return [added, reshard(plan_remove(added.plan.new, created[0].index), REMOVAL)]
 
 
 @dataclass
@@ -218,12 +237,15 @@ class LoadOutcome:
     cpu: list[tuple[float, float]]
     load_end: float
     workflow: WorkflowState | None
+    """The add's workflow."""
+    removal: WorkflowState | None = None
+    """The remove's workflow, when the run removes the new shard again."""
 
 
 async def _drive(
     config: ReshardBenchConfig,
     load: ReshardLoad,
-    workflow: Callable[[PhaseClock], WorkflowState],
+    workflow: Callable[[PhaseClock], list[WorkflowState]],
     server_group: int,
     observer: ReshardObserver,
 ) -> LoadOutcome:
@@ -232,12 +254,12 @@ async def _drive(
     await asyncio.sleep(0)
     clock = PhaseClock(load.started)
     cpu: list[tuple[float, float]] = []
-    result: dict[str, WorkflowState] = {}
+    result: dict[str, list[WorkflowState]] = {}
     thread: threading.Thread | None = None
 
     def in_thread() -> None:
         try:
-            result["state"] = workflow(clock)
+            result["states"] = workflow(clock)
         except Exception as exc:  # the run reports it; the load stops
             clock.error = f"{type(exc).__name__}: {exc}"
             observer.note(f"[red]the workflow failed: {clock.error}[/red]")
@@ -274,7 +296,9 @@ async def _drive(
     await running
     load_end = clock.now()
     cpu.append((load_end, process_group_cpu_seconds(server_group)))
-    return LoadOutcome(load, clock, cpu, load_end, result.get("state"))
+    states = result.get("states", [])
+    return LoadOutcome(load, clock, cpu, load_end, states[0] if states else None,
+                       states[1] if len(states) > 1 else None)
 
 
 async def _references(topology: Topology) -> dict[str, Any]:
@@ -324,13 +348,16 @@ def _measure(
                            mix=config.mix, timeout=config.timeout)
         state_dir = config.cluster_dir / "reshard-state"  # holds DSNs: kept out of the report
 
-        def workflow(clock: PhaseClock) -> WorkflowState:
-            return _run_workflow(cluster, topology, state_dir, clock, observer)
+        def workflow(clock: PhaseClock) -> list[WorkflowState]:
+            return _run_workflow(config, cluster, topology, state_dir, clock, observer)
 
-        observer.note(f"load: {config.idle_s:.0f} s idle, then `shards add` (5 → 6), then {config.after_s:.0f} s")
+        removal = f", {config.between_s:.0f} s, `shards remove` (6 → 5)" if config.remove else ""
+        observer.note(f"load: {config.idle_s:.0f} s idle, then `shards add` (5 → 6){removal}, "
+                      f"then {config.after_s:.0f} s")
         outcome: LoadOutcome = uvloop.run(_drive(config, load, workflow, server.pid, observer))
         observer.note("reading every acknowledged write back through the API")
-        new_topology = outcome.workflow.plan.new if outcome.workflow is not None else topology
+        last = outcome.removal or outcome.workflow
+        new_topology = last.plan.new if last is not None else topology
         checked = uvloop.run(verify(target, load.ledger, load.key_class, config.timeout))
     observer.note("counting rows per shard; auditing references")
     final = replace(new_topology, path=topology.path)
@@ -357,8 +384,10 @@ def _report_data(
     phases = clock.phases(outcome.load_end)
     spans: list[Window] = windows(phases, outcome.load_end)
     findings = outcome.workflow.findings if outcome.workflow is not None else {}
-    if held := hold_window(phases, findings.get("switch", {}).get("steps", {})):
-        spans.append(held)
+    removal = outcome.removal.findings if outcome.removal is not None else {}
+    for prefix, found in (("", findings), (REMOVAL, removal)):
+        if held := hold_window(phases, found.get("switch", {}).get("steps", {}), prefix=prefix):
+            spans.append(held)
     samples = load.samples
     latency = latency_by_window(samples, spans)
     unexpected = unexpected_errors(samples)
@@ -372,6 +401,7 @@ def _report_data(
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         "shards_before": len(preview.old.shards),
         "shards_after": len(outcome.workflow.plan.new.shards) if outcome.workflow else None,
+        "shards_after_removal": len(outcome.removal.plan.new.shards) if outcome.removal else None,
         "seed_seconds": seed_seconds,
         "moved_fraction": preview.moved_fraction,
         "failure": clock.error,
@@ -397,11 +427,14 @@ def _report_data(
         "moved_rows": findings.get("cleanup", {}).get("deleted", {}),
         "workflow_findings": {k: v for k, v in findings.items() if k != "verify"}
         | {"verify_rows": findings.get("verify", {}).get("rows")},
+        "removal_findings": ({k: v for k, v in removal.items() if k != "verify"}
+                             | {"verify_rows": removal.get("verify", {}).get("rows")}) if removal else None,
         "references": {"ok": references["ok"], "unreachable_shards": references["unreachable_shards"],
                        "found": {k["kind"]: k["found"] for k in references["kinds"]},
                        "relay": references["relay"]},
     }
-    data["targets"] = switch_targets(latency, len(checked.lost), bool(references["ok"]), unexpected)
+    data["targets"] = switch_targets(latency, len(checked.lost), bool(references["ok"]), unexpected,
+                                     removal=outcome.removal is not None)
     if clock.error is not None:
         data["targets"].append({"target": "workflow finished", "value": False, "goal": True, "unit": "",
                                 "met": False})

@@ -275,9 +275,10 @@ def reshard_tables(report: dict[str, Any]) -> list[Table]:
         phases.add_column(name, justify="left" if name == "phase" else "right")
     for p in report["phases"]:
         phases.add_row(p["name"], f"{p['start']:.2f}", f"{p['end']:.2f}", f"{p['end'] - p['start']:.2f}")
-    steps = report.get("workflow_findings", {}).get("switch", {}).get("steps", {})
-    for step, seconds in steps.items():
-        phases.add_row(f"  switch: {step}", "", "", f"{seconds:.2f}")
+    for key, prefix in (("workflow_findings", ""), ("removal_findings", "remove ")):
+        steps = (report.get(key) or {}).get("switch", {}).get("steps", {})
+        for step, seconds in steps.items():
+            phases.add_row(f"  {prefix}switch: {step}", "", "", f"{seconds:.2f}")
     latency = Table(title="Latency by window (ms)")
     for name in ("window", "kind", "keys", "requests", "p50", "p99", "max"):
         latency.add_column(name, justify="left" if name in ("window", "kind", "keys") else "right")
