@@ -18,6 +18,7 @@ from typing import Any
 
 from messenger.bench.phase import LatencySummary
 from messenger.storage.resharding.plan import ReshardPlan
+from messenger.storage.resharding.switch import BEFORE_HOLD_STEPS, HELD_STEPS
 from messenger.storage.shards.ring import ring_position
 
 MOVING, OTHER, UNKNOWN = "moving", "other", "unknown"
@@ -105,11 +106,6 @@ def windows(phases: Sequence[tuple[str, float, float]], load_end: float) -> list
 
 HOLD = "hold"
 
-HELD_STEPS = ("freeze", "wait_for_writers", "catch_up_and_counts", "publish", "fence_moved")
-"""The switch's steps while writes to the moving ranges wait; before them it prepares the
-reverse replication and connects, after them it turns the replication around."""
-
-
 REMOVAL = "remove "
 """Prefix of the phases (and windows) of the second workflow: the new shard removed again."""
 
@@ -122,8 +118,7 @@ def hold_window(
     switch = next((p for p in phases if p[0] == f"{prefix}switch"), None)
     if switch is None or not all(step in steps for step in HELD_STEPS):
         return None
-    before = sum(seconds for step, seconds in steps.items() if step not in HELD_STEPS and step != "turn_around")
-    start = switch[1] + before
+    start = switch[1] + sum(steps.get(step, 0.0) for step in BEFORE_HOLD_STEPS)
     return Window(f"{prefix}{HOLD}", start, start + sum(steps[step] for step in HELD_STEPS))
 
 

@@ -226,7 +226,6 @@ def _run_workflow(
         return [added]
     clock.start("between")
     time.sleep(config.between_s)
-    time.sleep(max(0.0, 1.1 - (time.time() % 1)))  # workflow ids are per second: the next one differs
     return [added, reshard(plan_remove(added.plan.new, created[0].index), REMOVAL)]
 
 

@@ -116,24 +116,24 @@ def create_subscription(
         )
 
 
-def create_slot(source: ShardConfig, name: str) -> None:
+def create_slot(publisher: ShardConfig, name: str) -> None:
     """A logical slot for a subscription made later. Making one waits for the transactions
-    running on `source` to end (its consistent point), which is why it is made ahead."""
-    with connect(source, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+    running on `publisher` to end (its consistent point), which is why it is made ahead."""
+    with connect(publisher, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
         if not conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (name,)).fetchone():
             conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (name,))
 
 
-def drop_slot(source: ShardConfig, name: str) -> None:
+def drop_slot(publisher: ShardConfig, name: str) -> None:
     """A slot whose subscription was never made (a run stopped in between) would keep WAL."""
-    with connect(source, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+    with connect(publisher, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
         if conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s AND NOT active", (name,)).fetchone():
             conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
 
 
-def advance_slot(source: ShardConfig, name: str, lsn: str) -> None:
+def advance_slot(publisher: ShardConfig, name: str, lsn: str) -> None:
     """Move the slot's start to `lsn`: its subscription gets only what commits after it."""
-    with connect(source, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
+    with connect(publisher, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
         row = conn.execute(
             "SELECT confirmed_flush_lsn < %s::pg_lsn FROM pg_replication_slots WHERE slot_name = %s", (lsn, name)
         ).fetchone()

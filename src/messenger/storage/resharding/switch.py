@@ -88,6 +88,11 @@ class SwitchReport:
         return now
 
 
+BEFORE_HOLD_STEPS = ("prepare_reverse", "connect")
+HELD_STEPS = ("freeze", "wait_for_writers", "catch_up_and_counts", "publish", "fence_moved")
+"""The steps of `SwitchReport.steps`, in order, while writes to the moving ranges wait; those
+before them prepare, `turn_around` comes after."""
+
 Connection = psycopg.Connection[tuple[Any, ...]]
 
 
@@ -123,7 +128,7 @@ def switch(
     shard = _shards(plan)
     routes = list(plan.routes)
     at = time.monotonic()
-    unfenced = False
+    unfenced = published = False
     try:
         _each(routes, lambda route: prepare_reverse(workflow, route, shard(route.source), shard(route.target)))
         at = report.step("prepare_reverse", at)
@@ -160,13 +165,14 @@ def switch(
             unfenced = True
             _each(pairs, lambda p: unfence(p[1].target, workflow, p[0].ranges))
             publish(plan.new)
+            published = True
             at = report.step("publish", at)
             _each(pairs, lambda p: fence(p[1].source, workflow, p[0].ranges, "moved"))
             at = report.step("fence_moved", at)
             report.frozen_s = at - started
     except Exception as exc:
-        if "fence_moved" not in report.steps and "publish" in report.steps:
-            raise  # published: the new ring is in force; `resume` sets the fences left
+        if published:
+            raise  # the new ring is in force; `resume` sets the fences left
         stuck = _abort(workflow, plan, shard, refence_targets=unfenced)
         reason = str(exc) if isinstance(exc, SwitchAborted) else f"the switch was aborted, the old ring stays: {exc}"
         if stuck:
