@@ -335,10 +335,20 @@ class LocalCluster:
         self.server(shard, role).stop()
 
     def start_server(self, shard: int, role: str) -> None:
+        """Start one server and return once the shard serves through its PgBouncer again:
+        after a failed login PgBouncer refuses clients until its next retry succeeds."""
         server = self.server(shard, role)
         server.start()
         if isinstance(server, PostgresServer):
             wait_until_accepting(server.dsn(self.state.password))
+        bouncer = self.pgbouncer(shard)
+        databases = {
+            "primary": [bouncer.rw_database],
+            "replica": [bouncer.ro_database],
+            "pgbouncer": [bouncer.rw_database, bouncer.ro_database],
+        }[role]
+        for database in databases:
+            wait_until_accepting(bouncer.dsn(self.state.password, database))
 
 
 def _raise_open_files_limit(wanted: int = 65536) -> None:

@@ -69,11 +69,15 @@ async def create_group(http: httpx.AsyncClient, admin: Caller, members: list[Cal
 async def send(
     http: httpx.AsyncClient, caller: Caller, conversation_id: str, body: str, client_message_id: str | None = None
 ) -> dict[str, Any]:
-    response = await http.post(
-        f"{CONVERSATIONS}/{conversation_id}/messages",
-        json={"body": body, "client_message_id": client_message_id or uuid.uuid4().hex},
-        headers=caller.headers,
-    )
+    """Send as a client does: a 429 is waited out for as long as it says, then sent again."""
+    payload = {"body": body, "client_message_id": client_message_id or uuid.uuid4().hex}
+    for _ in range(20):
+        response = await http.post(
+            f"{CONVERSATIONS}/{conversation_id}/messages", json=payload, headers=caller.headers
+        )
+        if response.status_code != 429:
+            break
+        await asyncio.sleep(float(response.json()["error"]["details"]["retry_after"]))
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]
 
