@@ -130,24 +130,24 @@ class DeliveryTracker:
         }
 
 
-async def _post(conn: Connection, path: str, body: Any, headers: str = "") -> Any:
-    """POST with retries on 429 (Retry-After); the decoded body of a 200/201."""
-    payload = msgspec.json.encode(body)
+async def request_json(conn: Connection, method: str, path: str, body: Any, headers: str = "") -> Any:
+    """A setup request (no body when `body` is None), retried on 429; the decoded body of a 200/201."""
+    payload = msgspec.json.encode(body) if body is not None else None
     for _ in range(20):
         try:
-            response = await conn.request("POST", path, payload, headers)
+            response = await conn.request(method, path, payload, headers)
         except RequestFailed as exc:
-            raise SetupFailed(f"POST {path}: {exc}") from None
+            raise SetupFailed(f"{method} {path}: {exc}") from None
         if response.status == 429:
             await asyncio.sleep(1.0)
             continue
         if response.status not in (200, 201):
-            raise SetupFailed(f"POST {path} -> {response.status} {response.body[:200]!r}")
+            raise SetupFailed(f"{method} {path} -> {response.status} {response.body[:200]!r}")
         return msgspec.json.decode(response.body)
-    raise SetupFailed(f"POST {path}: still rate limited; see MESSAGING_ENV in bench/server.py")
+    raise SetupFailed(f"{method} {path}: still rate limited; see MESSAGING_ENV in bench/server.py")
 
 
-async def _register(target: Target, count: int, timeout: float) -> list[Account]:
+async def register_accounts(target: Target, count: int, timeout: float) -> list[Account]:
     run = uuid.uuid4().hex[:8]
     accounts: list[Account | None] = [None] * count
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -160,8 +160,9 @@ async def _register(target: Target, count: int, timeout: float) -> list[Account]
             while not queue.empty():
                 i = queue.get_nowait()
                 handle = f"b{run}_{i}"
-                await _post(
+                await request_json(
                     conn,
+                    "POST",
                     "/api/v1/accounts",
                     {
                         "username": handle,
@@ -171,8 +172,8 @@ async def _register(target: Target, count: int, timeout: float) -> list[Account]
                         "last_name": f"User {i}",
                     },
                 )
-                tokens = await _post(
-                    conn, "/api/v1/auth/login", {"login": handle, "password": PASSWORD}
+                tokens = await request_json(
+                    conn, "POST", "/api/v1/auth/login", {"login": handle, "password": PASSWORD}
                 )
                 accounts[i] = Account(tokens["user_id"], tokens["access_token"])
         finally:
@@ -182,11 +183,11 @@ async def _register(target: Target, count: int, timeout: float) -> list[Account]
     return [a for a in accounts if a is not None]
 
 
-def _auth(account: Account) -> str:
+def auth_header(account: Account) -> str:
     return f"Authorization: Bearer {account.token}\r\n"
 
 
-async def _create_groups(
+async def create_groups(
     target: Target, accounts: list[Account], group_size: int, rng: random.Random, timeout: float
 ) -> dict[str, list[Account]]:
     """Random groups of `group_size` (each account in one); conversation id -> members."""
@@ -200,15 +201,16 @@ async def _create_groups(
     conn = Connection(target.host, target.port, max(timeout, 30.0))
     try:
         for n, members in enumerate(chunks):
-            out = await _post(
+            out = await request_json(
                 conn,
+                "POST",
                 CONVERSATIONS,
                 {
                     "type": "group",
                     "title": f"bench group {n}",
                     "member_ids": [m.user_id for m in members[1:]],
                 },
-                _auth(members[0]),
+                auth_header(members[0]),
             )
             groups[out["conversation"]["id"]] = members
     finally:
@@ -314,10 +316,10 @@ async def run_messaging_phase(
     users = max(2, min(users, max(sockets, connections, 2)))
     if note:
         note(f"messaging setup: {users} accounts, groups of {group_size}, {sockets} sockets")
-    accounts = await _register(target, users, timeout)
+    accounts = await register_accounts(target, users, timeout)
     if len(accounts) < 2:
         raise SetupFailed("fewer than two accounts registered")
-    groups = await _create_groups(target, accounts, group_size, rng, timeout)
+    groups = await create_groups(target, accounts, group_size, rng, timeout)
     conversations_of: dict[str, list[str]] = {a.user_id: [] for a in accounts}
     for cid, members in groups.items():
         for m in members:
@@ -346,7 +348,7 @@ async def run_messaging_phase(
             recorder=recorder,
             known_ids=(),
             rng=random.Random(base.getrandbits(64)),
-            headers=_auth(account),
+            headers=auth_header(account),
             user_id=account.user_id,
             conversations=mine,
             sent=tracker.sent,

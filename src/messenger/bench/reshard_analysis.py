@@ -24,8 +24,8 @@ from messenger.storage.shards.ring import ring_position
 MOVING, OTHER, UNKNOWN = "moving", "other", "unknown"
 """A request's key class: its key is in a range the reshard moves, or not, or the request
 failed before the key was known (a create that got no id back)."""
-WRITE_OPS = ("patch", "create")
-READ_OPS = ("get",)
+WRITE_OPS = ("patch", "create", "send")
+READ_OPS = ("get", "history")
 BOUNDED_RETRY = "503 range_moved"
 """The one error a write may get from a reshard: the router retried a frozen range for its
 bound (3 s) and gave up. Anything else is a failure of the run."""
@@ -42,7 +42,7 @@ class Sample:
     latency: float
     """Seconds until the response (or the failure)."""
     op: str
-    """get, patch or create."""
+    """get, history, patch, create or send."""
     key_class: str
     outcome: str
     """The status ("200"), the status and error code ("503 range_moved"), or a failure kind
@@ -200,8 +200,8 @@ def switch_targets(latency: Sequence[dict[str, Any]], lost: int, references_ok: 
     targets = held_targets(latency)
     if removal:
         targets += held_targets(latency, prefix=REMOVAL)
-    targets.append(_target("lost acknowledged writes", lost, 0, "writes"))
-    targets.append(_target("errors other than bounded retries", unexpected, 0, "requests"))
+    targets.append(goal_row("lost acknowledged writes", lost, 0, "writes"))
+    targets.append(goal_row("errors other than bounded retries", unexpected, 0, "requests"))
     targets.append({"target": "check references clean", "value": references_ok, "goal": True, "unit": "",
                     "met": references_ok})
     return targets
@@ -220,19 +220,19 @@ def held_targets(latency: Sequence[dict[str, Any]], *, prefix: str = "") -> list
     other, idle = row(hold, "write", OTHER) or row(switch, "write", OTHER), row("idle", "write", OTHER)
     targets: list[dict[str, Any]] = []
     if moving is not None and moving["count"]:
-        targets.append(_target(f"{switch}: moving-key write p99", moving["p99_ms"] / 1000, SWITCH_P99_GOAL_S, "s"))
-        targets.append(_target(f"{switch}: moving-key write max", moving["max_ms"] / 1000, SWITCH_MAX_GOAL_S, "s"))
+        targets.append(goal_row(f"{switch}: moving-key write p99", moving["p99_ms"] / 1000, SWITCH_P99_GOAL_S, "s"))
+        targets.append(goal_row(f"{switch}: moving-key write max", moving["max_ms"] / 1000, SWITCH_MAX_GOAL_S, "s"))
     else:
         targets.append({"target": f"{switch}: moving-key writes measured", "value": 0, "goal": "> 0",
                         "unit": "", "met": False})
     if other is not None and idle is not None and other["count"] and idle["count"]:
         # "Other keys did not wait": their p99 during the switch within 2x their idle p99 (or 50 ms).
         goal = max(2 * idle["p99_ms"], idle["p99_ms"] + 50) / 1000
-        targets.append(_target(f"{other['window']}: other-key write p99", other["p99_ms"] / 1000, goal, "s"))
+        targets.append(goal_row(f"{other['window']}: other-key write p99", other["p99_ms"] / 1000, goal, "s"))
     return targets
 
 
-def _target(name: str, value: float, goal: float, unit: str) -> dict[str, Any]:
+def goal_row(name: str, value: float, goal: float, unit: str) -> dict[str, Any]:
     return {"target": name, "value": value, "goal": goal, "unit": unit, "met": value <= goal}
 
 
@@ -262,9 +262,9 @@ def render_markdown(data: dict[str, Any]) -> str:
     cfg = data["config"]
     out.append(
         f"`{data['command']}`: {cfg['users']:,} users seeded on {data['shards_before']} shards "
-        f"(seeded in {data['seed_seconds']:.1f} s), {cfg['connections']} connections at "
-        f"{cfg['rate']:,.0f} req/s offered (GET {cfg['mix']['get']:.0%}, PATCH {cfg['mix']['patch']:.0%}, "
-        f"create {cfg['mix']['create']:.0%}), API with {cfg['workers']} workers; "
+        f"(seeded in {data['seed_seconds']:.1f} s){_chat_line(data)}, {cfg['connections']} connections at "
+        f"{cfg['rate']:,.0f} req/s offered ({', '.join(f'{op} {share:.0%}' for op, share in cfg['mix'].items())}), "
+        f"API with {cfg['workers']} workers; "
         f"{data['moved_fraction']:.2%} of the key space moves. Machine: {data['machine']}."
     )
     out.append("")
@@ -311,6 +311,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     ), ""]
     if ledger["lost_samples"]:
         out += ["Lost (sample): " + "; ".join(ledger["lost_samples"]), ""]
+    out += _chat_sections(data)
     rows = data["rows"]
     tables = sorted({t for by in (rows["before"], rows["after"]) for shard in by.values() for t in shard})
     out += ["## Rows per shard (before → after)", "", markdown_table(
@@ -327,3 +328,42 @@ def render_markdown(data: dict[str, Any]) -> str:
             "clean" if refs.get("ok") else f"not clean: {refs}", ""]
     out += ["![latency over time](reshard.png)", ""]
     return "\n".join(out)
+
+
+def _chat_line(data: dict[str, Any]) -> str:
+    chat = data.get("chat")
+    if not chat:
+        return ""
+    return (f", plus through the API {chat['accounts']:,} accounts, {chat['follows']:,} follows, "
+            f"{chat['conversations']:,} groups and {chat['messages_seeded']:,} messages "
+            f"({chat['setup_seconds']:.0f} s)")
+
+
+def _chat_sections(data: dict[str, Any]) -> list[str]:
+    """Messages read back, stale reads, and rows on a shard the final ring does not give them."""
+    out: list[str] = []
+    if messages := data.get("messages"):
+        out += ["## Acknowledged messages, read back through every history", "", markdown_table(
+            ("seeded", "sent in the load", "no answer", "refused", "conversations", "checked", "lost",
+             "of them on moving keys", "twice in a history"),
+            [(messages["seeded"], messages["sent"], messages["unanswered"], messages["rejected"],
+              messages["conversations"], messages["checked"], messages["lost"], messages["lost_moving"],
+              messages["duplicated"])],
+        ), ""]
+        if messages["samples"] or messages["unreadable"]:
+            out += ["Sample: " + "; ".join(messages["samples"] + messages["unreadable"]), ""]
+    if stale := data.get("stale_reads"):
+        out += ["## Stale reads", "",
+                f"{stale['count']:,} reads returned less than what their reader had been acknowledged "
+                "(a user's name older than its last acknowledged rename, or a history page without the "
+                "reader's last message in its span).", ""]
+        if stale["samples"]:
+            out += ["Sample: " + "; ".join(stale["samples"]), ""]
+    if (misplaced := data.get("misplaced")) is not None:
+        tables = sorted({t for by in misplaced.values() for t in by})
+        total = sum(n for by in misplaced.values() for n in by.values())
+        out += ["## Rows on a shard the final ring does not give them", "",
+                f"{total:,} in all (a key has one owner, so none is on two shards either).", "",
+                markdown_table(("table", *misplaced), ((t, *(by.get(t, 0) for by in misplaced.values()))
+                                                       for t in tables)), ""]
+    return out

@@ -2,7 +2,9 @@
 
 Each virtual user owns its own ids (the sampled ones dealt round-robin, plus those it creates),
 so the writes to one id are sequential and the value a later read must see is simply the last
-one acknowledged. A write that got no answer (timeout, broken connection, 5xx other than a
+one acknowledged: a read that returns anything else is a stale read. The same for messages: each
+virtual user sends as its own accounts (bench/reshard_chat.py) and the history page it reads
+next must hold its last acknowledged message when that message falls within the page. A write that got no answer (timeout, broken connection, 5xx other than a
 refusal) may or may not have landed: its value is allowed too, until a later write is
 acknowledged. A refusal (4xx, 503 `range_moved`) wrote nothing. After the load, `verify` reads
 every id the ledger acknowledged through the API and counts those whose value is not allowed:
@@ -22,25 +24,37 @@ import msgspec
 from messenger.bench.loadgen import Connection, RequestFailed, Response
 from messenger.bench.phase import Target
 from messenger.bench.reshard_analysis import UNKNOWN, MovingKeys, Sample
-from messenger.bench.scenarios import USERS
+from messenger.bench.reshard_chat import Chatter, MessageLedger
+from messenger.bench.scenarios import CONVERSATIONS, USERS
 
 CREATED_FIRST_NAME = "Reshard"
 VERIFY_CONNECTIONS = 16
 VERIFY_PASSES = 3
 """Reads of a mismatching id before it counts as lost (a replica catching up gets a second look)."""
+HISTORY_LIMIT = 20
+STALE_SAMPLES = 20
 
 
 @dataclass(frozen=True, slots=True)
 class Mix:
-    get: float = 0.5
-    patch: float = 0.35
-    create: float = 0.15
+    """Shares of the operations: 80 % reads (a user, a history page), 20 % writes (rename a
+    user, create one, send a message)."""
+
+    get: float = 0.6
+    history: float = 0.2
+    patch: float = 0.09
+    create: float = 0.03
+    send: float = 0.08
 
     def pick(self, rng: random.Random) -> str:
-        x = rng.random() * (self.get + self.patch + self.create)
-        if x < self.get:
-            return "get"
-        return "patch" if x < self.get + self.patch else "create"
+        shares = (("get", self.get), ("history", self.history), ("patch", self.patch),
+                  ("create", self.create), ("send", self.send))
+        x = rng.random() * sum(share for _, share in shares)
+        for op, share in shares:
+            if x < share:
+                return op
+            x -= share
+        return "get"
 
 
 @dataclass(slots=True)
@@ -115,6 +129,8 @@ class ReshardLoad:
         rate: float,
         mix: Mix,
         timeout: float,
+        chatters: list[Chatter] | None = None,
+        messages: MessageLedger | None = None,
         seed: int = 12,
     ) -> None:
         self.target = target
@@ -124,6 +140,15 @@ class ReshardLoad:
         self.mix = mix
         self.timeout = timeout
         self.owned = [ids[i::connections] for i in range(connections)]
+        chatters = chatters or []
+        # Dealt round-robin; with fewer accounts than connections, some are shared.
+        self.chatters = [
+            chatters[i::connections] or ([chatters[i % len(chatters)]] if chatters else [])
+            for i in range(connections)
+        ]
+        self.messages = messages if messages is not None else MessageLedger()
+        self.stale_reads = 0
+        self.stale_samples: list[str] = []
         self.rng = random.Random(seed)
         self.samples: list[Sample] = []
         self.ledger = Ledger()
@@ -143,7 +168,9 @@ class ReshardLoad:
     async def _user(self, n: int, stop: asyncio.Event) -> None:
         conn = Connection(self.target.host, self.target.port, self.timeout)
         rng = random.Random(self.rng.random())
-        owned, seq = self.owned[n], 0
+        owned, chats, seq = self.owned[n], self.chatters[n], 0
+        last_sent: dict[str, str] = {}
+        """Conversation id -> this user's last acknowledged message id there."""
         due = time.perf_counter() + rng.random() * self.interval
         try:
             while not stop.is_set():
@@ -156,10 +183,16 @@ class ReshardLoad:
                         pass
                 due = max(due + self.interval, time.perf_counter() - self.interval)
                 op = self.mix.pick(rng) if owned else "create"
+                if not chats and op in ("send", "history"):
+                    op = "patch" if op == "send" else "get"
                 seq += 1
                 value = f"w{n}-{seq}"
                 if op == "create":
                     await self._create(conn, owned, value)
+                elif op == "send":
+                    await self._send(conn, rng.choice(chats), rng, value, last_sent)
+                elif op == "history":
+                    await self._history(conn, rng.choice(chats), rng, last_sent)
                 else:
                     await self._on_id(conn, op, rng.choice(owned), value)
         finally:
@@ -172,6 +205,8 @@ class ReshardLoad:
         try:
             response = await conn.request("PATCH" if op == "patch" else "GET", path, body)
             outcome = outcome_of(response)
+            if op == "get" and outcome == "200":
+                self._check_user(user_id, msgspec.json.decode(response.body)["last_name"])
         except RequestFailed as exc:
             outcome = exc.kind
         end = time.perf_counter()
@@ -183,6 +218,63 @@ class ReshardLoad:
                 self.ledger.rejected += 1
             else:
                 self.ledger.unanswered(user_id, value)
+
+    def _check_user(self, user_id: str, last_name: str) -> None:
+        entry = self.ledger.entries.get(user_id)
+        if entry is not None and entry.acknowledged is not None and last_name not in entry.allowed():
+            self._stale(f"user {user_id}: read {last_name!r}, acknowledged {sorted(entry.allowed())}")
+
+    def _stale(self, what: str) -> None:
+        self.stale_reads += 1
+        if len(self.stale_samples) < STALE_SAMPLES:
+            self.stale_samples.append(what)
+
+    async def _send(
+        self, conn: Connection, chatter: Chatter, rng: random.Random, value: str, last_sent: dict[str, str]
+    ) -> None:
+        cid = rng.choice(chatter.conversations)
+        body = msgspec.json.encode({"body": f"reshard {value}", "client_message_id": value})
+        start = time.perf_counter()
+        message_id = None
+        try:
+            response = await conn.request("POST", f"{CONVERSATIONS}/{cid}/messages", body, chatter.headers)
+            outcome = outcome_of(response)
+            if outcome in ("200", "201"):
+                message_id = str(msgspec.json.decode(response.body)["id"])
+        except RequestFailed as exc:
+            outcome = exc.kind
+        end = time.perf_counter()
+        self.samples.append(Sample(start - self.started, end - start, "send", self.key_class(cid), outcome))
+        if message_id is not None:
+            self.messages.acknowledge(cid, value)
+            self.messages.sent += 1
+            last_sent[cid] = message_id
+        elif is_refusal(outcome):
+            self.messages.rejected += 1
+        else:
+            self.messages.unanswered(cid, value)
+
+    async def _history(
+        self, conn: Connection, chatter: Chatter, rng: random.Random, last_sent: dict[str, str]
+    ) -> None:
+        """The newest page; it must hold this user's last acknowledged message there when that
+        message is newer than the page's oldest (ids grow within a conversation)."""
+        cid = rng.choice(chatter.conversations)
+        start = time.perf_counter()
+        try:
+            response = await conn.request(
+                "GET", f"{CONVERSATIONS}/{cid}/messages?limit={HISTORY_LIMIT}", None, chatter.headers
+            )
+            outcome = outcome_of(response)
+            if outcome == "200" and (mine := last_sent.get(cid)) is not None:
+                page = msgspec.json.decode(response.body)
+                ids = [item["id"] for item in page["items"]]
+                if mine not in ids and (not page["has_more"] or not ids or mine > ids[-1]):
+                    self._stale(f"history {cid}: message {mine} missing from the newest page")
+        except RequestFailed as exc:
+            outcome = exc.kind
+        end = time.perf_counter()
+        self.samples.append(Sample(start - self.started, end - start, "history", self.key_class(cid), outcome))
 
     async def _create(self, conn: Connection, owned: list[str], value: str) -> None:
         body = msgspec.json.encode({"first_name": CREATED_FIRST_NAME, "last_name": value})

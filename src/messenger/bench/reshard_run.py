@@ -1,10 +1,12 @@
 """`messenger bench --reshard`: add a shard (5 → 6) under a mixed load, and measure it.
 
 The run owns its cluster (`cluster_dir`, destroyed and created again each time, so the shape is
-always the same), seeds it, serves the real API, and then, with the load running the whole time:
+always the same), seeds it (users in bulk; accounts, follows, groups and messages through the
+API), serves the real API, and then, with the load running the whole time:
 a stretch idle, `shards add` through the workflow (in a thread of this process, so its phase
 boundaries are on the load's clock), a stretch after. Afterwards it reads every acknowledged
-write back through the API, counts the rows per shard, runs the reference audit, and writes
+write and message back through the API, counts the rows per shard and those on a shard the
+final ring does not give them, runs the reference audit, and writes
 var/bench/reshard-<UTC time>/report.md, report.json, reshard.png and samples.csv.
 """
 
@@ -34,6 +36,7 @@ from messenger.bench.reshard_analysis import (
     MovingKeys,
     Window,
     errors_by_outcome,
+    goal_row,
     hold_window,
     latency_by_window,
     render_markdown,
@@ -41,6 +44,13 @@ from messenger.bench.reshard_analysis import (
     throughput_by_window,
     unexpected_errors,
     windows,
+)
+from messenger.bench.reshard_chat import (
+    ChatSetup,
+    MessageCheck,
+    MessageLedger,
+    set_up_chat,
+    verify_messages,
 )
 from messenger.bench.reshard_load import Mix, ReshardLoad, verify
 from messenger.bench.runner import BenchError, _free_base_port, _sample_ids_from_shards
@@ -52,7 +62,7 @@ from messenger.storage.bulk.seed import seed_users
 from messenger.storage.migrator import migrate
 from messenger.storage.relay.handlers import HANDLERS
 from messenger.storage.relay.runner import OutboxRelay
-from messenger.storage.resharding.counts import shard_rows
+from messenger.storage.resharding.counts import misplaced_rows, shard_rows
 from messenger.storage.resharding.plan import (
     ReshardPlan,
     next_shard_indexes,
@@ -77,6 +87,12 @@ PHASE_NAMES = ("copy", "verify", "switch", "cleanup")
 @dataclass
 class ReshardBenchConfig:
     users: int = 1_000_000
+    accounts: int = 300
+    """Registered through the API: they follow each other, chat in groups, and send in the load."""
+    group_size: int = 5
+    follows_each: int = 5
+    messages: int = 15_000
+    """Sent into the groups before the load (the load sends more)."""
     connections: int = 32
     rate: float = 300.0
     """Requests per second offered by all connections together (each paces itself)."""
@@ -100,7 +116,7 @@ class ReshardBenchConfig:
 
 
 def smoke_reshard_config(**overrides: Any) -> ReshardBenchConfig:
-    values: dict[str, Any] = {"users": 20_000, "idle_s": 8.0, "after_s": 6.0, "between_s": 4.0, "rate": 200.0,
+    values: dict[str, Any] = {"users": 20_000, "accounts": 40, "messages": 1_000, "idle_s": 8.0, "after_s": 6.0, "between_s": 4.0, "rate": 200.0,
                               "sample_ids": 20_000, "max_s": 600.0}
     return ReshardBenchConfig(**(values | overrides))
 
@@ -334,17 +350,27 @@ def _measure(
     keys = MovingKeys.of_plan(preview)
     ids, moving_ids = _ids_for_load(topology, keys, config.sample_ids)
     observer.note(f"the load uses {len(ids):,} seeded ids ({moving_ids:,} on moving keys) and creates more")
-    rows_before = shard_rows(topology.shards)
     if topology.path is None:
         raise BenchError("the cluster has no topology file")
     port = free_port()
     command, env = api_command(port, config.workers, topology.path)
+    env["MESSENGER_ACCESS_TTL"] = str(int(config.max_s) + 3_600)  # the accounts' tokens outlive the run
     observer.note(f"starting the API ({config.workers} workers) on :{port}")
     with ServerProcess(command, port, run_dir / "server.log", env=env) as server:
         assert server.pid is not None
         target = Target("127.0.0.1", port)
+        messages = MessageLedger()
+        observer.note(f"{config.accounts:,} accounts, follows, groups and {config.messages:,} messages "
+                      "through the API")
+        chat: ChatSetup = uvloop.run(set_up_chat(
+            target, messages, accounts=config.accounts, group_size=config.group_size,
+            follows_each=config.follows_each, messages=config.messages, timeout=config.timeout,
+            note=observer.note,
+        ))
+        observer.note(f"chat set up in {chat.seconds:.1f} s")
+        rows_before = shard_rows(topology.shards)
         load = ReshardLoad(target, ids, keys, connections=config.connections, rate=config.rate,
-                           mix=config.mix, timeout=config.timeout)
+                           mix=config.mix, timeout=config.timeout, chatters=chat.chatters, messages=messages)
         state_dir = config.cluster_dir / "reshard-state"  # holds DSNs: kept out of the report
 
         def workflow(clock: PhaseClock) -> list[WorkflowState]:
@@ -358,12 +384,17 @@ def _measure(
         last = outcome.removal or outcome.workflow
         new_topology = last.plan.new if last is not None else topology
         checked = uvloop.run(verify(target, load.ledger, load.key_class, config.timeout))
-    observer.note("counting rows per shard; auditing references")
+        observer.note("reading every conversation's history back through the API")
+        found = uvloop.run(verify_messages(target, messages, chat.readers, load.key_class, config.timeout))
+    observer.note("counting rows per shard and rows on a shard the ring does not give them; auditing references")
     final = replace(new_topology, path=topology.path)
     rows_after = shard_rows(final.shards)
+    misplaced = misplaced_rows(final)
     references = asyncio.run(_references(final))
     data = _report_data(config, started, seeded.elapsed_s, preview, outcome, checked, rows_before, rows_after,
                         references)
+    data |= _chat_data(chat, messages, found, load, misplaced)
+    data["targets"] += _chat_targets(data)
     _write(run_dir, data, outcome)
     return run_dir
 
@@ -438,6 +469,41 @@ def _report_data(
         data["targets"].append({"target": "workflow finished", "value": False, "goal": True, "unit": "",
                                 "met": False})
     return data
+
+
+def _chat_data(
+    chat: ChatSetup, messages: MessageLedger, found: MessageCheck, load: ReshardLoad,
+    misplaced: dict[str, dict[str, int]],
+) -> dict[str, Any]:
+    return {
+        "chat": {"accounts": chat.accounts, "follows": chat.follows, "conversations": chat.conversations,
+                 "messages_seeded": chat.messages, "setup_seconds": round(chat.seconds, 1)},
+        "messages": {
+            "seeded": messages.seeded,
+            "sent": messages.sent,
+            "unanswered": messages.unanswered_sends,
+            "rejected": messages.rejected,
+            "conversations": found.conversations,
+            "checked": found.checked,
+            "lost": len(found.lost),
+            "lost_moving": found.lost_moving,
+            "duplicated": len(found.duplicated),
+            "unreadable": found.unreadable[:10],
+            "samples": (found.lost + found.duplicated)[:10],
+        },
+        "stale_reads": {"count": load.stale_reads, "samples": load.stale_samples},
+        "misplaced": misplaced,
+    }
+
+
+def _chat_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
+    misplaced = sum(n for by in data["misplaced"].values() for n in by.values())
+    return [
+        goal_row("lost acknowledged messages", data["messages"]["lost"], 0, "messages"),
+        goal_row("messages twice in a history", data["messages"]["duplicated"], 0, "messages"),
+        goal_row("stale reads", data["stale_reads"]["count"], 0, "reads"),
+        goal_row("rows on a shard the final ring does not give them", misplaced, 0, "rows"),
+    ]
 
 
 def _write(run_dir: Path, data: dict[str, Any], outcome: LoadOutcome) -> None:

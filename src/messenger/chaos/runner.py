@@ -21,7 +21,13 @@ from pathlib import Path
 import psycopg
 
 from messenger.bench.loadgen import Connection, RequestFailed, raise_fd_limit
-from messenger.bench.messaging import Account, SetupFailed, _post, _register
+from messenger.bench.messaging import (
+    Account,
+    SetupFailed,
+    auth_header,
+    register_accounts,
+    request_json,
+)
 from messenger.bench.phase import Target
 from messenger.bench.server import ServerProcess, api_command, free_port
 from messenger.chaos.faults import FAULTS, FaultError, build_fault
@@ -192,7 +198,7 @@ async def _run_faults(run: _Run, report: RunReport) -> None:
     raise_fd_limit(4096)
     run.observer.note(f"registering {config.accounts} accounts, groups of {config.group_size}")
     try:
-        accounts = await _register(run.target, config.accounts, 30.0)
+        accounts = await register_accounts(run.target, config.accounts, 30.0)
         groups = await _groups_on_every_shard(run, accounts)
     except SetupFailed as exc:
         raise ChaosError(f"setting up the accounts failed: {exc}") from None
@@ -253,11 +259,11 @@ async def _groups_on_every_shard(run: _Run, accounts: list[Account]) -> dict[str
             members = rng.sample(accounts, size)
             if n < chunks:  # the first groups hold every account once (the last takes the rest)
                 members = accounts[n * size : (n + 1) * size if n < chunks - 1 else None]
-            out = await _post(
-                conn, "/api/v1/conversations",
+            out = await request_json(
+                conn, "POST", "/api/v1/conversations",
                 {"type": "group", "title": f"chaos group {n}",
                  "member_ids": [m.user_id for m in members[1:]]},
-                f"Authorization: Bearer {members[0].token}\r\n",
+                auth_header(members[0]),
             )
             cid = str(out["conversation"]["id"])
             groups[cid] = members

@@ -174,7 +174,8 @@ def bench_command(
     ] = None,
     messaging_users: Annotated[
         int | None,
-        typer.Option(help="Accounts the messaging scenario registers (default 250; smoke 20)."),
+        typer.Option(help="Accounts the messaging scenario registers (default 250; smoke 20; "
+                          "with --reshard 300; smoke 40)."),
     ] = None,
     group_size: Annotated[int, typer.Option(help="Members per messaging group.")] = 5,
     reshard: Annotated[
@@ -200,8 +201,8 @@ def bench_command(
     console = Console()
     if reshard:
         options = {"users": users, "rate": rate, "idle_s": idle_seconds, "after_s": after_seconds,
-                   "max_s": max_seconds, "workers": workers, "timeout": timeout}
-        _reshard_command(console, smoke=smoke, out=out, connections=connections,
+                   "max_s": max_seconds, "workers": workers, "timeout": timeout, "accounts": messaging_users}
+        _reshard_command(console, smoke=smoke, out=out, connections=connections, group_size=group_size,
                          **{k: v for k, v in options.items() if v is not None})
         return
     overrides: dict[str, Any] = {
@@ -318,11 +319,18 @@ def _reshard_command(console: Console, *, smoke: bool, out: Path, **options: Any
     for table in reshard_tables(data):
         console.print(table)
     ledger = data["ledger"]
+    messages = data["messages"]
+    misplaced = sum(n for by in data["misplaced"].values() for n in by.values())
     console.print(f"acknowledged writes {ledger['acknowledged']:,} on {ledger['ids']:,} ids; lost {ledger['lost']}")
+    console.print(f"acknowledged messages {messages['checked']:,} in {messages['conversations']:,} conversations; "
+                  f"lost {messages['lost']}, twice {messages['duplicated']}; stale reads {data['stale_reads']['count']}; "
+                  f"rows on a wrong shard {misplaced}")
     console.print(f"Report: {run_dir / 'report.md'}")
-    # The latency goals are goals; losing a write, an error past the bounded retry, a dirty audit
-    # or a workflow that did not finish are failures.
-    if data["failure"] or ledger["lost"] or data["unexpected_errors"] or not data["references"]["ok"]:
+    # The latency goals are goals; losing a write or a message, a duplicate, a stale read, a row on
+    # the wrong shard, an error past the bounded retry, a dirty audit or a workflow that did not
+    # finish are failures.
+    if (data["failure"] or ledger["lost"] or data["unexpected_errors"] or not data["references"]["ok"]
+            or messages["lost"] or messages["duplicated"] or data["stale_reads"]["count"] or misplaced):
         raise typer.Exit(1)
 
 

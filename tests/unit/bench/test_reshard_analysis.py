@@ -162,9 +162,16 @@ def test_the_mix_picks_each_operation_by_its_weight() -> None:
     import random
 
     rng = random.Random(1)
-    picks = [Mix(get=0.5, patch=0.3, create=0.2).pick(rng) for _ in range(10_000)]
+    picks = [Mix(get=0.5, history=0.1, patch=0.2, create=0.1, send=0.1).pick(rng) for _ in range(10_000)]
     assert abs(picks.count("get") / 10_000 - 0.5) < 0.03
-    assert abs(picks.count("create") / 10_000 - 0.2) < 0.03
+    assert abs(picks.count("history") / 10_000 - 0.1) < 0.02
+    assert abs(picks.count("send") / 10_000 - 0.1) < 0.02
+
+
+def test_the_default_mix_is_four_reads_to_one_write() -> None:
+    mix = Mix()
+    assert round(mix.get + mix.history, 6) == 0.8
+    assert round(mix.patch + mix.create + mix.send, 6) == 0.2
 
 
 def test_the_report_renders_every_section() -> None:
@@ -192,6 +199,29 @@ def test_the_report_renders_every_section() -> None:
                  "503 range_moved", "## Rows per shard", "100 → 85", "0 → 15", "| users | 15 |", "clean",
                  "reshard.png", "make bench-reshard-smoke",
                  "held for 0.40 s", "| turn_around | 0.300 |"):
+        assert part in text, part
+
+
+def test_the_report_shows_messages_stale_reads_and_misplaced_rows_when_the_run_has_them() -> None:
+    data = {
+        "started_at": "2026-12-04T14:00:00+00:00", "command": "make bench-reshard-smoke",
+        "config": {"users": 20_000, "connections": 32, "rate": 200.0, "workers": 2, "mix": {"get": 1.0}},
+        "shards_before": 5, "seed_seconds": 0.4, "moved_fraction": 0.1526, "machine": "2 cores",
+        "failure": None, "targets": [], "phases": [], "latency": [], "throughput": [], "errors": {},
+        "ledger": {"ids": 1, "acknowledged": 1, "uncertain": 0, "checked": 1, "lost": 0, "lost_moving": 0,
+                   "lost_samples": []},
+        "rows": {"before": {}, "after": {}}, "moved_rows": {}, "references": {"ok": True},
+        "chat": {"accounts": 40, "follows": 200, "conversations": 8, "messages_seeded": 1000, "setup_seconds": 3.0},
+        "messages": {"seeded": 1000, "sent": 250, "unanswered": 1, "rejected": 2, "conversations": 8,
+                     "checked": 1250, "lost": 0, "lost_moving": 0, "duplicated": 0, "unreadable": [],
+                     "samples": []},
+        "stale_reads": {"count": 1, "samples": ["user u: read 'a', acknowledged ['b']"]},
+        "misplaced": {"shard_0": {"users": 0, "messages": 0}, "shard_5": {"users": 0, "messages": 0}},
+    }
+    text = render_markdown(data)
+    for part in ("40 accounts, 200 follows, 8 groups and 1,000 messages", "## Acknowledged messages",
+                 "| 1,000 | 250 | 1 | 2 | 8 | 1,250 | 0 | 0 | 0 |", "## Stale reads", "read 'a'",
+                 "| table | shard_0 | shard_5 |", "| messages | 0 | 0 |", "0 in all"):
         assert part in text, part
 
 

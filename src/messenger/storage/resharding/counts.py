@@ -18,7 +18,8 @@ from messenger.storage.sharded_tables import (
     SHARDED_TABLES,
     missing_from_registry,
 )
-from messenger.topology import ShardConfig
+from messenger.storage.shards.ring import HashRing
+from messenger.topology import ShardConfig, Topology
 
 CONNECT_TIMEOUT_S = 5
 COUNT_TIMEOUT_MS = 120_000
@@ -182,3 +183,25 @@ def shard_rows(shards: tuple[ShardConfig, ...]) -> dict[str, dict[str, int]]:
 
     with ThreadPoolExecutor(max_workers=max(1, len(shards))) as pool:
         return dict(zip((s.name for s in shards), pool.map(count, shards), strict=True))
+
+
+def misplaced_rows(topology: Topology) -> dict[str, dict[str, int]]:
+    """Per shard and table, the rows whose `ring_pos` the topology's ring gives to another
+    shard: all zero after a reshard. A key has one owner, so zero here also means no row is on
+    two shards."""
+    ring = HashRing.for_topology(topology)
+
+    def count(shard: ShardConfig) -> dict[str, int]:
+        owned = ring.ranges_for(shard.index)
+        params = {"lo": [lo for lo, _ in owned], "hi": [hi for _, hi in owned]}
+        with connect(shard, statement_timeout_ms=COUNT_TIMEOUT_MS) as conn:
+            out = {}
+            for t in SHARDED_TABLES:
+                table = sql.Identifier(t.name)
+                inside = conn.execute(sql.SQL(ROUTE_ROWS_SQL).format(table=table), params).fetchone()
+                total = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+                out[t.name] = int(total[0]) - int(inside[0])  # type: ignore[index]
+            return out
+
+    with ThreadPoolExecutor(max_workers=max(1, len(topology.shards))) as pool:
+        return dict(zip((s.name for s in topology.shards), pool.map(count, topology.shards), strict=True))

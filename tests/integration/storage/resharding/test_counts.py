@@ -8,7 +8,12 @@ from uuid import uuid4
 import psycopg
 import pytest
 
-from messenger.storage.resharding.counts import ShardsNotReady, check_shards, count_moving_rows
+from messenger.storage.resharding.counts import (
+    ShardsNotReady,
+    check_shards,
+    count_moving_rows,
+    misplaced_rows,
+)
 from messenger.storage.resharding.plan import next_shard_indexes, plan_add, plan_remove
 from messenger.storage.shards.ring import HashRing
 from messenger.topology import ShardConfig
@@ -61,6 +66,25 @@ def test_removing_a_shard_counts_all_its_rows_as_moving(cluster) -> None:
     moving, _ = count_moving_rows(plan).by_table()["users"]
     # All of shard 1's own rows (not rows another test left on a shard that does not own them).
     assert moving == sum(users_by_new_owner(cluster, HashRing.for_topology(plan.new)).values())
+
+
+def test_a_row_on_a_shard_its_ring_does_not_name_counts_as_misplaced_there_and_only_there(cluster) -> None:
+    topology = cluster.topology
+    ring = HashRing.for_topology(topology)
+    before = misplaced_rows(topology)  # other tests may have left some
+    stray = uuid4()
+    wrong = next(s for s in topology.shards if s.index != ring.shard_for_uuid(stray))
+    with psycopg.connect(wrong.primary_dsn) as conn:
+        conn.execute("INSERT INTO users (id, first_name, last_name) VALUES (%s, 'Stray', 'Row')", (stray,))
+    try:
+        after = misplaced_rows(topology)
+        assert after[wrong.name]["users"] == before[wrong.name]["users"] + 1
+        assert {name: by for name, by in after.items() if name != wrong.name} == {
+            name: by for name, by in before.items() if name != wrong.name
+        }
+    finally:
+        with psycopg.connect(wrong.primary_dsn) as conn:
+            conn.execute("DELETE FROM users WHERE id = %s", (stray,))
 
 
 def test_shards_at_head_with_every_table_registered_are_ready(cluster) -> None:
