@@ -294,6 +294,42 @@ class SocketPool:
         await asyncio.gather(*self.readers, return_exceptions=True)
 
 
+@dataclass
+class MessagingSetup:
+    accounts: list[Account]
+    groups: dict[str, list[Account]]
+    conversations_of: dict[str, list[str]]
+    """User id -> the groups it is in."""
+    tracker: DeliveryTracker
+    pool: SocketPool
+
+
+async def set_up_messaging(
+    target: Target, users: int, group_size: int, sockets: int, rng: random.Random, timeout: float, note: Any = None
+) -> MessagingSetup:
+    """Accounts signed in, shuffled into groups, and `sockets` WebSockets open on them."""
+    if note:
+        note(f"messaging setup: {users} accounts, groups of {group_size}, {sockets} sockets")
+    accounts = await register_accounts(target, users, timeout)
+    if len(accounts) < 2:
+        raise SetupFailed("fewer than two accounts registered")
+    groups = await create_groups(target, accounts, group_size, rng, timeout)
+    conversations_of: dict[str, list[str]] = {a.user_id: [] for a in accounts}
+    for cid, members in groups.items():
+        for m in members:
+            conversations_of[m.user_id].append(cid)
+    tracker = DeliveryTracker()
+    pool = SocketPool(target, tracker, timeout)
+    await pool.open(accounts, sockets)
+    if note:
+        note(f"{len(pool.sockets)} sockets open, {sum(pool.errors.values())} failed")
+    tracker.sockets_per_conversation = {
+        cid: sum(pool.per_user.get(m.user_id, 0) for m in members)
+        for cid, members in groups.items()
+    }
+    return MessagingSetup(accounts, groups, conversations_of, tracker, pool)
+
+
 async def run_messaging_phase(
     target: Target,
     scenario: Scenario,
@@ -314,25 +350,9 @@ async def run_messaging_phase(
     raise_fd_limit(connections + sockets + 1024)
     rng = random.Random(seed)
     users = max(2, min(users, max(sockets, connections, 2)))
-    if note:
-        note(f"messaging setup: {users} accounts, groups of {group_size}, {sockets} sockets")
-    accounts = await register_accounts(target, users, timeout)
-    if len(accounts) < 2:
-        raise SetupFailed("fewer than two accounts registered")
-    groups = await create_groups(target, accounts, group_size, rng, timeout)
-    conversations_of: dict[str, list[str]] = {a.user_id: [] for a in accounts}
-    for cid, members in groups.items():
-        for m in members:
-            conversations_of[m.user_id].append(cid)
-    tracker = DeliveryTracker()
-    pool = SocketPool(target, tracker, timeout)
-    await pool.open(accounts, sockets)
-    if note:
-        note(f"{len(pool.sockets)} sockets open, {sum(pool.errors.values())} failed")
-    tracker.sockets_per_conversation = {
-        cid: sum(pool.per_user.get(m.user_id, 0) for m in members)
-        for cid, members in groups.items()
-    }
+    setup = await set_up_messaging(target, users, group_size, sockets, rng, timeout, note)
+    accounts, groups, conversations_of = setup.accounts, setup.groups, setup.conversations_of
+    tracker, pool = setup.tracker, setup.pool
 
     recorder = Recorder()
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)

@@ -20,6 +20,7 @@ import uvloop
 from messenger.bench import ceilings, report, round_trips
 from messenger.bench.loadgen import Connection, Recorder, RequestFailed
 from messenger.bench.messaging import SetupFailed, run_messaging_phase
+from messenger.bench.messaging_open_loop import SEND_FRACTION, run_messaging_open_loop, summary_line
 from messenger.bench.open_loop import best_rate, run_open_loop_step
 from messenger.bench.phase import PhaseResult, Target, run_phase
 from messenger.bench.profile import ServerProfiler
@@ -473,6 +474,28 @@ def _open_loop(
     }
 
 
+def _messaging_open_loop(
+    config: BenchConfig, target: Target, phases: list[PhaseResult], observer: RunObserver
+) -> dict[str, Any] | None:
+    """Sends at `SEND_FRACTION` of the most sends per second a closed-loop messaging phase
+    completed, with history pages beside them, in open loop with `config.sockets` sockets."""
+    sends = [p.ops_rps.get("send", 0.0) for p in phases if p.scenario == "messaging"]
+    if not sends or max(sends) <= 0:
+        return None
+    rate = max(1.0, max(sends) * SEND_FRACTION)
+    time.sleep(PAUSE_BETWEEN_PHASES_S)
+    try:
+        step: dict[str, Any] = _run_async(run_messaging_open_loop(
+            target, send_rate=rate, duration=config.duration, sockets=config.sockets,
+            users=config.messaging_users, group_size=config.group_size, timeout=config.timeout,
+            note=observer.note,
+        ))
+    except SetupFailed as exc:
+        raise BenchError(f"messaging setup failed: {exc}") from None
+    observer.note(summary_line(step))
+    return step | {"closed_loop_send_max": max(sends), "fraction": SEND_FRACTION}
+
+
 def _start_yardstick(
     config: BenchConfig, topology: Topology, stack: ExitStack, run_dir: Path, observer: RunObserver
 ) -> Yardstick:
@@ -546,8 +569,11 @@ def run_benchmark(config: BenchConfig, observer: RunObserver | None = None) -> P
             config, target, ids, observer, server_group, run_dir, topology, yardstick
         )
         open_loop: dict[str, Any] | None = None
+        messaging_open_loop: dict[str, Any] | None = None
         if config.open_loop and ids:
             open_loop = _open_loop(config, target, ids, observer, server_group)
+        if config.open_loop:
+            messaging_open_loop = _messaging_open_loop(config, target, phases, observer)
         if server is not None:
             server.close()  # stop our server before measuring the ceilings on the same cores
         measured: dict[str, Any] = {}
@@ -580,6 +606,7 @@ def run_benchmark(config: BenchConfig, observer: RunObserver | None = None) -> P
         "phases": [p.to_dict() for p in phases],
         "ceilings": measured,
         "open_loop": open_loop,
+        "messaging_open_loop": messaging_open_loop,
         "distribution": distribution,
     }
     observer.note(f"writing the report to {run_dir}")

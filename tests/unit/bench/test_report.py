@@ -110,3 +110,29 @@ def test_targets_are_not_judged_on_the_fake_server() -> None:
     report = _report(_phase("read", 100, 9_000.0))
     report["server"] = "fake"
     assert all(t["met"] is None for t in evaluate_targets(report))
+
+
+def _percentiles(p99: float) -> dict[str, Any]:
+    return {"count": 10, "mean_ms": 1.0, "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": p99, "p999_ms": p99, "max_ms": p99}
+
+
+def test_the_messaging_open_loop_step_is_judged_on_delivery_from_the_due_time_and_history_pages() -> None:
+    report = _report(_phase("read", 100, 4_000.0))
+    report["messaging_open_loop"] = {
+        "send_rate": 100.0, "history_rate": 41.7, "duration_s": 10.0, "connected": 256, "sockets": 1_000,
+        "accounts": 250, "groups": 50, "fraction": 0.5, "closed_loop_send_max": 200.0,
+        "latency": {"send": _percentiles(30.0), "history": _percentiles(12.0)},
+        "success_pct": {"send": 100.0, "history": 100.0},
+        "delivery": {"expected": 50, "matched": 50, "missing": 0, "latency": _percentiles(20.0)},
+        "delivery_from_due": _percentiles(45.0), "errors": {},
+    }
+    targets = {t["target"]: t for t in evaluate_targets(report)}
+    delivery = next(t for name, t in targets.items() if name.startswith("open loop: send → delivery"))
+    assert delivery["value"] == 45.0 and delivery["met"]
+    history = targets["open loop: history page p99 at that rate"]
+    assert history["value"] == 12.0 and not history["met"] and history["missed_by"] == 2.0
+    report["targets"] = list(targets.values())
+    report["ratios"] = compute_ratios(report)
+    text = render_markdown(report)
+    assert "## Messaging in open loop" in text and "| send due → frame on a socket | 10 |" in text
+    assert "50% of the 200 sends/s" in text or "50 % of the 200 sends/s" in text

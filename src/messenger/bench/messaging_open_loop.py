@@ -1,0 +1,179 @@
+"""Messaging in open loop: sends and history pages on a fixed schedule, with sockets open.
+
+The closed-loop messaging phases find how many sends per second the server completes; this step
+then schedules sends at a fraction of that (issue 14 asks 50 %) and history pages beside them in
+the scenario's proportion (25 history pages to 60 sends), over a pool of keep-alive HTTP
+connections, while `sockets` WebSockets listen. Request i is due at `start + i / rate` whatever
+happened before, and every latency runs from that due time (no coordinated omission), into HDR
+histograms: the send's answer, the history page's answer, and each `message.created` frame a
+socket receives for a send (due time -> frame: what a member waits for a message, queueing
+included), beside the frame's delay after the send's own answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import msgspec
+from hdrh.histogram import HdrHistogram
+
+from messenger.bench.loadgen import Connection, RequestFailed, raise_fd_limit
+from messenger.bench.messaging import DRAIN_S, auth_header, set_up_messaging
+from messenger.bench.open_loop import CONNECT_CONCURRENCY, HIGHEST_US
+from messenger.bench.phase import Target
+from messenger.bench.scenarios import BENCH_BODY_PREFIX, CONVERSATIONS, PAGE_LIMIT
+
+HISTORY_PER_SEND = 25 / 60
+"""The messaging scenario's history pages per send."""
+SEND_FRACTION = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    count: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+
+    @classmethod
+    def of(cls, histogram: HdrHistogram) -> Percentiles:
+        def ms(percentile: float) -> float:
+            return float(histogram.get_value_at_percentile(percentile)) / 1000
+
+        return cls(histogram.get_total_count(), ms(50), ms(95), ms(99), ms(99.9),
+                   float(histogram.get_max_value()) / 1000)
+
+
+def _histogram() -> HdrHistogram:
+    return HdrHistogram(1, HIGHEST_US, 3)
+
+
+async def run_messaging_open_loop(
+    target: Target,
+    *,
+    send_rate: float,
+    duration: float,
+    sockets: int,
+    users: int,
+    group_size: int,
+    connections: int = 256,
+    timeout: float = 10.0,
+    seed: int = 0,
+    note: Any = None,
+) -> dict[str, Any]:
+    """One open-loop step; returns its figures as a dict for the report."""
+    raise_fd_limit(connections + sockets + 1024)
+    rng = random.Random(seed)
+    setup = await set_up_messaging(target, max(2, users), group_size, sockets, rng, timeout, note)
+    tracker = setup.tracker
+    senders = [a for a in setup.accounts if setup.conversations_of[a.user_id]]
+    latencies = {"send": _histogram(), "history": _histogram()}
+    ok: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    idle: asyncio.Queue[Connection] = asyncio.Queue()
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def connect() -> None:
+        conn = Connection(target.host, target.port, timeout)
+        try:
+            async with gate:
+                await conn.open()
+        except RequestFailed:
+            errors["connect"] += 1
+            return
+        idle.put_nowait(conn)
+
+    await asyncio.gather(*(connect() for _ in range(connections)))
+    connected = idle.qsize()
+
+    async def fire(due: float, kind: str) -> None:
+        account = rng.choice(senders)
+        cid = rng.choice(setup.conversations_of[account.user_id])
+        client_id = uuid.uuid4().hex
+        conn = await idle.get()
+        try:
+            if kind == "send":
+                body = msgspec.json.encode({"body": BENCH_BODY_PREFIX + client_id, "client_message_id": client_id})
+                response = await conn.request("POST", f"{CONVERSATIONS}/{cid}/messages", body, auth_header(account))
+            else:
+                response = await conn.request(
+                    "GET", f"{CONVERSATIONS}/{cid}/messages?limit={PAGE_LIMIT}", None, auth_header(account)
+                )
+        except RequestFailed as failure:
+            errors[f"{kind} {failure.kind}"] += 1
+            return
+        finally:
+            idle.put_nowait(conn)
+        done = time.perf_counter()
+        latencies[kind].record_value(max(1, int((done - due) * 1e6)))
+        if response.status == (201 if kind == "send" else 200):
+            ok[kind] += 1
+            if kind == "send":
+                tracker.sent(cid, client_id, due, done)
+        else:
+            errors[f"{kind} status {response.status}"] += 1
+
+    history_rate = send_rate * HISTORY_PER_SEND
+    rate = send_rate + history_rate
+    total = max(1, int(rate * duration))
+    if note:
+        note(f"messaging open loop: {send_rate:,.0f} sends/s + {history_rate:,.0f} history pages/s over "
+             f"{connected:,} connections, {len(setup.pool.sockets):,} sockets, {duration:.0f} s")
+    tasks: list[asyncio.Task[None]] = []
+    start = time.perf_counter() + 0.05
+    try:
+        for i in range(total):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            kind = "send" if rng.random() < send_rate / rate else "history"
+            tasks.append(asyncio.ensure_future(fire(due, kind)))
+        await asyncio.wait(tasks, timeout=timeout + 5)
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+                errors["unfinished"] += 1
+        tracker.recording = False
+        await asyncio.sleep(DRAIN_S)
+    finally:
+        while not idle.empty():
+            idle.get_nowait().close()
+        await setup.pool.close()
+    delivery = tracker.summary(len(setup.pool.sockets), dict(setup.pool.errors))
+    sent = {kind: int(latencies[kind].get_total_count()) + _errors_of(errors, kind) for kind in latencies}
+    return {
+        "send_rate": send_rate,
+        "history_rate": history_rate,
+        "duration_s": duration,
+        "connections": connections,
+        "connected": connected,
+        "sockets": len(setup.pool.sockets),
+        "accounts": len(setup.accounts),
+        "groups": len(setup.groups),
+        "success_pct": {k: 100.0 * ok[k] / sent[k] if sent[k] else 0.0 for k in latencies},
+        "latency": {k: asdict(Percentiles.of(h)) for k, h in latencies.items()},
+        "errors": dict(errors),
+        "delivery": delivery,
+        "delivery_from_due": delivery["from_send_start"],
+    }
+
+
+def _errors_of(errors: Counter[str], kind: str) -> int:
+    return sum(n for name, n in errors.items() if name.startswith(kind + " "))
+
+
+def summary_line(step: dict[str, Any]) -> str:
+    """One line for the terminal."""
+    d = step["delivery_from_due"]
+    return (f"  sends p99 {step['latency']['send']['p99_ms']:.1f} ms, history p99 "
+            f"{step['latency']['history']['p99_ms']:.1f} ms, delivery p99 {d['p99_ms']:.1f} ms from the due time "
+            f"({step['delivery']['matched']:,} frames, {step['delivery']['missing']:,} missing)")
