@@ -9,7 +9,9 @@ changes in commit order. Every step checks the catalogs first, so a resumed run 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -20,6 +22,13 @@ from messenger.storage.sharded_tables import SHARDED_TABLES
 from messenger.topology import ShardConfig
 
 CONTROL_TIMEOUT_MS = 30_000
+FLUSH_WAIT_S = 10.0
+"""How long a slot's advance waits for the WAL to be flushed past where it goes (the WAL
+writer flushes every 200 ms by default)."""
+
+
+class ReplicationStalled(Exception):
+    """The WAL a step needs is not there in time."""
 
 
 def ranges_filter(ranges: tuple[tuple[int, int], ...]) -> sql.Composable:
@@ -131,14 +140,29 @@ def drop_slot(publisher: ShardConfig, name: str) -> None:
             conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
 
 
-def advance_slot(publisher: ShardConfig, name: str, lsn: str) -> None:
-    """Move the slot's start to `lsn`: its subscription gets only what commits after it."""
+def advance_slot(publisher: ShardConfig, name: str, lsn: str, *, flush_wait_s: float = FLUSH_WAIT_S) -> None:
+    """Move the slot's start to `lsn`: its subscription gets only what commits after it.
+
+    PostgreSQL advances a slot no further than the WAL flushed to disk, so this waits for the
+    flush to pass `lsn` first (the WAL writer's round, or any commit) and checks it got there.
+    """
     with connect(publisher, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
         row = conn.execute(
             "SELECT confirmed_flush_lsn < %s::pg_lsn FROM pg_replication_slots WHERE slot_name = %s", (lsn, name)
         ).fetchone()
-        if row and row[0]:
-            conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (name, lsn))
+        if not (row and row[0]):
+            return
+        deadline = time.monotonic() + flush_wait_s
+        while not _flushed_past(conn, lsn):
+            if time.monotonic() > deadline:
+                raise ReplicationStalled(f"{publisher.name}'s WAL is not flushed past {lsn} after {flush_wait_s:.0f} s")
+            time.sleep(0.01)
+        conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (name, lsn))
+
+
+def _flushed_past(conn: psycopg.Connection[tuple[Any, ...]], lsn: str) -> bool:
+    row = conn.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", (lsn,)).fetchone()
+    return bool(row and row[0])
 
 
 def subscription_enabled(shard: ShardConfig, name: str) -> bool | None:
@@ -191,27 +215,36 @@ def copy_state(target: ShardConfig, name: str) -> CopyState:
 
 
 def current_lsn(shard: Admin) -> str:
-    """The shard's WAL end now, nudged so an idle walsender reports to its subscribers."""
+    """A mark in the shard's WAL past everything committed so far: the end of a logical
+    message written (and flushed, so the walsender sends up to it) in a transaction of its own.
+
+    Not `pg_current_wal_lsn()`: it can be the very end of the last commit, which the apply
+    worker counts as received just before it applies that commit.
+    """
     with session(shard, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
-        row = conn.execute(
-            "SELECT pg_current_wal_lsn()::text, pg_logical_emit_message(false, 'messenger.reshard', 'position')"
-        ).fetchone()
+        row = conn.execute("SELECT pg_logical_emit_message(true, 'messenger.reshard', 'position')::text").fetchone()
     assert row is not None
     return str(row[0])
 
 
 def wal_position(shard: Admin) -> str:
+    """Where the shard's next WAL record goes: past every record inserted so far, whether
+    written out or not (an apply worker's commits are asynchronous: they can sit in the WAL
+    buffers, beyond `pg_current_wal_lsn()`, which is only what was written)."""
     with session(shard, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
-        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
     assert row is not None
     return str(row[0])
 
 
 def applied_past(target: Admin, name: str, lsn: str) -> bool:
-    """Whether the subscription has applied everything its source committed before `lsn`."""
+    """Whether the subscription has applied everything its source committed before `lsn`
+    (a mark from `current_lsn`)."""
     with session(target, statement_timeout_ms=CONTROL_TIMEOUT_MS) as conn:
-        # The apply worker handles the stream in order: a keepalive at `lsn` is received
-        # only after every change before it was applied and committed.
+        # The apply worker handles the stream in order, and counts a message as received
+        # before it applies it. Nothing the publication carries lies at or past the mark (the
+        # message itself is not sent), so what takes it there was read after every change
+        # before the mark had been applied and committed.
         row = conn.execute(
             "SELECT received_lsn >= %s::pg_lsn FROM pg_stat_subscription "
             "WHERE subname = %s AND relid IS NULL",

@@ -8,6 +8,7 @@ The target is a fresh database, migrated to head, on shard 2's server.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from uuid import UUID
 
@@ -101,11 +102,32 @@ def test_a_target_that_disagrees_aborts_the_switch_and_leaves_the_old_ring_worki
     wait_for(lambda: _names(target, [user]) == {user: "StillHere"}, 10, "forward replication to carry on")
 
 
-def test_after_the_switch_the_target_owns_the_ranges_and_its_writes_flow_back(plan, copying) -> None:
+@contextmanager
+def wal_written_lazily(shard: ShardConfig) -> Iterator[None]:
+    """The server writes its WAL out only when a commit asks for it: what an apply worker
+    commits (asynchronously) stays in the WAL buffers meanwhile."""
+    with psycopg.connect(shard.primary_dsn, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET wal_writer_delay = '10s'")
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        yield
+    finally:
+        with psycopg.connect(shard.primary_dsn, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM RESET wal_writer_delay")
+            conn.execute("SELECT pg_reload_conf()")
+
+
+def test_after_the_switch_the_target_owns_the_ranges_and_only_its_own_writes_flow_back(plan, copying) -> None:
     (route,) = plan.routes
     source, target = plan.old.shard(route.source), plan.new.shard(route.target)
     published: list[Topology] = []
-    report = switch(WORKFLOW, plan, published.append)
+    late = _ids_in(plan, 1)[0]
+    with wal_written_lazily(target):
+        # Applied on the target just before the switch: the reverse stream must start after it,
+        # or it would bring the row back to the source, where it is already (and stop there).
+        _execute(source, "INSERT INTO users (id, first_name, last_name) VALUES (%s, 'Late', 'Writer')", late)
+        wait_for(lambda: _names(target, [late]) == {late: "Late"}, 10, "the forward stream to apply the row")
+        report = switch(WORKFLOW, plan, published.append)
     assert published == [plan.new]
     assert report.frozen_s < 3.0 and source.name in report.lsns
 
