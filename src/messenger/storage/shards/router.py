@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 
 RETIRE_GRACE_S = 5.0
 """How long the pools of a shard that left the topology stay open for calls already on them."""
+RETIRE_MIN_S = 1.0
+"""How long they stay open at least: a call may have picked the shard and not reached its pool
+yet (it reads the key's freshness marker first), so no call in use does not mean none coming."""
 OTHER_EPOCH = -1
 """`_token_position` of a token from another topology epoch: the read goes to the primary."""
 
@@ -176,6 +179,7 @@ class ShardRouter:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + RETIRE_GRACE_S
             try:
+                await asyncio.sleep(RETIRE_MIN_S)
                 while loop.time() < deadline and any(e.capacity.in_use for s in endpoints for e in s):
                     await asyncio.sleep(0.05)
             finally:
@@ -195,7 +199,8 @@ class ShardRouter:
         return self.ring.shard_for(canonical_key(key))
 
     def shard_name(self, shard: int) -> str:
-        return self._shards[shard].name
+        servers = self._shards.get(shard)
+        return servers.name if servers is not None else f"shard {shard} (left the ring)"
 
     # -- key first: what stores call -----------------------------------------------------
 
@@ -334,7 +339,9 @@ class ShardRouter:
         name: str = UNNAMED,
     ) -> Rows:
         """Rows of one query, from the replica when that cannot break read-your-writes."""
-        servers = self._shards[shard]
+        servers = self._shards.get(shard)
+        if servers is None:  # the shard left the topology since the caller picked it
+            raise RangeMoved(f"shard {shard}")
         replica = servers.replica
         state = self._monitor.state(shard)
         if replica.tripped or not state.replica_up:

@@ -37,15 +37,20 @@ async def stale_router(cluster: Any, tmp_path: Path) -> AsyncIterator[tuple[Shar
     current = replace(real, epoch=real.epoch + 1, path=tmp_path / "topology.toml")
     dump_topology(current, current.path)  # type: ignore[arg-type]
     stale = replace(real, shards=real.shards[:2], path=current.path)
-    settings = Settings(stale)
-    pools = ShardPools(stale.shards, PoolSizing(1, 4, 1.0), app_name="fence-test")
+    async with router_on(stale) as router:
+        yield router, current
+
+
+@asynccontextmanager
+async def router_on(topology: Topology) -> AsyncIterator[ShardRouter]:
+    pools = ShardPools(topology.shards, PoolSizing(1, 4, 1.0), app_name="fence-test")
     await pools.open()
     freshness = FreshnessMarkers(
-        real.redis_url, ttl_ms=5000, timeout_s=0.25, breaker=CircuitBreaker("redis", failure_threshold=1)
+        topology.redis_url, ttl_ms=5000, timeout_s=0.25, breaker=CircuitBreaker("redis", failure_threshold=1)
     )
-    router = ShardRouter(stale, pools, freshness, settings, Metrics())
+    router = ShardRouter(topology, pools, freshness, Settings(topology), Metrics())
     try:
-        yield router, current
+        yield router
     finally:
         await router.stop_monitor()
         await freshness.close()
@@ -140,3 +145,15 @@ async def test_a_transaction_refused_as_not_owned_raises_range_moved_after_adopt
         assert router.shard_indexes == current.shard_indexes
         assert not router.breaker_open(old, "primary")
         assert not on_shard(current, old, key)
+
+
+async def test_a_read_that_picked_a_shard_just_before_it_left_the_ring_is_still_answered(cluster: Any) -> None:
+    real: Topology = cluster.topology
+    leaving = real.shards[-1].index
+    async with router_on(real) as router:
+        key = next(k for k in (new_id() for _ in range(1000)) if router.shard_for(k) == leaving)
+        # The read picks the shard, then asks Redis for the key's marker; the shard leaves meanwhile.
+        read = asyncio.ensure_future(router.read(leaving, SELECT_USER, (key,), key=str(key), name="get_user"))
+        await asyncio.sleep(0)
+        await router.adopt(replace(real, epoch=real.epoch + 1, shards=real.shards[:-1]))
+        assert await read == []

@@ -5,6 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
+
+from messenger.domain.errors import RangeMoved
 from messenger.metrics import Metrics
 from messenger.settings import Settings
 from messenger.storage.shards.router import ShardRouter
@@ -124,6 +127,15 @@ async def test_adopting_a_topology_without_a_shard_drops_it() -> None:
     assert await router.adopt(_topology(4, range(2)))
     assert router.shard_indexes == (0, 1)
     assert (2, "primary") not in pools.pools
+    await router.stop_monitor()
+
+
+async def test_a_shard_that_left_is_named_and_refuses_reads_as_moved() -> None:
+    router, _, _, _ = make_router()
+    await router.adopt(_topology(4, range(2)))
+    assert router.shard_name(2) == "shard 2 (left the ring)"  # the relay logs it, mid-pass
+    with pytest.raises(RangeMoved):
+        await router.read(2, "SELECT 1", (), name="get_user")
     await router.stop_monitor()
 
 
