@@ -17,39 +17,21 @@ import random
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import msgspec
 from hdrh.histogram import HdrHistogram
 
-from messenger.bench.loadgen import Connection, RequestFailed, raise_fd_limit
+from messenger.bench.loadgen import RequestFailed, raise_fd_limit
 from messenger.bench.messaging import DRAIN_S, auth_header, set_up_messaging
-from messenger.bench.open_loop import CONNECT_CONCURRENCY, HIGHEST_US
-from messenger.bench.phase import Target
+from messenger.bench.open_loop import HIGHEST_US, open_connections
+from messenger.bench.phase import LatencySummary, Target
 from messenger.bench.scenarios import BENCH_BODY_PREFIX, CONVERSATIONS, PAGE_LIMIT
 
 HISTORY_PER_SEND = 25 / 60
 """The messaging scenario's history pages per send."""
 SEND_FRACTION = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class Percentiles:
-    count: int
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    p999_ms: float
-    max_ms: float
-
-    @classmethod
-    def of(cls, histogram: HdrHistogram) -> Percentiles:
-        def ms(percentile: float) -> float:
-            return float(histogram.get_value_at_percentile(percentile)) / 1000
-
-        return cls(histogram.get_total_count(), ms(50), ms(95), ms(99), ms(99.9),
-                   float(histogram.get_max_value()) / 1000)
 
 
 def _histogram() -> HdrHistogram:
@@ -78,20 +60,7 @@ async def run_messaging_open_loop(
     latencies = {"send": _histogram(), "history": _histogram()}
     ok: Counter[str] = Counter()
     errors: Counter[str] = Counter()
-    idle: asyncio.Queue[Connection] = asyncio.Queue()
-    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-
-    async def connect() -> None:
-        conn = Connection(target.host, target.port, timeout)
-        try:
-            async with gate:
-                await conn.open()
-        except RequestFailed:
-            errors["connect"] += 1
-            return
-        idle.put_nowait(conn)
-
-    await asyncio.gather(*(connect() for _ in range(connections)))
+    idle = await open_connections(target.host, target.port, connections, timeout, errors)
     connected = idle.qsize()
 
     async def fire(due: float, kind: str) -> None:
@@ -160,7 +129,7 @@ async def run_messaging_open_loop(
         "accounts": len(setup.accounts),
         "groups": len(setup.groups),
         "success_pct": {k: 100.0 * ok[k] / sent[k] if sent[k] else 0.0 for k in latencies},
-        "latency": {k: asdict(Percentiles.of(h)) for k, h in latencies.items()},
+        "latency": {k: asdict(LatencySummary.of_histogram(h)) for k, h in latencies.items()},
         "errors": dict(errors),
         "delivery": delivery,
         "delivery_from_due": delivery["from_send_start"],

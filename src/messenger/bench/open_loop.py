@@ -59,6 +59,28 @@ class OpenLoopStep:
         return asdict(self)
 
 
+async def open_connections(
+    host: str, port: int, count: int, timeout: float, errors: Counter[str]
+) -> asyncio.Queue[Connection]:
+    """`count` keep-alive connections, opened `CONNECT_CONCURRENCY` at a time, queued to be
+    taken first in, first out; each that fails to open counts as a `connect` error."""
+    idle: asyncio.Queue[Connection] = asyncio.Queue()
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def connect() -> None:
+        conn = Connection(host, port, timeout)
+        try:
+            async with gate:
+                await conn.open()
+        except RequestFailed:
+            errors["connect"] += 1
+            return
+        idle.put_nowait(conn)
+
+    await asyncio.gather(*(connect() for _ in range(count)))
+    return idle
+
+
 async def run_open_loop_step(
     host: str,
     port: int,
@@ -77,20 +99,7 @@ async def run_open_loop_step(
     rng = random.Random(seed)
     histogram = HdrHistogram(1, HIGHEST_US, 3)
     errors: Counter[str] = Counter()
-    idle: asyncio.Queue[Connection] = asyncio.Queue()
-    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-
-    async def connect() -> None:
-        conn = Connection(host, port, timeout)
-        try:
-            async with gate:
-                await conn.open()
-        except RequestFailed:
-            errors["connect"] += 1
-            return
-        idle.put_nowait(conn)
-
-    await asyncio.gather(*(connect() for _ in range(connections)))
+    idle = await open_connections(host, port, connections, timeout, errors)
     connected = idle.qsize()
     ok = 0
 

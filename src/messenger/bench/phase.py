@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hdrh.histogram import HdrHistogram
+
 from messenger.bench.loadgen import (
     Connection,
     CpuMeter,
@@ -72,6 +74,22 @@ class LatencySummary:
             p99_ms=pct(0.99),
             p999_ms=pct(0.999),
             max_ms=ordered[-1] * 1000,
+        )
+
+    @classmethod
+    def of_histogram(cls, histogram: HdrHistogram) -> LatencySummary:
+        """From an HDR histogram of microseconds."""
+        def ms(percentile: float) -> float:
+            return float(histogram.get_value_at_percentile(percentile)) / 1000
+
+        return cls(
+            count=int(histogram.get_total_count()),
+            mean_ms=float(histogram.get_mean_value()) / 1000,
+            p50_ms=ms(50),
+            p95_ms=ms(95),
+            p99_ms=ms(99),
+            p999_ms=ms(99.9),
+            max_ms=float(histogram.get_max_value()) / 1000,
         )
 
 
