@@ -605,6 +605,7 @@ def run_benchmark(config: BenchConfig, observer: RunObserver | None = None) -> P
         "known_ids": len(ids),
         "phases": [p.to_dict() for p in phases],
         "ceilings": measured,
+        "cache": os.environ.get("MESSENGER_CACHE", "on"),
         "open_loop": open_loop,
         "messaging_open_loop": messaging_open_loop,
         "distribution": distribution,

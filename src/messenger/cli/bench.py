@@ -13,7 +13,7 @@ from rich.table import Table
 
 from messenger.bench.loadgen import Recorder
 from messenger.bench.phase import PhaseResult
-from messenger.bench.report import REPORT_JSON
+from messenger.bench.report import REPORT_JSON, target_formatter
 from messenger.bench.reshard_run import (
     ReshardBenchConfig,
     ReshardObserver,
@@ -110,9 +110,7 @@ def targets_table(report: dict[str, Any]) -> Table:
     for t in report["targets"]:
 
         def fmt(v: float | None, unit: str = t["unit"]) -> str:
-            if v is None:
-                return "-"
-            return f"{v:.1%}" if unit == "ratio" else f"{v:.2f} {unit}"
+            return "-" if v is None else target_formatter(unit)(v)
 
         met = "-" if t["met"] is None else ("[green]yes[/green]" if t["met"] else "[red]no[/red]")
         table.add_row(t["target"], fmt(t["value"]), fmt(t["goal"]), met)
