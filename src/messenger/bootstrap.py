@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -86,6 +86,25 @@ from messenger.topology import Topology
 
 API_APP_NAME = "messenger-api"
 """application_name of the API's database connections (pg_stat_activity)."""
+SHUTDOWN_STEP_S = 5.0
+"""How long one closing step of a worker may take before the worker goes on without it."""
+
+log = logging.getLogger(__name__)
+
+
+def bounded(name: str, close: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+    """A closing step that cannot hold the process open: one still running after
+    SHUTDOWN_STEP_S is cancelled and left, and logged by name."""
+    async def step() -> None:
+        task = asyncio.ensure_future(close())
+        done, _ = await asyncio.wait((task,), timeout=SHUTDOWN_STEP_S)
+        if not done:
+            task.cancel()
+            log.warning("shutdown: %s did not finish within %.0f s; going on without it", name, SHUTDOWN_STEP_S)
+        elif task.exception() is not None:
+            log.warning("shutdown: %s failed: %r", name, task.exception())
+
+    return step
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +146,7 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
     )
     await pools.open()
     async with AsyncExitStack() as opened:  # each close registered as soon as there is one
-        opened.push_async_callback(pools.close)
+        opened.push_async_callback(bounded("shard pools", pools.close))
         freshness = FreshnessMarkers(
             settings.topology.redis_url,
             ttl_ms=settings.freshness_ttl_ms,
@@ -135,22 +154,22 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
             breaker=CircuitBreaker("redis", failure_threshold=1, reset_after=1.0),
             metrics=metrics,
         )
-        opened.push_async_callback(freshness.close)
+        opened.push_async_callback(bounded("freshness markers", freshness.close))
         router = ShardRouter(settings.topology, pools, freshness, settings, metrics)
-        opened.push_async_callback(router.stop_monitor)
+        opened.push_async_callback(bounded("router monitor", router.stop_monitor))
         redis = Redis.from_url(
             settings.topology.redis_url,
             socket_timeout=settings.redis_timeout_s,
             socket_connect_timeout=settings.redis_timeout_s,
         )
-        opened.push_async_callback(redis.aclose)
+        opened.push_async_callback(bounded("redis client", redis.aclose))
         passwords = Passwords()
         opened.callback(passwords.close)
         background = BackgroundWork(
             router, retention=retention(settings), applied=functools.partial(_caches_changed, redis)
         ) if settings.run_background else None
         if background is not None:
-            opened.push_async_callback(background.stop)
+            opened.push_async_callback(bounded("background work", background.stop))
         conversation_log = ConversationLog(router)
         hub = LiveHub(
             conversation_log, redis_url=settings.topology.redis_url,
@@ -160,7 +179,7 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
             ),
             typing_per_s=settings.typing_per_socket_per_s,
         )
-        opened.push_async_callback(hub.close)  # first to close: sockets hear 1001 at once
+        opened.push_async_callback(bounded("live hub", hub.close))  # first to close: sockets hear 1001 at once
 
         user_cache, member_cache = await _open_caches(settings, metrics, redis, opened)
 
@@ -170,7 +189,7 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
         # A new epoch (resharding) is adopted without a restart; stopped before the router.
         watcher = TopologyWatcher(router, settings.topology.path, redis)
         watcher.start()
-        opened.push_async_callback(watcher.stop)
+        opened.push_async_callback(bounded("topology watcher", watcher.stop))
         api = _api_context(
             settings, metrics, router, freshness, redis, passwords, conversation_log, hub, head, user_cache,
             member_cache,
@@ -204,7 +223,7 @@ async def _open_caches(
         # the bus at once (stop serving), not only when the resubscription is confirmed.
         retry=Retry(NoBackoff(), 0),
     )
-    opened.push_async_callback(listener.aclose)
+    opened.push_async_callback(bounded("cache invalidation listener", listener.aclose))
 
     def connected(up: bool) -> None:
         users.set_connected(up)
@@ -217,7 +236,7 @@ async def _open_caches(
     users.publish_through(bus)
     members.publish_through(bus)
     bus.start()
-    opened.push_async_callback(bus.stop)
+    opened.push_async_callback(bounded("cache invalidation bus", bus.stop))
     return users, members
 
 

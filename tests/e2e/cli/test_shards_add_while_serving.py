@@ -157,8 +157,7 @@ async def test_conversations_that_move_keep_history_sockets_and_inbox(served: tu
             got = [(await socket.expect("message.created", conversation_id=c))["message"]["id"] for _ in sent[c]]
             assert got == sent[c], (c, ring.shard_for(c))
             await socket.close()
-            history = (await http.get(f"/api/v1/conversations/{c}/messages", params={"limit": 100}, headers=b.headers)).json()
-            assert sorted(m["id"] for m in history["items"]) == sorted(sent[c])
+            assert sorted(await _history(http, b, c)) == sorted(sent[c])
 
             async def inbox_is_current(b: Caller = b, c: str = c) -> bool:  # the relay updates it
                 inbox = (await http.get("/api/v1/me/conversations", headers=b.headers)).json()
@@ -170,3 +169,17 @@ async def test_conversations_that_move_keep_history_sockets_and_inbox(served: tu
         CliRunner().invoke, _app(), ["check", "references", "--json", "--topology", str(local.topology_path)]
     )
     assert audit.exit_code == 0, audit.output
+
+
+async def _history(http: httpx.AsyncClient, caller: Caller, conversation_id: str) -> list[str]:
+    """Every message id of the conversation, page by page (the sends during the add can be
+    more than one page)."""
+    ids: list[str] = []
+    params: dict[str, str | int] = {"limit": 100}
+    while True:
+        page = (await http.get(f"/api/v1/conversations/{conversation_id}/messages", params=params,
+                               headers=caller.headers)).json()
+        ids += [m["id"] for m in page["items"]]
+        if not page["has_more"] or not page["items"]:
+            return ids
+        params["before"] = page["items"][-1]["id"]

@@ -113,8 +113,9 @@ def test_messaging_scenario_validates_every_response_and_samples_delivery(
     assert delivery["latency"]["count"] > 0
     assert delivery["matched"] <= delivery["frames"]
     assert delivery["expected"] > 0
-    (target,) = [t for t in report["targets"] if t["target"].startswith("message send")]
-    assert target["value"] == delivery["latency"]["p99_ms"]
+    # The delivery goal is judged in open loop (not run here); the closed-loop figures are shown.
+    (target,) = [t for t in report["targets"] if "send → delivery" in t["target"]]
+    assert target["value"] is None
     assert "## Message delivery" in (run_dir / "report.md").read_text()
 
 
