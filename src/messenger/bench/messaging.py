@@ -25,9 +25,9 @@ import random
 import time
 import uuid
 from array import array
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import websockets
@@ -61,6 +61,7 @@ PASSWORD = "bench-password-1"
 SETUP_CONCURRENCY = 8
 """Parallel setup requests: sign-ups hash passwords (argon2, ~28 ms of a core each)."""
 SOCKET_CONNECT_CONCURRENCY = 64
+T = TypeVar("T")
 DRAIN_S = 1.0
 """Seconds the sockets keep listening after the timed part, for frames still in flight."""
 
@@ -147,39 +148,45 @@ async def request_json(conn: Connection, method: str, path: str, body: Any, head
     raise SetupFailed(f"{method} {path}: still rate limited; see MESSAGING_ENV in bench/server.py")
 
 
-async def register_accounts(target: Target, count: int, timeout: float) -> list[Account]:
-    run = uuid.uuid4().hex[:8]
-    accounts: list[Account | None] = [None] * count
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(count):
-        queue.put_nowait(i)
+async def on_connections(
+    target: Target, items: Sequence[T], work: Callable[[Connection, T], Awaitable[None]], *, timeout: float
+) -> None:
+    """`work` for each item in order, over SETUP_CONCURRENCY keep-alive connections at a time."""
+    pending = list(reversed(items))
 
     async def worker() -> None:
-        conn = Connection(target.host, target.port, max(timeout, 30.0))
+        conn = Connection(target.host, target.port, timeout)
         try:
-            while not queue.empty():
-                i = queue.get_nowait()
-                handle = f"b{run}_{i}"
-                await request_json(
-                    conn,
-                    "POST",
-                    "/api/v1/accounts",
-                    {
-                        "username": handle,
-                        "email": f"{handle}@bench.example.com",
-                        "password": PASSWORD,
-                        "first_name": "Bench",
-                        "last_name": f"User {i}",
-                    },
-                )
-                tokens = await request_json(
-                    conn, "POST", "/api/v1/auth/login", {"login": handle, "password": PASSWORD}
-                )
-                accounts[i] = Account(tokens["user_id"], tokens["access_token"])
+            while pending:
+                await work(conn, pending.pop())
         finally:
             conn.close()
 
-    await asyncio.gather(*(worker() for _ in range(min(SETUP_CONCURRENCY, count))))
+    await asyncio.gather(*(worker() for _ in range(min(SETUP_CONCURRENCY, len(items)))))
+
+
+async def register_accounts(target: Target, count: int, timeout: float) -> list[Account]:
+    run = uuid.uuid4().hex[:8]
+    accounts: list[Account | None] = [None] * count
+
+    async def register(conn: Connection, i: int) -> None:
+        handle = f"b{run}_{i}"
+        await request_json(
+            conn,
+            "POST",
+            "/api/v1/accounts",
+            {
+                "username": handle,
+                "email": f"{handle}@bench.example.com",
+                "password": PASSWORD,
+                "first_name": "Bench",
+                "last_name": f"User {i}",
+            },
+        )
+        tokens = await request_json(conn, "POST", "/api/v1/auth/login", {"login": handle, "password": PASSWORD})
+        accounts[i] = Account(tokens["user_id"], tokens["access_token"])
+
+    await on_connections(target, range(count), register, timeout=max(timeout, 30.0))
     return [a for a in accounts if a is not None]
 
 
@@ -294,6 +301,15 @@ class SocketPool:
         await asyncio.gather(*self.readers, return_exceptions=True)
 
 
+def conversations_by_member(groups: dict[str, list[Account]]) -> dict[str, list[str]]:
+    """User id -> the groups it is in."""
+    out: dict[str, list[str]] = {}
+    for cid, members in groups.items():
+        for member in members:
+            out.setdefault(member.user_id, []).append(cid)
+    return out
+
+
 @dataclass
 class MessagingSetup:
     accounts: list[Account]
@@ -314,10 +330,7 @@ async def set_up_messaging(
     if len(accounts) < 2:
         raise SetupFailed("fewer than two accounts registered")
     groups = await create_groups(target, accounts, group_size, rng, timeout)
-    conversations_of: dict[str, list[str]] = {a.user_id: [] for a in accounts}
-    for cid, members in groups.items():
-        for m in members:
-            conversations_of[m.user_id].append(cid)
+    conversations_of: dict[str, list[str]] = {a.user_id: [] for a in accounts} | conversations_by_member(groups)
     tracker = DeliveryTracker()
     pool = SocketPool(target, tracker, timeout)
     await pool.open(accounts, sockets)

@@ -21,21 +21,16 @@ from dataclasses import asdict
 from typing import Any
 
 import msgspec
-from hdrh.histogram import HdrHistogram
 
 from messenger.bench.loadgen import RequestFailed, raise_fd_limit
 from messenger.bench.messaging import DRAIN_S, auth_header, set_up_messaging
-from messenger.bench.open_loop import HIGHEST_US, open_connections
+from messenger.bench.open_loop import new_histogram, on_schedule, open_connections
 from messenger.bench.phase import LatencySummary, Target
 from messenger.bench.scenarios import BENCH_BODY_PREFIX, CONVERSATIONS, PAGE_LIMIT
 
 HISTORY_PER_SEND = 25 / 60
 """The messaging scenario's history pages per send."""
 SEND_FRACTION = 0.5
-
-
-def _histogram() -> HdrHistogram:
-    return HdrHistogram(1, HIGHEST_US, 3)
 
 
 async def run_messaging_open_loop(
@@ -57,13 +52,17 @@ async def run_messaging_open_loop(
     setup = await set_up_messaging(target, max(2, users), group_size, sockets, rng, timeout, note)
     tracker = setup.tracker
     senders = [a for a in setup.accounts if setup.conversations_of[a.user_id]]
-    latencies = {"send": _histogram(), "history": _histogram()}
+    latencies = {"send": new_histogram(), "history": new_histogram()}
     ok: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     idle = await open_connections(target.host, target.port, connections, timeout, errors)
     connected = idle.qsize()
 
-    async def fire(due: float, kind: str) -> None:
+    history_rate = send_rate * HISTORY_PER_SEND
+    rate = send_rate + history_rate
+
+    async def fire(due: float) -> None:
+        kind = "send" if rng.random() < send_rate / rate else "history"
         account = rng.choice(senders)
         cid = rng.choice(setup.conversations_of[account.user_id])
         client_id = uuid.uuid4().hex
@@ -90,27 +89,12 @@ async def run_messaging_open_loop(
         else:
             errors[f"{kind} status {response.status}"] += 1
 
-    history_rate = send_rate * HISTORY_PER_SEND
-    rate = send_rate + history_rate
     total = max(1, int(rate * duration))
     if note:
         note(f"messaging open loop: {send_rate:,.0f} sends/s + {history_rate:,.0f} history pages/s over "
              f"{connected:,} connections, {len(setup.pool.sockets):,} sockets, {duration:.0f} s")
-    tasks: list[asyncio.Task[None]] = []
-    start = time.perf_counter() + 0.05
     try:
-        for i in range(total):
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            kind = "send" if rng.random() < send_rate / rate else "history"
-            tasks.append(asyncio.ensure_future(fire(due, kind)))
-        await asyncio.wait(tasks, timeout=timeout + 5)
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-                errors["unfinished"] += 1
+        await on_schedule(rate, total, fire, wait_s=timeout + 5, errors=errors)
         tracker.recording = False
         await asyncio.sleep(DRAIN_S)
     finally:

@@ -18,7 +18,7 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ import msgspec
 from hdrh.histogram import HdrHistogram
 
 from messenger.bench.loadgen import Connection, RequestFailed, raise_fd_limit
+from messenger.bench.phase import LatencySummary
 from messenger.bench.scenarios import USERS
 
 CONNECT_CONCURRENCY = 256
@@ -57,6 +58,32 @@ class OpenLoopStep:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def new_histogram() -> HdrHistogram:
+    """Latencies in microseconds, up to HIGHEST_US, 3 significant digits."""
+    return HdrHistogram(1, HIGHEST_US, 3)
+
+
+async def on_schedule(
+    rate: float, total: int, fire: Callable[[float], Awaitable[None]], *, wait_s: float, errors: Counter[str]
+) -> None:
+    """Start `fire(due)` for request i at `due = start + i / rate`, whatever the ones before
+    did; then wait up to `wait_s` for the last ones, and count those still running as
+    `unfinished` (cancelled)."""
+    tasks: list[asyncio.Task[None]] = []
+    start = time.perf_counter() + 0.05
+    for i in range(total):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(fire(due)))
+    await asyncio.wait(tasks, timeout=wait_s)
+    for task in tasks:
+        if not task.done():
+            task.cancel()
+            errors["unfinished"] += 1
 
 
 async def open_connections(
@@ -97,14 +124,15 @@ async def run_open_loop_step(
         raise ValueError("the open-loop mix needs existing user ids")
     raise_fd_limit(connections + 1024)
     rng = random.Random(seed)
-    histogram = HdrHistogram(1, HIGHEST_US, 3)
+    histogram = new_histogram()
     errors: Counter[str] = Counter()
     idle = await open_connections(host, port, connections, timeout, errors)
     connected = idle.qsize()
     ok = 0
 
-    async def fire(due: float, read: bool) -> None:
+    async def fire(due: float) -> None:
         nonlocal ok
+        read = rng.random() < READ_SHARE
         conn = await idle.get()
         try:
             if not conn.is_open:
@@ -128,25 +156,12 @@ async def run_open_loop_step(
             errors[f"status {response.status}"] += 1
 
     total = max(1, int(rate * duration))
-    tasks: list[asyncio.Task[None]] = []
-    start = time.perf_counter() + 0.05
-    for i in range(total):
-        due = start + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(fire(due, rng.random() < READ_SHARE)))
-    await asyncio.wait(tasks, timeout=timeout + 5)
-    for task in tasks:
-        if not task.done():
-            task.cancel()
-            errors["unfinished"] += 1
-    while not idle.empty():
-        idle.get_nowait().close()
-
-    def ms(percentile: float) -> float:
-        return float(histogram.get_value_at_percentile(percentile)) / 1000
-
+    try:
+        await on_schedule(rate, total, fire, wait_s=timeout + 5, errors=errors)
+    finally:
+        while not idle.empty():
+            idle.get_nowait().close()
+    latency = LatencySummary.of_histogram(histogram)
     return OpenLoopStep(
         rate=rate,
         fraction=fraction,
@@ -156,11 +171,11 @@ async def run_open_loop_step(
         ok=ok,
         achieved_rps=ok / duration if duration else 0.0,
         success_pct=100.0 * ok / total,
-        p50_ms=ms(50),
-        p95_ms=ms(95),
-        p99_ms=ms(99),
-        p999_ms=ms(99.9),
-        max_ms=float(histogram.get_max_value()) / 1000,
+        p50_ms=latency.p50_ms,
+        p95_ms=latency.p95_ms,
+        p99_ms=latency.p99_ms,
+        p999_ms=latency.p999_ms,
+        max_ms=latency.max_ms,
         errors=dict(errors),
     )
 

@@ -199,7 +199,7 @@ def _fmt_ratio(value: float | None) -> str:
 
 
 def target_formatter(unit: str) -> Callable[[float], str]:
-    if unit in ("ratio", "share"):
+    if unit == "share":
         return lambda v: f"{v:.1%}"
     if unit == "×":
         return lambda v: f"{v:.2f}×"

@@ -361,9 +361,14 @@ def _chat_sections(data: dict[str, Any]) -> list[str]:
             out += ["Sample: " + "; ".join(stale["samples"]), ""]
     if (misplaced := data.get("misplaced")) is not None:
         tables = sorted({t for by in misplaced.values() for t in by})
-        total = sum(n for by in misplaced.values() for n in by.values())
+        total = misplaced_total(misplaced)
         out += ["## Rows on a shard the final ring does not give them", "",
                 f"{total:,} in all (a key has one owner, so none is on two shards either).", "",
                 markdown_table(("table", *misplaced), ((t, *(by.get(t, 0) for by in misplaced.values()))
                                                        for t in tables)), ""]
     return out
+
+
+def misplaced_total(misplaced: dict[str, dict[str, int]]) -> int:
+    """All rows, of every table and shard, on a shard the ring does not give them."""
+    return sum(n for by in misplaced.values() for n in by.values())

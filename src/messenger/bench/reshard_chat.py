@@ -9,7 +9,6 @@ members, messages with their inbox rows, event log and outbox.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -21,14 +20,15 @@ from messenger.bench.loadgen import Connection, RequestFailed
 from messenger.bench.messaging import (
     Account,
     auth_header,
+    conversations_by_member,
     create_groups,
+    on_connections,
     register_accounts,
     request_json,
 )
 from messenger.bench.phase import Target
 from messenger.bench.scenarios import CONVERSATIONS, USERS
 
-SETUP_CONCURRENCY = 8
 HISTORY_PAGE = 100
 """The largest page the API serves: the check reads whole histories."""
 SEED_BODY_PREFIX = "seed "
@@ -45,10 +45,10 @@ class Chatter:
 
 @dataclass(slots=True)
 class MessageLedger:
-    """Client message ids by conversation: acknowledged (201/200), or sent without an answer."""
+    """Client message ids acknowledged (201/200), by conversation, and the sends' counts. A send
+    that got no answer may be in its history or not: only counted."""
 
     acknowledged: dict[str, set[str]] = field(default_factory=dict)
-    uncertain: dict[str, set[str]] = field(default_factory=dict)
     seeded: int = 0
     sent: int = 0
     """Acknowledged during the load."""
@@ -58,8 +58,7 @@ class MessageLedger:
     def acknowledge(self, conversation_id: str, client_id: str) -> None:
         self.acknowledged.setdefault(conversation_id, set()).add(client_id)
 
-    def unanswered(self, conversation_id: str, client_id: str) -> None:
-        self.uncertain.setdefault(conversation_id, set()).add(client_id)
+    def unanswered(self) -> None:
         self.unanswered_sends += 1
 
 
@@ -97,10 +96,7 @@ async def set_up_chat(
     note(f"{follows:,} follows")
     groups = await create_groups(target, made, group_size, rng, timeout)
     note(f"{len(groups):,} groups of about {group_size}")
-    member_of: dict[str, list[str]] = {}
-    for cid, members in groups.items():
-        for member in members:
-            member_of.setdefault(member.user_id, []).append(cid)
+    member_of = conversations_by_member(groups)
     chatters = [Chatter(a.user_id, auth_header(a), tuple(member_of[a.user_id])) for a in made]
     readers = {cid: auth_header(members[0]) for cid, members in groups.items()}
     await _seed_messages(target, chatters, messages, ledger, rng, timeout, note)
@@ -114,18 +110,12 @@ async def _follow(target: Target, accounts: list[Account], each: int, rng: rando
         for a in accounts
         for b in [b for b in rng.sample(accounts, min(each + 1, len(accounts))) if b is not a][:each]
     ]
-    queue = list(pairs)
 
-    async def worker() -> None:
-        conn = Connection(target.host, target.port, max(timeout, 30.0))
-        try:
-            while queue:
-                follower, followee = queue.pop()
-                await request_json(conn, "PUT", f"{USERS}/{followee.user_id}/follow", None, auth_header(follower))
-        finally:
-            conn.close()
+    async def follow(conn: Connection, pair: tuple[Account, Account]) -> None:
+        follower, followee = pair
+        await request_json(conn, "PUT", f"{USERS}/{followee.user_id}/follow", None, auth_header(follower))
 
-    await asyncio.gather(*(worker() for _ in range(SETUP_CONCURRENCY)))
+    await on_connections(target, pairs, follow, timeout=max(timeout, 30.0))
     return len(pairs)
 
 
@@ -138,28 +128,21 @@ async def _seed_messages(
     timeout: float,
     note: Callable[[str], None],
 ) -> None:
-    remaining = list(range(count))
     step = max(count // 10, 1)
 
-    async def worker() -> None:
-        conn = Connection(target.host, target.port, max(timeout, 30.0))
-        try:
-            while remaining:
-                n = remaining.pop()
-                chatter = rng.choice(chatters)
-                cid = rng.choice(chatter.conversations)
-                client_id = f"seed-{n}"
-                await request_json(conn, "POST", f"{CONVERSATIONS}/{cid}/messages",
-                                   {"body": SEED_BODY_PREFIX + client_id, "client_message_id": client_id},
-                                   chatter.headers)
-                ledger.acknowledge(cid, client_id)
-                ledger.seeded += 1
-                if ledger.seeded % step == 0:
-                    note(f"seeded {ledger.seeded:,} / {count:,} messages")
-        finally:
-            conn.close()
+    async def send(conn: Connection, n: int) -> None:
+        chatter = rng.choice(chatters)
+        cid = rng.choice(chatter.conversations)
+        client_id = f"seed-{n}"
+        await request_json(conn, "POST", f"{CONVERSATIONS}/{cid}/messages",
+                           {"body": SEED_BODY_PREFIX + client_id, "client_message_id": client_id},
+                           chatter.headers)
+        ledger.acknowledge(cid, client_id)
+        ledger.seeded += 1
+        if ledger.seeded % step == 0:
+            note(f"seeded {ledger.seeded:,} / {count:,} messages")
 
-    await asyncio.gather(*(worker() for _ in range(SETUP_CONCURRENCY)))
+    await on_connections(target, range(count), send, timeout=max(timeout, 30.0))
 
 
 @dataclass(slots=True)
@@ -187,27 +170,20 @@ async def verify_messages(
     message, and for any client id seen twice."""
     check = MessageCheck(conversations=len(ledger.acknowledged))
     check.checked = sum(len(ids) for ids in ledger.acknowledged.values())
-    queue = sorted(ledger.acknowledged)
 
-    async def reader() -> None:
-        conn = Connection(target.host, target.port, timeout)
+    async def read(conn: Connection, cid: str) -> None:
         try:
-            while queue:
-                cid = queue.pop()
-                try:
-                    seen = await _history(conn, cid, readers[cid])
-                except (RequestFailed, ValueError) as exc:
-                    check.unreadable.append(f"{cid}: {exc}")
-                    seen = {}
-                missing = sorted(ledger.acknowledged[cid] - seen.keys())
-                check.lost += [f"{cid}: {client_id}" for client_id in missing]
-                if missing and key_class(cid) == "moving":
-                    check.lost_moving += len(missing)
-                check.duplicated += [f"{cid}: {client_id} ×{n}" for client_id, n in seen.items() if n > 1]
-        finally:
-            conn.close()
+            seen = await _history(conn, cid, readers[cid])
+        except (RequestFailed, ValueError) as exc:
+            check.unreadable.append(f"{cid}: {exc}")
+            seen = {}
+        missing = sorted(ledger.acknowledged[cid] - seen.keys())
+        check.lost += [f"{cid}: {client_id}" for client_id in missing]
+        if missing and key_class(cid) == "moving":
+            check.lost_moving += len(missing)
+        check.duplicated += [f"{cid}: {client_id} ×{n}" for client_id, n in seen.items() if n > 1]
 
-    await asyncio.gather(*(reader() for _ in range(SETUP_CONCURRENCY)))
+    await on_connections(target, sorted(ledger.acknowledged), read, timeout=timeout)
     return check
 
 

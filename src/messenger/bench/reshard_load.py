@@ -252,7 +252,7 @@ class ReshardLoad:
         elif is_refusal(outcome):
             self.messages.rejected += 1
         else:
-            self.messages.unanswered(cid, value)
+            self.messages.unanswered()
 
     async def _history(
         self, conn: Connection, chatter: Chatter, rng: random.Random, last_sent: dict[str, str]

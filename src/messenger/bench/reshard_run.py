@@ -39,6 +39,7 @@ from messenger.bench.reshard_analysis import (
     goal_row,
     hold_window,
     latency_by_window,
+    misplaced_total,
     render_markdown,
     switch_targets,
     throughput_by_window,
@@ -497,7 +498,7 @@ def _chat_data(
 
 
 def _chat_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
-    misplaced = sum(n for by in data["misplaced"].values() for n in by.values())
+    misplaced = misplaced_total(data["misplaced"])
     return [
         goal_row("lost acknowledged messages", data["messages"]["lost"], 0, "messages"),
         goal_row("messages twice in a history", data["messages"]["duplicated"], 0, "messages"),

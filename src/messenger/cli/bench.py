@@ -14,6 +14,7 @@ from rich.table import Table
 from messenger.bench.loadgen import Recorder
 from messenger.bench.phase import PhaseResult
 from messenger.bench.report import REPORT_JSON, target_formatter
+from messenger.bench.reshard_analysis import misplaced_total
 from messenger.bench.reshard_run import (
     ReshardBenchConfig,
     ReshardObserver,
@@ -318,7 +319,7 @@ def _reshard_command(console: Console, *, smoke: bool, out: Path, **options: Any
         console.print(table)
     ledger = data["ledger"]
     messages = data["messages"]
-    misplaced = sum(n for by in data["misplaced"].values() for n in by.values())
+    misplaced = misplaced_total(data["misplaced"])
     console.print(f"acknowledged writes {ledger['acknowledged']:,} on {ledger['ids']:,} ids; lost {ledger['lost']}")
     console.print(f"acknowledged messages {messages['checked']:,} in {messages['conversations']:,} conversations; "
                   f"lost {messages['lost']}, twice {messages['duplicated']}; stale reads {data['stale_reads']['count']}; "
