@@ -76,12 +76,11 @@ def wait_for_writers(shard: ShardConfig, *, timeout_s: float, grace_s: float = G
             time.sleep(POLL_S)
 
 
-def wait_until_applied(target: Admin, subscription: str, lsn: str, *, timeout_s: float) -> None:
+def wait_until_applied(target: Admin, subscription: str, lsn: str, *, timeout_s: float, target_name: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not applied_past(target, subscription, lsn):
         if time.monotonic() > deadline:
-            where = target.name if isinstance(target, ShardConfig) else target.info.dbname
-            raise NotCaughtUp(f"{where} had not applied {lsn} from {subscription} after {timeout_s} s")
+            raise NotCaughtUp(f"{target_name} had not applied {lsn} from {subscription} after {timeout_s} s")
         time.sleep(POLL_S)
 
 
@@ -102,7 +101,7 @@ def frozen(
     try:
         wait_for_writers(source, timeout_s=timeout_s)
         lsn = current_lsn(source)
-        wait_until_applied(target, subscription, lsn, timeout_s=timeout_s)
+        wait_until_applied(target, subscription, lsn, timeout_s=timeout_s, target_name=target.name)
         yield lsn
     finally:
         unfence(source, workflow, route.ranges)

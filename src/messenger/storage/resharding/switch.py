@@ -145,7 +145,8 @@ def switch(
                 route, side = pair
                 names = RouteNames(workflow, route)
                 lsn = current_lsn(side.source)
-                wait_until_applied(side.target, names.copy, lsn, timeout_s=timeout_s)
+                wait_until_applied(side.target, names.copy, lsn, timeout_s=timeout_s,
+                                   target_name=shard(route.target).name)
                 report.lsns[shard(route.source).name] = lsn
                 with ThreadPoolExecutor(max_workers=1) as pool:
                     theirs_later = pool.submit(route_counts, side.target, route, timeout_ms=CONTROL_TIMEOUT_MS)
