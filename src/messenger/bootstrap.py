@@ -77,6 +77,7 @@ from messenger.storage.retention import Retention
 from messenger.storage.schema import check_migrations
 from messenger.storage.shards.breaker import CircuitBreaker
 from messenger.storage.shards.freshness import FreshnessMarkers
+from messenger.storage.shards.freshness_feed import FreshnessFeed
 from messenger.storage.shards.pools import PoolSizing, ShardPools
 from messenger.storage.shards.primaries import PrimaryPools
 from messenger.storage.shards.router import ShardRouter
@@ -147,12 +148,14 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
     await pools.open()
     async with AsyncExitStack() as opened:  # each close registered as soon as there is one
         opened.push_async_callback(bounded("shard pools", pools.close))
+        feed = _open_feed(settings, opened)
         freshness = FreshnessMarkers(
             settings.topology.redis_url,
             ttl_ms=settings.freshness_ttl_ms,
             timeout_s=settings.redis_timeout_s,
             breaker=CircuitBreaker("redis", failure_threshold=1, reset_after=1.0),
             metrics=metrics,
+            feed=feed,
         )
         opened.push_async_callback(bounded("freshness markers", freshness.close))
         router = ShardRouter(settings.topology, pools, freshness, settings, metrics)
@@ -199,6 +202,20 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
         yield Runtime(
             settings, metrics, pools, freshness, router, redis, hub, user_cache, member_cache, background, api
         )
+
+
+def _open_feed(settings: Settings, opened: AsyncExitStack) -> FreshnessFeed | None:
+    """This worker's copy of the freshness markers (None with MESSENGER_FRESHNESS_FEED=off):
+    it subscribes in the background, and reads ask Redis until it is complete."""
+    if not (settings.freshness_feed and settings.read_your_writes):
+        return None
+    feed = FreshnessFeed(
+        settings.topology.redis_url, ttl_s=settings.freshness_ttl_ms / 1000,
+        timeout_s=max(settings.redis_timeout_s, 0.5),
+    )
+    feed.start()
+    opened.push_async_callback(bounded("freshness feed", feed.close))
+    return feed
 
 
 async def _open_caches(

@@ -91,6 +91,9 @@ class Settings:
     """Check per-key freshness markers on reads (off only to measure what they cost)."""
     freshness_ttl_ms: int = 5000
     """How long a per-key freshness marker lives; longer than the replica lag bound."""
+    freshness_feed: bool = True
+    """Keep a copy of the markers in every worker, fed by Redis pub/sub, so reads need not ask
+    Redis (storage/shards/freshness_feed.py); MESSENGER_FRESHNESS_FEED=off to compare."""
     max_replica_lag_s: float = 3.0
     """A replica further behind than this serves no reads; its shard reads from the primary."""
     monitor_interval_s: float = 0.25
@@ -197,6 +200,7 @@ class Settings:
             capacity_timeout_s=float(_env("CAPACITY_TIMEOUT", "10")),
             read_your_writes=_env("READ_YOUR_WRITES", "1") not in ("0", "false", "no"),
             freshness_ttl_ms=int(_env("FRESHNESS_TTL_MS", "5000")),
+            freshness_feed=_flag("FRESHNESS_FEED", True),
             max_replica_lag_s=float(_env("MAX_REPLICA_LAG", "3.0")),
             max_body_bytes=int(_env("MAX_BODY_BYTES", str(64 * 1024))),
             cursor_keys=cursor_keys,

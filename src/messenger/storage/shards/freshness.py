@@ -10,6 +10,10 @@ background task stores it as soon as Redis answers again (set-if-higher makes a 
 harmless), so other workers see it too. Failures are counted in
 freshness_mark_failures_total. Past `MAX_UNMARKED` keys (a long Redis outage under load), the
 worker stops remembering keys and reads every key from the primary until the TTL has passed.
+
+Reads do not ask Redis while the worker's feed (freshness_feed.py) is complete: the script that
+stores a marker publishes it too, and a store is followed by one more round trip (the barrier)
+before the write answers, so every worker's feed holds the marker by the time anyone can ask.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Callable
 from messenger.metrics import Metrics
 from messenger.storage.redis.resp import RedisUnavailable, RespClient
 from messenger.storage.shards.breaker import CircuitBreaker
+from messenger.storage.shards.freshness_feed import FEED_CHANNEL, FreshnessFeed, feed_message
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,7 @@ RETRY_INTERVAL_S = 0.2
 
 # Keep the highest position: two writes of one key racing from two workers must not let the
 # older position overwrite the newer one. Positions are fixed-width hex, so they compare as text.
+# Every store is published for the workers' feeds (ARGV[3] the channel, ARGV[4] the message).
 _SET_IF_HIGHER = """
 local current = redis.call('GET', KEYS[1])
 if (not current) or current < ARGV[1] then
@@ -38,6 +44,7 @@ if (not current) or current < ARGV[1] then
 else
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 """
 
@@ -60,8 +67,10 @@ class FreshnessMarkers:
     def __init__(
         self, url: str, *, ttl_ms: int, timeout_s: float, breaker: CircuitBreaker,
         metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic,
+        feed: FreshnessFeed | None = None,
     ) -> None:
         self._client = RespClient(url, timeout=timeout_s)
+        self._feed = feed
         self._ttl_ms = str(ttl_ms)
         self._ttl_s = ttl_ms / 1000
         self._breaker = breaker
@@ -89,10 +98,15 @@ class FreshnessMarkers:
     async def _store(self, key: str, lsn: int) -> bool:
         if not self._breaker.allow():
             return False
+        position = f"{lsn:016x}"
         try:
             await self._client.command(
-                "EVAL", _SET_IF_HIGHER, "1", KEY_PREFIX + key, f"{lsn:016x}", self._ttl_ms
+                "EVAL", _SET_IF_HIGHER, "1", KEY_PREFIX + key, position, self._ttl_ms,
+                FEED_CHANNEL, feed_message(key, lsn),
             )
+            # The barrier: Redis reads this only after it has written the publication to every
+            # feed's socket (freshness_feed.py, "In time"), and the write answers after it.
+            await self._client.command("PING")
         except RedisUnavailable as exc:
             self._breaker.record_failure()
             log.warning("freshness marker for %s not stored: %s", key, exc)
@@ -147,6 +161,10 @@ class FreshnessMarkers:
         when Redis cannot answer, or when this worker wrote the key and could not mark it."""
         if self._unknown_here(key):
             raise FreshnessUnknown("a recent write of this key is not marked")
+        if self._feed is not None:
+            known, position = self._feed.lookup(key)
+            if known:
+                return position
         if not self._breaker.allow():
             raise FreshnessUnknown("redis circuit open")
         try:
