@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.routing import BaseRoute
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from messenger.api import accounts, cluster, conversations, follows, ops, pages, users, ws
@@ -24,6 +25,7 @@ from messenger.api.errors import (
     HttpError,
     handle_http_error,
     handle_messenger_error,
+    handle_unexpected,
 )
 from messenger.api.openapi import openapi_routes
 from messenger.domain.errors import MessengerError
@@ -57,45 +59,64 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_and_record)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            method = scope["method"]
-            if method not in _KNOWN_METHODS:  # clients choose methods: keep the label set bounded
-                method = "OTHER"
-            metrics = self.metrics
-            metrics.child(metrics.requests, template, method, str(status)).inc()
-            metrics.child(metrics.request_seconds, template, method).observe(
-                time.perf_counter() - started
-            )
+            record_request(self.metrics, getattr(route, "path", "unmatched"), scope["method"], status, started)
 
 
-class UserReadFastPath:
-    """Serves `GET /api/v1/users/{id}` without Starlette's routing and request wrappers
-    (users.fast_get_user); every other request goes on to the app. Errors get the same
-    mapping as on any route, and the route is set on the scope so metrics label it alike."""
+def record_request(metrics: Metrics, template: str, method: str, status: int, started: float) -> None:
+    if method not in _KNOWN_METHODS:  # clients choose methods: keep the label set bounded
+        method = "OTHER"
+    metrics.child(metrics.requests, template, method, str(status)).inc()
+    metrics.child(metrics.request_seconds, template, method).observe(time.perf_counter() - started)
 
-    def __init__(self, app: ASGIApp, route: BaseRoute) -> None:
-        self.app = app
-        self.route = route
+
+class MessengerApp(Starlette):
+    """The Starlette app, with `GET /api/v1/users/{id}` without a bearer token served in front
+    of its middleware stack (users.fast_user_body): the GET by id is the hot read, and
+    Starlette's layers (error middleware, routing, Request, Response, the wrappers of `send`)
+    cost more CPU than the rest of it (docs/performance.md). What those layers would do for it
+    is done here: the same error mapping (also of the unexpected: a 500 in the JSON shape),
+    and the request metrics under the route's template. A request with `Authorization` goes
+    the whole way, so SessionCheck refuses an ended session on this route too."""
+
+    def __init__(self, *, metrics: Metrics, **starlette: Any) -> None:
+        super().__init__(**starlette)
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         id_text = users.fast_get_user_id(scope) if scope["type"] == "http" else None
         if id_text is None:
-            await self.app(scope, receive, send)
+            await super().__call__(scope, receive, send)
             return
-        scope["route"] = self.route
+        started = time.perf_counter()
         try:
-            await users.fast_get_user(scope["app"].state.context, scope, send, id_text)
-        except (MessengerError, HttpError) as exc:
-            handler = handle_http_error if isinstance(exc, HttpError) else handle_messenger_error
-            response = await handler(Request(scope), exc)
-            await response(scope, receive, send)
+            body = await users.fast_user_body(self.state.context, scope, id_text)
+        except Exception as exc:
+            scope["app"] = self
+            response = await _error_response(Request(scope), exc)
+            try:
+                await response(scope, receive, send)
+            finally:
+                record_request(self.metrics, users.ITEM_PATH, "GET", response.status_code, started)
+            return
+        try:  # outside the mapping: a failed send is no error to answer with a second response
+            await users.send_json(send, body)
+        finally:
+            record_request(self.metrics, users.ITEM_PATH, "GET", 200, started)
+
+
+async def _error_response(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, HttpError):
+        return await handle_http_error(request, exc)
+    if isinstance(exc, MessengerError):
+        return await handle_messenger_error(request, exc)
+    return await handle_unexpected(request, exc)
 
 
 OpenContext = Callable[[Starlette], AbstractAsyncContextManager[ApiContext]]
 """Opens what the app serves with when it starts and closes it when it stops (its lifespan)."""
 
 
-def build_app(open_context: OpenContext, metrics: Metrics) -> Starlette:
+def build_app(open_context: OpenContext, metrics: Metrics) -> MessengerApp:
     """The Starlette app: every route, the error mapping, request metrics into `metrics`."""
 
     @asynccontextmanager
@@ -104,17 +125,14 @@ def build_app(open_context: OpenContext, metrics: Metrics) -> Starlette:
             app.state.context = context  # read back by api.context.context(request)
             yield
 
-    app = Starlette(
+    app = MessengerApp(
         routes=[*users.routes, *follows.routes, *accounts.routes, *conversations.routes,
                 *ws.routes, *ops.routes, *openapi_routes(), *cluster.routes, *pages.routes],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
+        metrics=metrics,
     )
     app.router.redirect_slashes = False
-    # Added innermost first: the fast path for GET /users/{id} runs inside the session check,
-    # so a revoked session is refused there too, and both inside the metrics.
-    user_route = next(r for r in users.routes if getattr(r, "name", None) == "user")
-    app.add_middleware(UserReadFastPath, route=user_route)
     app.add_middleware(SessionCheck)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

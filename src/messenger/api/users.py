@@ -22,6 +22,7 @@ from messenger.domain.users import Order
 from messenger.services.users import DEFAULT_PAGE_SIZE
 
 PREFIX = "/api/v1/users"
+ITEM_PATH = PREFIX + "/{user_id}"
 TOKEN_HEADER = "X-Consistency-Token"
 
 _create = msgspec.json.Decoder(UserCreate)
@@ -68,20 +69,22 @@ _JSON_HEADER = (b"content-type", JSON.encode())
 
 
 def fast_get_user_id(scope: Scope) -> str | None:
-    """The id text when the request is `GET /api/v1/users/{id}` (no trailing slash), else None."""
+    """The id text when the request is `GET /api/v1/users/{id}` (no trailing slash) without
+    an `Authorization` header (the session check must see those), else None."""
     if scope["method"] != "GET":
         return None
     path: str = scope["path"]
     if not path.startswith(_ITEM_PREFIX) or "/" in path[len(_ITEM_PREFIX):]:
         return None
+    for name, _ in scope["headers"]:
+        if name == b"authorization":
+            return None
     return path[len(_ITEM_PREFIX):] or None
 
 
-async def fast_get_user(ctx: ApiContext, scope: Scope, send: Send, id_text: str) -> None:
-    """`get_user` in raw ASGI: the GET by id is the hot read, and Starlette's route matching,
-    Request, exception wrappers and Response cost more CPU than the rest of the request
-    (docs/performance.md). Same service call, body, status and headers as `get_user`;
-    errors raise and the caller maps them like any route's."""
+async def fast_user_body(ctx: ApiContext, scope: Scope, id_text: str) -> bytes:
+    """`get_user`'s body, for the raw-ASGI GET by id (api/app.py MessengerApp): same service
+    call and body as `get_user`; errors raise and the caller maps them like any route's."""
     try:
         user_id = parse_id(id_text)
     except InvalidInput:
@@ -91,7 +94,11 @@ async def fast_get_user(ctx: ApiContext, scope: Scope, send: Send, id_text: str)
         if name == _TOKEN_HEADER_RAW:
             token = value.decode("latin-1")
             break
-    body = encode(await ctx.users.get(user_id, token=token))
+    return encode(await ctx.users.get(user_id, token=token))
+
+
+async def send_json(send: Send, body: bytes) -> None:
+    """A 200 with a JSON body, as `Response(body, 200, None, JSON)` sends it."""
     headers = [(b"content-length", str(len(body)).encode()), _JSON_HEADER]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -168,5 +175,5 @@ async def users_item(request: Request) -> Response:
 routes = [
     Route(PREFIX, users_collection, methods=["GET", "POST"], name="users"),
     Route(PREFIX + "/", users_collection, methods=["GET", "POST"], name="users_slash"),
-    Route(PREFIX + "/{user_id}", users_item, methods=["GET", "PUT", "PATCH", "DELETE"], name="user"),
+    Route(ITEM_PATH, users_item, methods=["GET", "PUT", "PATCH", "DELETE"], name="user"),
 ]

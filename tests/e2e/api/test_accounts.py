@@ -184,6 +184,20 @@ async def test_password_change_needs_the_current_password(api: httpx.AsyncClient
     await _login(api, me["account"]["username"], "another-pass")
 
 
+async def test_a_get_by_id_with_an_ended_session_s_token_is_refused(api: httpx.AsyncClient) -> None:
+    """The GET by id is served in front of Starlette's stack (api/app.py), but not with a
+    bearer token: the session check must refuse an ended session on every route."""
+    me = await _register(api)
+    tokens = await _login(api, me["account"]["username"])
+    assert (await api.get(f"{USERS_URL}/{me['id']}", headers=_bearer(tokens))).status_code == 200
+    changed = await api.post("/api/v1/me/password", headers=_bearer(tokens),
+                             json={"current_password": PASSWORD, "new_password": "another-pass"})
+    assert changed.status_code == 204
+    refused = await api.get(f"{USERS_URL}/{me['id']}", headers=_bearer(tokens))
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthenticated"
+    assert (await api.get(f"{USERS_URL}/{me['id']}")).status_code == 200  # no token: public
+
+
 async def test_repeated_failed_logins_get_429_with_retry_after(settings: Settings) -> None:
     strict = replace(settings, login_failures_per_account=3, run_background=False)
     async with running_app(strict) as api:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import pytest
 
 from messenger.domain.ids import id_timestamp_ms
-from tests.e2e.api.conftest import OPS, USERS_URL, unique_name
+from tests.e2e.api.conftest import OPS, USERS_URL, runtime, unique_name
 
 
 async def create(api: httpx.AsyncClient, first: str = "Ada", last: str = "Lovelace") -> dict:
@@ -149,7 +150,7 @@ async def test_head_of_a_user_has_no_body(api: httpx.AsyncClient) -> None:
 
 
 async def test_get_by_id_is_counted_under_its_route_template(api: httpx.AsyncClient) -> None:
-    # GET by id is served past Starlette's router (api/app.py UserReadFastPath): its metrics
+    # GET by id is served in front of Starlette (api/app.py MessengerApp): its metrics
     # must still carry the route template, not the raw path or "unmatched".
     user = await create(api)
     assert (await api.get(f"{USERS_URL}/{user['id']}")).status_code == 200
@@ -165,3 +166,15 @@ async def test_get_by_id_answers_the_consistency_token_like_any_read(api: httpx.
     got = await api.get(response.headers["location"], headers={"X-Consistency-Token": token})
     assert got.status_code == 200 and got.json()["id"] == response.json()["id"]
     assert got.headers["content-type"] == "application/json"
+
+
+async def test_an_unexpected_error_in_a_get_by_id_is_a_500_in_the_error_shape(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(runtime(api).api.users, "get", broken)
+    response = await api.get(f"{USERS_URL}/{uuid.uuid4()}")
+    assert response.status_code == 500
+    assert response.json() == {"error": {"code": "internal", "message": "internal error; it has been logged", "details": {}}}

@@ -19,6 +19,12 @@ def test_takes_get_of_one_user() -> None:
     assert fast_get_user_id(scope("GET", f"/api/v1/users/{ID}")) == ID
 
 
+def test_leaves_a_request_with_a_bearer_token_to_the_session_check() -> None:
+    request = scope("GET", f"/api/v1/users/{ID}")
+    request["headers"] = [(b"accept", b"*/*"), (b"authorization", b"Bearer x")]
+    assert fast_get_user_id(request) is None
+
+
 def test_hands_malformed_ids_to_the_handler_for_its_400() -> None:
     assert fast_get_user_id(scope("GET", "/api/v1/users/not-a-uuid")) == "not-a-uuid"
 
