@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 from collections.abc import Iterator
 
@@ -43,6 +44,7 @@ def redis_side() -> Iterator[tuple[FreshnessFeed, socket.socket, Clock]]:
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     feed._sock = ours
+    feed._readable.register(ours.fileno(), select.POLLIN)
     try:
         yield feed, theirs, clock
     finally:
