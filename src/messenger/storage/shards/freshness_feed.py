@@ -198,6 +198,9 @@ class FreshnessFeed:
             self._lost(f"unreadable reply: {exc}")
 
     def _apply(self, reply: object) -> None:
+        if isinstance(reply, hiredis.ReplyError):  # NOAUTH, say: start over; reads ask Redis meanwhile
+            self._lost(f"Redis refused: {reply}")
+            return
         if not isinstance(reply, list) or not reply:
             return
         kind = reply[0]

@@ -157,3 +157,10 @@ def test_a_subscription_closed_by_redis_stops_the_answers(redis_side) -> None:  
     redis.close()
     assert feed.lookup("k") == (False, None)
     assert feed._sock is None
+
+
+def test_an_error_reply_drops_the_subscription(redis_side) -> None:  # type: ignore[no-untyped-def]
+    feed, redis, _ = redis_side
+    redis.sendall(b"-NOAUTH Authentication required.\r\n")
+    assert feed.lookup("k") == (False, None)
+    assert feed._sock is None
