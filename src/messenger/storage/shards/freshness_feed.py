@@ -50,9 +50,12 @@ BEHIND_BYTES = 64 * 1024
 """A read of the socket this large means Redis may still hold more for us (it writes a client
 at most 64 KiB an event loop turn)."""
 CATCH_UP_S = 0.1
-PING_INTERVAL_S = 0.5
-SILENCE_LIMIT_S = 1.5
-"""A subscription that has heard nothing this long after a ping is not trusted, then dropped."""
+PING_INTERVAL_S = 0.25
+SILENCE_LIMIT_S = 0.5
+"""A subscription that has heard nothing this long after a ping is not trusted, then dropped.
+A subscription cut off without a word (a partition) is therefore trusted for at most
+PING_INTERVAL_S + SILENCE_LIMIT_S: in that time a marker that could not reach Redis either is
+unknown to this worker (the worker that wrote it reads the key from its primary)."""
 RECONNECT_DELAY_S = 0.5
 _READ_CHUNK = 256 * 1024
 
@@ -263,6 +266,7 @@ class FreshnessFeed:
         return reply
 
     def _ping(self) -> None:
+        self.drain()  # an answer may be waiting: this worker's loop may have been busy
         sock = self._sock
         if sock is None:
             return
