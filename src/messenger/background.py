@@ -12,10 +12,9 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
-from messenger.domain.events import OutboxEvent
 from messenger.storage.claims import ClaimStore
 from messenger.storage.relay.handlers import HANDLERS
-from messenger.storage.relay.runner import OutboxRelay
+from messenger.storage.relay.runner import AfterApplied, OutboxRelay
 from messenger.storage.retention import Retention, RetentionPruner
 from messenger.storage.shards.transactions import ShardTransactions
 
@@ -29,7 +28,7 @@ class BackgroundWork:
     def __init__(
         self, shards: ShardTransactions, *, idle_interval_s: float = 0.1,
         retention: Retention | None = None,
-        applied: Callable[[OutboxEvent], Awaitable[None]] | None = None,
+        applied: AfterApplied | None = None,
     ) -> None:
         self.relay = OutboxRelay(shards, HANDLERS, applied=applied)
         self.claims = ClaimStore(shards)

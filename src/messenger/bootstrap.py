@@ -73,6 +73,7 @@ from messenger.storage.redis.rate_limits import Backoff, ConcurrencyLimit, Fixed
 from messenger.storage.redis.reshard_status import latest as latest_reshard
 from messenger.storage.redis.revocations import RevocationStore
 from messenger.storage.relay.handlers import memberships_changed, users_rows_changed
+from messenger.storage.relay.runner import Applied
 from messenger.storage.retention import Retention
 from messenger.storage.schema import check_migrations
 from messenger.storage.shards.breaker import CircuitBreaker
@@ -376,12 +377,12 @@ async def run_background(topology: Topology) -> None:
         await redis.aclose()
 
 
-async def _caches_changed(redis: Redis, event: OutboxEvent) -> None:
+async def _caches_changed(redis: Redis, event: OutboxEvent, applied: Applied | None) -> None:
     """After the relay applied an event: every worker's read caches drop the rows it changed
     (whether or not this process caches: other instances may). user.deleted removed the
     deleted user's memberships, in conversations nobody names cheaply: every memberships
     cache is cleared."""
-    changed = users_rows_changed(event)
+    changed = users_rows_changed(event, applied)
     for key in [EVERY_KEY] if changed is None else [str(u) for u in changed]:
         await publish_invalidation(redis, USERS_CHANNEL, key)
     if memberships_changed(event):

@@ -167,6 +167,49 @@ async def test_a_follow_counted_by_the_relay_is_read_through_the_cache(
     assert (await instance_b.get(f"{USERS_URL}/{alice}")).json()["following_count"] == 1
 
 
+async def _relayed(client: httpx.AsyncClient) -> None:
+    background = runtime(client).background
+    assert background is not None
+    await background.relay.drain()
+
+
+async def test_deleting_a_user_nobody_follows_leaves_other_users_cached(
+    instance_a: httpx.AsyncClient, instance_b: httpx.AsyncClient,
+) -> None:
+    """Its clean-up changes no users row: every cache used to be cleared (and kept from
+    filling for the replica-lag bound) after each deletion, so a steady trickle of deletions
+    left no cache hits at all (`make bench`, read phases after crud)."""
+    kept, gone = await _create(instance_a, "Kept"), await _create(instance_a, "Gone")
+    await _cached(instance_b, kept)
+    assert (await instance_a.delete(f"{USERS_URL}/{gone}")).status_code == 204
+    await _relayed(instance_a)
+    await _relayed(instance_b)
+    cache = _cache(instance_b)
+    hit, _ = cache.get(uuid.UUID(kept))
+    assert hit
+
+
+async def test_deleting_a_followed_user_reaches_its_followers_counts_through_the_cache(
+    instance_a: httpx.AsyncClient, instance_b: httpx.AsyncClient,
+) -> None:
+    alice, bob = await _create(instance_a, "Alice"), await _create(instance_a, "Bob")
+    token = runtime(instance_a).api.tokens.issue_access(uuid.UUID(alice), uuid.uuid4())
+    followed = await instance_a.put(f"{USERS_URL}/{bob}/follow", headers={"Authorization": f"Bearer {token}"})
+    assert followed.status_code == 201
+
+    async def following() -> bool:
+        return bool((await _cached(instance_b, alice))["following_count"] == 1)
+
+    await wait_for_async(following, 10, "the follow counted, and cached on the other instance")
+    assert (await instance_a.delete(f"{USERS_URL}/{bob}")).status_code == 204
+
+    async def uncounted() -> bool:
+        response = await instance_b.get(f"{USERS_URL}/{alice}")
+        return bool(response.json()["following_count"] == 0)
+
+    await wait_for_async(uncounted, 10, "the deleted followee uncounted through the other instance's cache")
+
+
 async def test_with_the_cache_off_nothing_is_cached(settings: Settings) -> None:
     async with running_app(replace(settings, cache=False)) as client:
         assert runtime(client).user_cache is None

@@ -22,6 +22,7 @@ from messenger.domain.events import OutboxEvent
 from messenger.domain.ids import new_id
 from messenger.storage.follows import delete_follower_copies
 from messenger.storage.outbox import first_application
+from messenger.storage.relay.runner import Applied
 from messenger.storage.shards.transactions import ShardTransactions
 from messenger.storage.users import DELETE_USER
 
@@ -86,7 +87,7 @@ WITH gone AS (
 counted AS (
     UPDATE users SET following_count = following_count - 1 FROM gone WHERE users.id = gone.follower_id
 )
-SELECT count(*) FROM gone
+SELECT count(*), coalesce(array_agg(follower_id), '{}') FROM gone
 """
 DELETE_EDGES_FROM_USER = """
 WITH gone AS (
@@ -97,7 +98,7 @@ WITH gone AS (
 counted AS (
     UPDATE users SET followers_count = followers_count - 1 FROM gone WHERE users.id = gone.followee_id
 )
-SELECT count(*) FROM gone
+SELECT count(*), coalesce(array_agg(followee_id), '{}') FROM gone
 """
 
 # -- user.renamed ----------------------------------------------------------------------------
@@ -177,19 +178,22 @@ async def sync_reverse_edge(event: OutboxEvent, shards: ShardTransactions) -> No
     await sync_follow(shards, uuid.UUID(p["follower_id"]), uuid.UUID(p["followee_id"]), event.id)
 
 
-async def remove_deleted_users_follows(event: OutboxEvent, shards: ShardTransactions) -> None:
-    """user.deleted: on every shard, drop the edges that point at the user, both directions.
+async def remove_deleted_users_follows(event: OutboxEvent, shards: ShardTransactions) -> Applied:
+    """user.deleted: on every shard, drop the edges that point at the user, both directions;
+    the users whose follow counters that changed are the result (their cached rows go).
 
     Its own shard lost its rows by cascade; edges there that point at it (a follower on the
     same shard) carry no foreign key and go here like any other shard's.
     """
     user = {"user": uuid.UUID(event.payload["user_id"]), "batch": BATCH}
+    counted: set[uuid.UUID] = set()
     for shard in shards.shard_indexes:
         for name, sql in (
             ("relay_delete_edges_to_user", DELETE_EDGES_TO_USER),
             ("relay_delete_edges_from_user", DELETE_EDGES_FROM_USER),
         ):
-            await _in_batches(shards, shard, name, sql, user)
+            await _in_batches(shards, shard, name, sql, user, counted)
+    return Applied(users_changed=frozenset(counted))
 
 
 async def finish_batched_deletion(event: OutboxEvent, shards: ShardTransactions) -> None:
@@ -221,12 +225,16 @@ async def refresh_renamed_users_copies(
 
 
 async def _in_batches(
-    shards: ShardTransactions, shard: int, name: str, sql: str, params: dict[str, Any]
+    shards: ShardTransactions, shard: int, name: str, sql: str, params: dict[str, Any],
+    changed: set[uuid.UUID],
 ) -> None:
-    """Run a batch statement (returning how many rows it did) until a batch comes up short."""
+    """Run a batch statement (returning how many rows it did and the users whose rows it
+    changed, added to `changed`) until a batch comes up short."""
     while True:
         async with shards.transaction(shard, name=name) as conn:
             done = await _one(conn, sql, params)
+        if done is not None:
+            changed.update(done[1])
         if done is None or done[0] < params["batch"]:
             return
 

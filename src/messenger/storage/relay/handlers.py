@@ -30,7 +30,7 @@ from messenger.storage.relay.messaging import (
     rename_sender_in_messages,
     tombstone_deleted_senders,
 )
-from messenger.storage.relay.runner import Handler
+from messenger.storage.relay.runner import Applied, Handler
 from messenger.storage.shards.transactions import ShardTransactions
 
 # user.deleted: the user's own shard already lost everything of theirs by cascade; these
@@ -46,9 +46,13 @@ USER_DELETED_STEPS: tuple[Handler, ...] = (
 USER_RENAMED_STEPS: tuple[Handler, ...] = (refresh_renamed_users_copies, rename_sender_in_messages)
 
 
-async def clean_up_deleted_user(event: OutboxEvent, shards: ShardTransactions) -> None:
+async def clean_up_deleted_user(event: OutboxEvent, shards: ShardTransactions) -> Applied:
+    users_changed: set[uuid.UUID] = set()
     for step in USER_DELETED_STEPS:
-        await step(event, shards)
+        applied = await step(event, shards)
+        if applied is not None:
+            users_changed |= applied.users_changed
+    return Applied(frozenset(users_changed))
 
 
 async def propagate_rename(event: OutboxEvent, shards: ShardTransactions) -> None:
@@ -72,16 +76,21 @@ HANDLERS: Mapping[str, Handler] = {
 
 # Events whose handlers change users rows (their follow counters), and whose: a read cache of
 # users drops them once the handler committed. user.deleted decrements the counters of every
-# user who followed or was followed by the deleted one, on any shard: nobody to name cheaply.
+# user who followed or was followed by the deleted one, on any shard: its handler names them
+# (Applied.users_changed); past MAX_NAMED_USERS every cache is cleared instead.
 _FOLLOW_EVENTS = ("follow.created", "follow.removed")
+MAX_NAMED_USERS = 1000
 
 
-def users_rows_changed(event: OutboxEvent) -> tuple[uuid.UUID, ...] | None:
-    """The users whose row applying `event` may have changed; None: possibly any user."""
+def users_rows_changed(event: OutboxEvent, applied: Applied | None = None) -> tuple[uuid.UUID, ...] | None:
+    """The users whose row applying `event` changed (`applied`: what its handler reported);
+    None: possibly any user."""
     if event.type in _FOLLOW_EVENTS:
         return uuid.UUID(event.payload["follower_id"]), uuid.UUID(event.payload["followee_id"])
     if event.type == "user.deleted":
-        return None
+        if applied is None or len(applied.users_changed) > MAX_NAMED_USERS:
+            return None
+        return tuple(applied.users_changed)
     return ()
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -105,7 +106,16 @@ WHERE dead_at IS NOT NULL AND delivered_at IS NULL
 """
 
 
-Handler = Callable[[OutboxEvent, ShardTransactions], Awaitable[None]]
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What a handler changed beyond what its event names, for the read caches to drop."""
+
+    users_changed: frozenset[uuid.UUID] = frozenset()
+
+
+Handler = Callable[[OutboxEvent, ShardTransactions], Awaitable[Applied | None]]
+AfterApplied = Callable[[OutboxEvent, Applied | None], Awaitable[None]]
+"""Told each event once its handler committed, with what the handler reported."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +181,7 @@ class OutboxRelay:
         max_attempts: int = 12,
         apply_timeout_s: float = 5.0,
         batch_budget_s: float = 4.0,
-        applied: Callable[[OutboxEvent], Awaitable[None]] | None = None,
+        applied: AfterApplied | None = None,
     ) -> None:
         """`applied` runs after each event's handler committed (read caches drop what it changed).
 
@@ -287,7 +297,7 @@ class OutboxRelay:
         handler = self.handlers.get(event.type)
         if handler is None:
             raise LookupError(f"no handler for event type {event.type!r}")
-        await handler(event, self.shards)
+        outcome = await handler(event, self.shards)
         if self.applied is not None:
-            await self.applied(event)
+            await self.applied(event, outcome)
 
