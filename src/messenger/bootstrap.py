@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -200,6 +201,9 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
         )
         if background is not None:
             background.start()
+        # Everything built so far lives as long as the worker: out of the collector's sight,
+        # so a full collection (which walks every tracked object) no longer walks it too.
+        gc.freeze()
         yield Runtime(
             settings, metrics, pools, freshness, router, redis, hub, user_cache, member_cache, background, api
         )
