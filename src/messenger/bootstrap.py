@@ -201,9 +201,6 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
         )
         if background is not None:
             background.start()
-        # Everything built so far lives as long as the worker: out of the collector's sight,
-        # so a full collection (which walks every tracked object) no longer walks it too.
-        gc.freeze()
         yield Runtime(
             settings, metrics, pools, freshness, router, redis, hub, user_cache, member_cache, background, api
         )
@@ -324,14 +321,21 @@ def _messaging_limits(redis: Redis, s: Settings) -> MessagingLimits:
     )
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The API as an ASGI app; its lifespan opens the process's runtime (`open_runtime`)."""
+def create_app(settings: Settings, *, freeze_after_start: bool = False) -> Starlette:
+    """The API as an ASGI app; its lifespan opens the process's runtime (`open_runtime`).
+
+    `freeze_after_start` (a worker process's one app): once the runtime is open, everything
+    built so far lives as long as the process, so it is moved out of the garbage collector's
+    sight (gc.freeze). A full collection walks every tracked object, and walking those paused
+    a worker up to 250 ms under the open loop (docs/performance.md)."""
     metrics = Metrics()
 
     @asynccontextmanager
     async def open_context(app: Starlette) -> AsyncIterator[ApiContext]:
         async with open_runtime(settings, metrics) as runtime:
             app.state.runtime = runtime
+            if freeze_after_start:
+                gc.freeze()
             yield runtime.api
 
     return build_app(open_context, metrics)
@@ -346,7 +350,7 @@ def create_app_from_env() -> Starlette:
     """Factory for the ASGI server's workers: settings from MESSENGER_* and the topology file."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(message)s")
     logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
-    return create_app(Settings.from_env())
+    return create_app(Settings.from_env(), freeze_after_start=True)
 
 
 def retention(settings: Settings) -> Retention:
