@@ -165,6 +165,12 @@ def _start_cluster(config: BenchConfig, stack: ExitStack, observer: RunObserver)
     next run reuses its data instead of seeding again.
     """
     cluster = LocalCluster(config.cluster_dir, progress=observer.note)
+    if cluster.exists and cluster.state.shards != config.shards:
+        # Its own cluster, seeded data only: a run that asks for 5 shards must not measure the
+        # 3 an earlier `--shards 3` left (it did, silently).
+        observer.note(f"the cluster in {config.cluster_dir} has {cluster.state.shards} shards, "
+                      f"this run asks for {config.shards}: making it afresh")
+        cluster.destroy()
     if not cluster.exists:
         cluster = LocalCluster(
             config.cluster_dir,
