@@ -77,7 +77,7 @@ HANDLERS: Mapping[str, Handler] = {
 # Events whose handlers change users rows (their follow counters), and whose: a read cache of
 # users drops them once the handler committed. user.deleted decrements the counters of every
 # user who followed or was followed by the deleted one, on any shard: its handler names them
-# (Applied.users_changed); past MAX_NAMED_USERS every cache is cleared instead.
+# (Applied.users_changed); past MAX_NAMED_USERS, or on a retry, every cache is cleared instead.
 _FOLLOW_EVENTS = ("follow.created", "follow.removed")
 MAX_NAMED_USERS = 1000
 
@@ -88,7 +88,9 @@ def users_rows_changed(event: OutboxEvent, applied: Applied | None = None) -> tu
     if event.type in _FOLLOW_EVENTS:
         return uuid.UUID(event.payload["follower_id"]), uuid.UUID(event.payload["followee_id"])
     if event.type == "user.deleted":
-        if applied is None or len(applied.users_changed) > MAX_NAMED_USERS:
+        # A retry: an earlier attempt may have committed batches before it failed, and a
+        # failed attempt reports nothing.
+        if applied is None or event.attempts > 0 or len(applied.users_changed) > MAX_NAMED_USERS:
             return None
         return tuple(applied.users_changed)
     return ()

@@ -35,3 +35,10 @@ def test_a_follow_names_both_ends_and_a_rename_nobody() -> None:
     follow = event("follow.created", follower_id=str(follower), followee_id=str(followee))
     assert users_rows_changed(follow) == (follower, followee)
     assert users_rows_changed(event("user.renamed", user_id=str(follower))) == ()
+
+
+def test_a_retried_deletion_may_have_changed_users_an_earlier_attempt_never_reported() -> None:
+    """The clean-up commits in batches: an attempt that failed after some of them reported
+    nothing, so the retry's own list can miss users whose counters already changed."""
+    retried = OutboxEvent(uuid.uuid4(), "user:x", "user.deleted", {"user_id": str(uuid.uuid4())}, attempts=1)
+    assert users_rows_changed(retried, Applied(frozenset({uuid.uuid4()}))) is None
