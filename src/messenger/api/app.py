@@ -20,15 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from messenger.api import accounts, cluster, conversations, follows, ops, pages, users, ws
 from messenger.api.auth import SessionCheck
 from messenger.api.context import ApiContext
-from messenger.api.errors import (
-    EXCEPTION_HANDLERS,
-    HttpError,
-    handle_http_error,
-    handle_messenger_error,
-    handle_unexpected,
-)
+from messenger.api.errors import EXCEPTION_HANDLERS
 from messenger.api.openapi import openapi_routes
-from messenger.domain.errors import MessengerError
 from messenger.metrics import Metrics
 
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -105,11 +98,10 @@ class MessengerApp(Starlette):
 
 
 async def _error_response(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, HttpError):
-        return await handle_http_error(request, exc)
-    if isinstance(exc, MessengerError):
-        return await handle_messenger_error(request, exc)
-    return await handle_unexpected(request, exc)
+    """The response any route's error gets: the first of EXCEPTION_HANDLERS whose type it is
+    (their last entry, Exception, takes the unexpected)."""
+    handler = next(h for kind, h in EXCEPTION_HANDLERS.items() if isinstance(exc, kind))
+    return await handler(request, exc)
 
 
 OpenContext = Callable[[Starlette], AbstractAsyncContextManager[ApiContext]]
